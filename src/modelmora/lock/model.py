@@ -1,0 +1,59 @@
+"""The schema of ``modelmora.lock``.
+
+The lock is the contract between ``lock`` and everything after it: ``pull`` fetches exactly
+these files and verifies size + sha256; ``install`` keys artifacts on the entry's spec and
+file digests. It never holds secrets or absolute machine paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+LOCK_VERSION = 1
+
+
+class LockedFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class LockedModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    source: str
+    """The source string as written in the manifest (after interpolation), ``@rev`` included."""
+    revision: str
+    """Immutable: 40-hex commit for hf, dist version for pkg, content digest for path/https."""
+    spec: dict[str, Any]
+    """The normalized spec (``ModelSpec.normalized()``) this entry was resolved from."""
+    metadata: dict[str, str] = {}
+    files: tuple[LockedFile, ...]
+
+    def content_digest(self) -> str:
+        """sha256 over revision + files: identifies the exact bytes of this model."""
+        payload = json.dumps(
+            {"revision": self.revision, "files": [f.model_dump() for f in self.files]},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def entry_digest(self) -> str:
+        """sha256 over the whole entry (bytes + spec): what install keys its work on."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class LockFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = LOCK_VERSION
+    models: dict[str, LockedModel] = {}

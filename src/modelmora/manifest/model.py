@@ -1,0 +1,128 @@
+"""The schema of ``modelmora.yml``.
+
+Only ``source`` is required per model; every other field has a default documented in
+``docs/manifest.md``. All models forbid unknown keys so that a typo (``atoll:``) is an
+error with a location instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(value: str | int | float) -> float:
+    """``10m``, ``1h30m``, ``45s``, ``0`` or a number of seconds → seconds. ``-1`` = forever."""
+    if isinstance(value, int | float):
+        return float(value)
+    text = value.strip()
+    if re.fullmatch(r"-?\d+(\.\d+)?", text):
+        return float(text)
+    m = _DURATION.fullmatch(text)
+    if not text or not m:
+        raise ValueError(f"invalid duration {value!r}: use e.g. '30s', '10m', '1h30m' or seconds")
+    h, mi, s = (int(g) if g else 0 for g in m.groups())
+    return float(h * 3600 + mi * 60 + s)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class FilesSpec(_Strict):
+    include: list[str] | None = None
+    """Glob patterns (fnmatch). ``None`` = the source's default (see docs/sources.md)."""
+    exclude: list[str] = []
+
+
+Backend = Literal["cpu", "cuda", "tensorrt", "openvino", "coreml", "directml", "rocm"]
+
+
+class ConvertSpec(_Strict):
+    opset: int = Field(18, ge=7, le=23)
+    optimize: Literal["none", "basic", "extended", "all"] = "none"
+    quantize: Literal["none", "dynamic-int8"] = "none"
+    exporter: Literal["auto", "optimum", "torch", "torch-dynamo", "tf2onnx", "onnx"] = "auto"
+
+
+class ValidateSpec(_Strict):
+    atol: float = Field(1.0e-4, gt=0)
+    rtol: float = Field(1.0e-3, ge=0)
+    min_cosine: float = Field(0.999, ge=-1, le=1)
+    """Minimum cosine similarity per output row (embeddings)."""
+    int8_atol: float = Field(0.1, gt=0)
+    int8_min_cosine: float = Field(0.98, ge=-1, le=1)
+
+
+class BenchmarkSpec(_Strict):
+    batch_sizes: list[Annotated[int, Field(ge=1)]] = [1, 8, 32]
+    seq_len: int = Field(128, ge=1)
+    warmup: int = Field(3, ge=0)
+    iterations: int = Field(20, ge=1)
+
+
+class ServeSpec(_Strict):
+    max_batch_size: int = Field(32, ge=1)
+    max_queue_delay_ms: float = Field(5, ge=0)
+    max_queue_size: int = Field(256, ge=1)
+    priority: int = 0
+    keep_alive: str = "10m"
+
+    @field_validator("keep_alive", mode="before")
+    @classmethod
+    def _check_duration(cls, v: Any) -> str:
+        if isinstance(v, int | float):
+            v = f"{int(v)}s" if float(v).is_integer() else str(v)
+        if not isinstance(v, str):
+            raise ValueError("must be a duration such as '10m' or a number of seconds")
+        parse_duration(v)
+        return v
+
+
+class ModelSpec(_Strict):
+    source: str = Field(min_length=1)
+    """``hf://org/name[@rev]``, ``path:DIR`` (or ``./DIR``), ``https://…``, ``pkg://DIST/SUBDIR``,
+    or any scheme a plugin registers."""
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    """Required for single-file ``https://`` sources."""
+    registry: str | None = None
+    """Name of the registry block to use; defaults to the block named like the scheme."""
+    task: str | None = None
+    files: FilesSpec = FilesSpec()
+    backends: list[Backend] = ["cpu"]
+    convert: ConvertSpec = ConvertSpec()
+    validate_: ValidateSpec = Field(ValidateSpec(), alias="validate")
+    benchmark: BenchmarkSpec = BenchmarkSpec()
+    serve: ServeSpec = ServeSpec()
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+    """Allow pickle-based weights (``*.bin``, ``*.pt``, ``*.pkl``); off because loading them runs
+    arbitrary code."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
+
+    def normalized(self) -> dict[str, Any]:
+        """The spec as the lock records it: defaults filled in, aliases used, stable order."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class RegistrySpec(_Strict):
+    endpoint: str | None = None
+    token: SecretStr | None = None
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return None if v == "" else v
+
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class Manifest(_Strict):
+    registries: dict[str, RegistrySpec] = {}
+    models: dict[Annotated[str, Field(pattern=_NAME)], ModelSpec] = {}

@@ -1,0 +1,66 @@
+"""A ModelMora project: a directory with ``modelmora.yml`` and (after locking) ``modelmora.lock``.
+
+This is the one place that knows the file names and how a lock entry becomes a
+:class:`~modelmora.sources.base.Source`; commands and pipeline steps go through it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from modelmora.errors import UserInputError
+from modelmora.lock import LockedModel, LockFile, read_lock
+from modelmora.manifest import LoadedManifest, load_manifest
+from modelmora.sources import Source, SourceContext, make_source
+
+MANIFEST_NAME = "modelmora.yml"
+LOCK_NAME = "modelmora.lock"
+STATE_DIR = ".modelmora"
+
+
+def offline_from_env() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass
+class Project:
+    dir: Path
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.dir / MANIFEST_NAME
+
+    @property
+    def lock_path(self) -> Path:
+        return self.dir / LOCK_NAME
+
+    @property
+    def state_dir(self) -> Path:
+        """Project-local state (Dagster home, logs); git-ignored."""
+        return self.dir / STATE_DIR
+
+    @cached_property
+    def manifest(self) -> LoadedManifest:
+        if not self.manifest_path.is_file():
+            raise UserInputError(
+                f"{MANIFEST_NAME} not found in {self.dir}",
+                hint="run `modelmora init` to create one, or pass -C DIR",
+            )
+        return load_manifest(self.manifest_path)
+
+    def read_lock(self) -> LockFile:
+        return read_lock(self.lock_path)
+
+    def source_context(self, *, offline: bool | None = None) -> SourceContext:
+        return SourceContext(
+            project_dir=self.dir,
+            registries=self.manifest.registries,
+            offline=offline_from_env() if offline is None else offline,
+        )
+
+    def source_for(self, entry: LockedModel, *, offline: bool | None = None) -> Source:
+        """The source that can fetch a locked model's files (uses the manifest's registries)."""
+        return make_source(entry.spec, self.source_context(offline=offline))

@@ -1,0 +1,153 @@
+"""The interface every model registry implements.
+
+A source does two things: *resolve* a spec to an immutable revision and a file list
+(each file with size and sha256), and *fetch* one file of a resolved revision. Resolution
+is what ``modelmora lock`` records; fetching is what ``modelmora pull`` verifies against
+that record. Keeping the surface this small is what lets third parties add registries
+through the ``modelmora.sources`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import abc
+import fnmatch
+import posixpath
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from modelmora.errors import SourceError
+
+ProgressCallback = Callable[[int], None]
+"""Called with the number of bytes just written (an increment, not a total)."""
+
+
+class RemoteFile(BaseModel):
+    """One file of a resolved revision, as the lock records it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    """POSIX path relative to the model root; never absolute, never containing ``..``."""
+    size: int
+    sha256: str | None = None
+    """Hex digest. ``None`` only when the registry does not publish one; the lock step then
+    fetches and hashes the file so that the lock always carries a digest."""
+
+
+class Resolution(BaseModel):
+    """What a source resolved a spec to."""
+
+    model_config = ConfigDict(frozen=True)
+
+    revision: str
+    """Immutable identifier: a 40-hex commit (hf), a distribution version (pkg), a content
+    digest (path, https)."""
+    files: tuple[RemoteFile, ...]
+    metadata: dict[str, str] = {}
+    """Registry facts worth keeping (e.g. ``pipeline_tag``), recorded in the lock."""
+
+
+class RegistryConfig(BaseModel):
+    """Connection settings of one registry block in the manifest (already interpolated)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str | None = None
+    token: SecretStr | None = None
+    token_env: str | None = None
+    """The env var the token came from, named in auth errors (never the token itself)."""
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """Everything a source may need besides its own spec."""
+
+    project_dir: Path
+    registries: Mapping[str, RegistryConfig] = field(default_factory=dict)
+    offline: bool = False
+    timeout_s: float = 30.0
+    max_retries: int = 3
+
+    def registry(self, name: str) -> RegistryConfig:
+        return self.registries.get(name) or RegistryConfig()
+
+
+class Source(abc.ABC):
+    """Base class of a registry adapter. One instance per model spec.
+
+    Subclasses set ``scheme`` and implement :meth:`resolve` and :meth:`fetch`.
+    ``location`` is the part of the source string after ``scheme://`` (for ``path`` sources
+    the path itself).
+    """
+
+    scheme: ClassVar[str]
+    default_include: ClassVar[tuple[str, ...]] = ("*",)
+
+    def __init__(
+        self,
+        location: str,
+        context: SourceContext,
+        *,
+        include: Iterable[str] | None = None,
+        exclude: Iterable[str] = (),
+        options: Mapping[str, object] | None = None,
+    ) -> None:
+        self.location = location
+        self.context = context
+        self.include = tuple(include) if include is not None else self.default_include
+        self.exclude = tuple(exclude)
+        self.options = dict(options or {})
+
+    @abc.abstractmethod
+    def resolve(self, pinned_revision: str | None = None) -> Resolution:
+        """Resolve to an immutable revision and the selected files.
+
+        With ``pinned_revision`` (from an existing lock) the source must resolve exactly that
+        revision instead of following a branch or tag; this is how ``lock`` keeps pins.
+        """
+
+    @abc.abstractmethod
+    def fetch(
+        self,
+        revision: str,
+        file: RemoteFile,
+        dest: Path,
+        *,
+        offset: int = 0,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        """Write the bytes of ``file`` at ``revision`` to ``dest``.
+
+        With ``offset > 0`` the first ``offset`` bytes are already in ``dest``: append the
+        rest (HTTP Range for remote sources). Verification is the caller's job.
+        """
+
+    def select(self, paths: Iterable[str]) -> list[str]:
+        """Apply include/exclude glob patterns (fnmatch; ``*`` also crosses ``/``)."""
+        chosen = []
+        for p in paths:
+            if not any(fnmatch.fnmatchcase(p, pat) for pat in self.include):
+                continue
+            if any(fnmatch.fnmatchcase(p, pat) for pat in self.exclude):
+                continue
+            chosen.append(p)
+        return sorted(chosen)
+
+
+def safe_relpath(path: str, *, origin: str) -> str:
+    """Return ``path`` normalized, refusing absolute paths and ``..`` escapes.
+
+    A registry that lists ``../../etc/passwd`` must not make us write outside the store.
+    """
+    if not path or path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
+        raise SourceError(f"{origin}: refusing file {path!r}: absolute paths are not allowed")
+    if "\\" in path:
+        raise SourceError(f"{origin}: refusing file {path!r}: backslashes are not allowed")
+    parts = path.split("/")
+    if any(part in ("..", "") for part in parts):
+        raise SourceError(f"{origin}: refusing file {path!r}: '..' or empty path segments")
+    return posixpath.normpath(path)
