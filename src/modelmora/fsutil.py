@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -20,3 +22,27 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (constant memory for multi-GB weights)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def copy_range(
+    src: Path, dest: Path, *, offset: int = 0, progress: Callable[[int], None] | None = None
+) -> None:
+    """Copy ``src[offset:]`` onto the end of ``dest`` (truncating ``dest`` when offset is 0)."""
+    with open(src, "rb") as fin, open(dest, "ab" if offset else "wb") as fout:
+        fin.seek(offset)
+        while chunk := fin.read(CHUNK):
+            fout.write(chunk)
+            if progress:
+                progress(len(chunk))

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
 
 from modelmora.errors import ModelMoraError
-
-MANIFEST_NAME = "modelmora.yml"
-LOCK_NAME = "modelmora.lock"
+from modelmora.project import MANIFEST_NAME
 
 
 class ModelMoraGroup(click.Group):
@@ -40,3 +41,14 @@ def find_project_dir(ctx: click.Context) -> Path:
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+@contextmanager
+def status(message: str, *, quiet: bool = False) -> Iterator[None]:
+    """A spinner on stderr while work runs; silent when stderr is not a terminal."""
+    if quiet or not sys.stderr.isatty():
+        yield
+        return
+    console = Console(stderr=True)
+    with console.status(message):
+        yield

@@ -86,6 +86,10 @@ class Source(abc.ABC):
 
     scheme: ClassVar[str]
     default_include: ClassVar[tuple[str, ...]] = ("*",)
+    local: ClassVar[bool] = False
+    """Local sources (directories, installed packages) are re-resolved on every ``lock``:
+    it is cheap and their bytes can change under the same name. Remote sources keep the
+    locked revision until ``--upgrade``."""
 
     def __init__(
         self,

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command: set up .venv if needed, then lint, type-check and run every test.
+# Extra arguments go to pytest (e.g. `scripts/test.sh tests/unit -x`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+export HF_HUB_DISABLE_XET=1 HF_HUB_DISABLE_TELEMETRY=1 USE_TF=0 TOKENIZERS_PARALLELISM=false
+.venv/bin/ruff check src tests bench pipelines
+.venv/bin/ruff format --check src tests bench pipelines
+.venv/bin/mypy
+exec .venv/bin/pytest "$@"

@@ -1,0 +1,153 @@
+"""Turn the manifest into a lock: resolve what changed, keep every pin that did not.
+
+uv-style: an entry whose spec is unchanged is reused without touching the network; a
+change to fields that do not affect resolution (convert, serve, …) keeps revision and files;
+a change to ``files`` re-resolves at the *locked* revision; only a changed ``source`` or
+``--upgrade`` follows branches and tags again. Local sources are always re-read.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from modelmora.errors import IntegrityError, ModelMoraError, SourceError
+from modelmora.fsutil import sha256_file
+from modelmora.lock.io import drop_none
+from modelmora.lock.model import LockedFile, LockedModel, LockFile
+from modelmora.sources import RemoteFile, Source, SourceContext, make_source, safe_relpath
+
+RESOLUTION_FIELDS = ("source", "sha256", "registry", "files")
+"""Spec fields that decide which bytes a model is; the rest only affect later stages."""
+
+Action = Literal["added", "updated", "unchanged", "removed"]
+
+
+@dataclass(frozen=True)
+class ModelChange:
+    name: str
+    action: Action
+    revision: str | None
+    files: int
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class LockResult:
+    lock: LockFile
+    changes: tuple[ModelChange, ...]
+
+    @property
+    def changed(self) -> bool:
+        return any(c.action != "unchanged" for c in self.changes)
+
+
+def lock_spec(normalized: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec as stored in the lock (TOML has no null)."""
+    result: dict[str, Any] = drop_none(dict(normalized))
+    return result
+
+
+def resolve_lock(
+    specs: Mapping[str, Mapping[str, Any]],
+    context: SourceContext,
+    *,
+    previous: LockFile | None,
+    upgrade: bool | Collection[str] = False,
+    jobs: int = 8,
+    on_done: Callable[[ModelChange], None] | None = None,
+) -> LockResult:
+    """Build a new lock for ``specs`` (name → normalized spec), reusing ``previous`` pins.
+
+    ``upgrade=True`` re-resolves every model; a collection of names re-resolves those.
+    Models resolve in parallel (``jobs`` threads): resolution is network-bound.
+    """
+    old_models = previous.models if previous else {}
+    unknown = set(upgrade) - set(specs) if not isinstance(upgrade, bool) else set()
+    if unknown:
+        raise ModelMoraError(
+            f"--upgrade names unknown model(s): {', '.join(sorted(unknown))}",
+            hint=f"models in modelmora.yml: {', '.join(sorted(specs)) or '(none)'}",
+        )
+
+    def one(name: str) -> tuple[LockedModel, ModelChange]:
+        wants_upgrade = upgrade is True or (not isinstance(upgrade, bool) and name in upgrade)
+        entry, change = _lock_one(
+            name, lock_spec(specs[name]), old_models.get(name), context, wants_upgrade
+        )
+        if on_done:
+            on_done(change)
+        return entry, change
+
+    names = sorted(specs)
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(names) or 1))) as pool:
+        results = list(pool.map(one, names))
+    models = {entry.name: entry for entry, _ in results}
+    changes = [change for _, change in results]
+    for name in sorted(set(old_models) - set(specs)):
+        changes.append(ModelChange(name, "removed", None, 0, "removed from modelmora.yml"))
+    return LockResult(LockFile(models=models), tuple(changes))
+
+
+def _lock_one(
+    name: str,
+    spec: dict[str, Any],
+    old: LockedModel | None,
+    context: SourceContext,
+    upgrade: bool,
+) -> tuple[LockedModel, ModelChange]:
+    source = make_source(spec, context)
+    same_bytes_spec = old is not None and all(
+        old.spec.get(k) == spec.get(k) for k in RESOLUTION_FIELDS
+    )
+    if old is not None and not upgrade and not source.local and same_bytes_spec:
+        if old.spec == spec:
+            return old, ModelChange(name, "unchanged", old.revision, len(old.files))
+        entry = old.model_copy(update={"spec": spec})
+        return entry, ModelChange(name, "updated", old.revision, len(old.files), "spec changed")
+
+    pinned = None
+    if old is not None and not upgrade and old.source == spec["source"] and not source.local:
+        pinned = old.revision  # files changed: same commit, new selection
+    try:
+        resolution = source.resolve(pinned)
+    except ModelMoraError as exc:
+        exc.message = f"models.{name}: {exc.message}"
+        raise
+    files = tuple(_locked_file(source, resolution.revision, f, name) for f in resolution.files)
+    if not files:
+        raise SourceError(f"models.{name}: {spec['source']} resolved to no files")
+    entry = LockedModel(
+        name=name,
+        source=spec["source"],
+        revision=resolution.revision,
+        spec=spec,
+        metadata=dict(sorted(resolution.metadata.items())),
+        files=tuple(sorted(files, key=lambda f: f.path)),
+    )
+    if old is None:
+        return entry, ModelChange(name, "added", entry.revision, len(files))
+    if old == entry:
+        return entry, ModelChange(name, "unchanged", entry.revision, len(files))
+    reason = "new revision" if old.revision != entry.revision else "files or spec changed"
+    return entry, ModelChange(name, "updated", entry.revision, len(files), reason)
+
+
+def _locked_file(source: Source, revision: str, file: RemoteFile, name: str) -> LockedFile:
+    path = safe_relpath(file.path, origin=f"models.{name}")
+    if file.sha256 is not None:
+        return LockedFile(path=path, size=file.size, sha256=file.sha256)
+    # The registry publishes no sha256 (small non-LFS files on the HF Hub): fetch and hash.
+    with tempfile.TemporaryDirectory(prefix="modelmora-lock-") as tmp:
+        dest = Path(tmp) / "blob"
+        source.fetch(revision, file, dest)
+        size = dest.stat().st_size
+        if size != file.size:
+            raise IntegrityError(
+                f"models.{name}: {path}: registry says {file.size} bytes but sent {size}"
+            )
+        return LockedFile(path=path, size=size, sha256=sha256_file(dest))
