@@ -42,8 +42,14 @@ def main() -> None:
             (src / "model.safetensors").write_bytes(os.urandom(4096))
             repo_args += ["--repo", f"bench/repo-{i:03d}={src}"]
         hub = subprocess.Popen(
-            [sys.executable, "-m", "modelmora.testing.hub_emulator", "--root",
-             str(root / "hub"), *repo_args],
+            [
+                sys.executable,
+                "-m",
+                "modelmora.testing.hub_emulator",
+                "--root",
+                str(root / "hub"),
+                *repo_args,
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -56,8 +62,7 @@ def main() -> None:
             project = root / "project"
             project.mkdir()
             models = "".join(
-                f"  repo-{i:03d}:\n    source: hf://bench/repo-{i:03d}\n"
-                for i in range(args.repos)
+                f"  repo-{i:03d}:\n    source: hf://bench/repo-{i:03d}\n" for i in range(args.repos)
             )
             (project / "modelmora.yml").write_text(
                 f"registries:\n  hf: {{endpoint: '{url}'}}\nmodels:\n{models}"

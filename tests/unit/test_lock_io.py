@@ -9,6 +9,7 @@ import pytest
 from modelmora.errors import LockFileError
 from modelmora.lock import LockedFile, LockedModel, LockFile, read_lock, write_lock
 from modelmora.lock.io import dumps_lock, loads_lock
+from modelmora.lock.resolve import lock_spec
 from modelmora.manifest.model import ModelSpec
 
 SHA_A = "a" * 64
@@ -16,14 +17,13 @@ SHA_B = "b" * 64
 
 
 def _entry(name: str, *paths: str) -> LockedModel:
-    spec = ModelSpec(source=f"hf://org/{name}").normalized()
     return LockedModel(
         name=name,
         source=f"hf://org/{name}",
         revision="0123456789abcdef0123456789abcdef01234567",
-        spec={k: v for k, v in spec.items() if v is not None},
+        spec=lock_spec(ModelSpec(source=f"hf://org/{name}").normalized()),
         metadata={"pipeline_tag": "feature-extraction"},
-        files=tuple(LockedFile(path=p, size=i + 1, sha256=SHA_A) for i, p in enumerate(paths)),
+        files=tuple(LockedFile(path=p, size=len(p), sha256=SHA_A) for p in paths),
     )
 
 

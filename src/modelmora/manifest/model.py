@@ -121,8 +121,16 @@ class RegistrySpec(_Strict):
 
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+MODEL_NAME_PATTERN = _NAME
+"""What a key under ``models:`` must look like (it names directories and URLs)."""
 
 
 class Manifest(_Strict):
     registries: dict[str, RegistrySpec] = {}
     models: dict[Annotated[str, Field(pattern=_NAME)], ModelSpec] = {}
+
+    @field_validator("registries", "models", mode="before")
+    @classmethod
+    def _empty_section(cls, v: Any) -> Any:
+        """``models:`` with nothing (or only comments) under it means no models yet."""
+        return {} if v is None else v

@@ -15,6 +15,7 @@ import httpx
 
 from modelmora.errors import SourceError, SourceNotFoundError, UserInputError
 from modelmora.sources.base import ProgressCallback, RemoteFile, Resolution, Source, safe_relpath
+from modelmora.sources.http import shared_client
 
 
 class HttpsSource(Source):
@@ -23,9 +24,6 @@ class HttpsSource(Source):
     @property
     def url(self) -> str:
         return f"https://{self.location}"
-
-    def _client(self) -> httpx.Client:
-        return httpx.Client(follow_redirects=True, timeout=self.context.timeout_s)
 
     def _expected_sha256(self) -> str:
         sha = self.options.get("sha256")
@@ -54,27 +52,30 @@ class HttpsSource(Source):
         last: Exception | None = None
         for attempt in range(self.context.max_retries):
             try:
-                with self._client() as client:
-                    resp = client.head(self.url)
-                    if resp.status_code == 404:
-                        raise SourceNotFoundError(f"{self.url}: not found (HTTP 404)")
-                    resp.raise_for_status()
-                    length = resp.headers.get("content-length")
-                    if length is not None:
-                        return int(length)
-                    # No length on HEAD: count the body once (the lock needs a size).
-                    total = 0
-                    with client.stream("GET", self.url) as body:
-                        body.raise_for_status()
-                        for chunk in body.iter_bytes():
-                            total += len(chunk)
-                    return total
+                return self._size_once()
             except (httpx.TransportError, httpx.HTTPStatusError) as exc:
                 last = exc
                 time.sleep(min(0.2 * 2**attempt, 2.0))
         raise SourceError(
             f"{self.url}: unreachable after {self.context.max_retries} attempts: {last}"
         )
+
+    def _size_once(self) -> int:
+        client = shared_client()
+        resp = client.head(self.url, timeout=self.context.timeout_s)
+        if resp.status_code == 404:
+            raise SourceNotFoundError(f"{self.url}: not found (HTTP 404)")
+        resp.raise_for_status()
+        length = resp.headers.get("content-length")
+        if length is not None:
+            return int(length)
+        # No length on HEAD: count the body once (the lock needs a size).
+        total = 0
+        with client.stream("GET", self.url, timeout=self.context.timeout_s) as body:
+            body.raise_for_status()
+            for chunk in body.iter_bytes():
+                total += len(chunk)
+        return total
 
     def fetch(
         self,
@@ -86,7 +87,9 @@ class HttpsSource(Source):
         progress: ProgressCallback | None = None,
     ) -> None:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        with self._client() as client, client.stream("GET", self.url, headers=headers) as resp:
+        with shared_client().stream(
+            "GET", self.url, headers=headers, timeout=self.context.timeout_s
+        ) as resp:
             if resp.status_code == 404:
                 raise SourceNotFoundError(f"{self.url}: not found (HTTP 404)")
             resp.raise_for_status()

@@ -1,0 +1,333 @@
+"""``hf://org/name[@revision]``: models on the Hugging Face Hub (or any hub-compatible server).
+
+Resolution goes through ``huggingface_hub`` (``model_info`` with ``files_metadata``: one
+request gives the commit sha and every file's size and LFS sha256). Downloads do *not* go
+through ``hf_hub_download``: that function owns a cache layout, its own retries and its own
+timeouts (``HF_HUB_ETAG_TIMEOUT``, ``HF_HUB_DOWNLOAD_TIMEOUT``), while ModelMora needs a
+plain resumable byte pump into its content-addressed store. So :meth:`HfSource.fetch`
+streams ``/{repo}/resolve/{sha}/{path}`` with httpx and HTTP Range.
+
+Both paths share one policy: ``context.timeout_s`` per request, ``1 + context.max_retries``
+attempts with capped exponential backoff on connection errors, timeouts, 429 and 5xx, and a
+status-code based mapping to ModelMora errors that never mentions the token.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import quote
+
+import httpx
+import requests
+from huggingface_hub import HfApi
+from huggingface_hub.errors import HfHubHTTPError
+
+from modelmora.errors import AuthenticationError, SourceError, SourceNotFoundError, UserInputError
+from modelmora.sources.base import (
+    ProgressCallback,
+    RemoteFile,
+    Resolution,
+    Source,
+    SourceContext,
+    safe_relpath,
+)
+from modelmora.sources.http import shared_client
+
+__all__ = ["DEFAULT_ENDPOINT", "HfSource"]
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+BACKOFF_BASE_S = 0.2
+BACKOFF_CAP_S = 2.0
+_CHUNK = 1024 * 1024
+_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+_ERRNO_RE = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
+_T = TypeVar("_T")
+
+
+class _Transient(Exception):
+    """A failure worth retrying; ``reason`` is short and safe to show."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _HttpStatus(Exception):
+    """A non-success answer from the hub, carried to the shared error mapping."""
+
+    def __init__(self, status: int, error_code: str | None) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status, self.error_code = status, error_code
+
+
+def _is_true(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def parse_location(location: str) -> tuple[str, str]:
+    """``org/name@rev`` → ``("org/name", "rev")``; the revision defaults to ``main``."""
+    repo_id, sep, revision = location.strip().partition("@")
+    repo_id = repo_id.strip("/")
+    if not _REPO_RE.match(repo_id) or ".." in repo_id:
+        raise UserInputError(
+            f"invalid hf source 'hf://{location}': expected hf://ORG/NAME[@REVISION]"
+        )
+    if sep and not revision:
+        raise UserInputError(f"invalid hf source 'hf://{location}': empty revision after '@'")
+    return repo_id, revision or "main"
+
+
+class HfSource(Source):
+    """Hugging Face Hub repositories, pinned to a commit sha.
+
+    ``default_include`` pulls configs, safetensors weights, tokenizer files and vocabularies;
+    pickle weights (``*.bin``, ``*.pt``) and pre-exported ONNX variants are only pulled when
+    the manifest includes them, because they are unsafe or redundant with our conversion.
+    """
+
+    scheme = "hf"
+    default_include = ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken")
+
+    def __init__(
+        self,
+        location: str,
+        context: SourceContext,
+        *,
+        include: Iterable[str] | None = None,
+        exclude: Iterable[str] = (),
+        options: Mapping[str, object] | None = None,
+    ) -> None:
+        super().__init__(location, context, include=include, exclude=exclude, options=options)
+        self.repo_id, self.revision = parse_location(self.location)
+        registry = self.context.registry(str(self.options.get("registry") or "hf"))
+        endpoint = registry.endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
+        self.endpoint = endpoint.rstrip("/")
+        # The manifest's registry token wins; otherwise HF_TOKEN, like the hf CLI. The token
+        # stored by `hf auth login` is deliberately not read: locks must not depend on
+        # whoever happens to be logged in on this machine.
+        secret = registry.token.get_secret_value() if registry.token is not None else None
+        self._token: str | None = secret or os.environ.get("HF_TOKEN") or None
+        self.token_env = registry.token_env or "HF_TOKEN"
+
+    @property
+    def origin(self) -> str:
+        return f"hf://{self.repo_id}"
+
+    @property
+    def offline(self) -> bool:
+        return self.context.offline or _is_true(os.environ.get("HF_HUB_OFFLINE"))
+
+    # -- resolve -----------------------------------------------------------------------
+    def resolve(self, pinned_revision: str | None = None) -> Resolution:
+        revision = pinned_revision or self.revision
+        if self.offline:
+            raise SourceError(
+                f"{self.origin}@{revision}: cannot resolve in offline mode: the file list "
+                "of a revision is only known to the hub",
+                hint="run `modelmora lock` online once; installs from an existing lock "
+                "work offline",
+            )
+        api = HfApi(endpoint=self.endpoint, token=self._token or False, library_name="modelmora")
+
+        def call() -> object:
+            try:
+                return api.model_info(
+                    self.repo_id,
+                    revision=revision,
+                    files_metadata=True,
+                    timeout=self.context.timeout_s,
+                )
+            except HfHubHTTPError as exc:
+                response = exc.response
+                if response is None:
+                    raise
+                raise _HttpStatus(
+                    response.status_code, response.headers.get("X-Error-Code")
+                ) from exc
+
+        info = self._with_retries(call, revision=revision, path=None)
+        sha = getattr(info, "sha", None)
+        if not isinstance(sha, str) or not _SHA_RE.match(sha):
+            raise SourceError(f"{self.origin}@{revision}: hub returned no valid commit sha")
+        if pinned_revision and _SHA_RE.match(pinned_revision) and sha != pinned_revision:
+            raise SourceError(
+                f"{self.origin}: asked for pinned commit {pinned_revision}, hub answered {sha}"
+            )
+        return Resolution(
+            revision=sha,
+            files=self._files(getattr(info, "siblings", None) or [], revision),
+            metadata=self._metadata(info),
+        )
+
+    def _files(self, siblings: list[object], revision: str) -> tuple[RemoteFile, ...]:
+        by_name = {str(getattr(s, "rfilename", "")): s for s in siblings}
+        chosen = self.select(by_name)
+        if not chosen:
+            some = ", ".join(sorted(by_name)[:8]) or "none"
+            raise SourceError(
+                f"{self.origin}@{revision}: include patterns matched no files "
+                f"(include={list(self.include)}, exclude={list(self.exclude)}); "
+                f"available: {some}{', …' if len(by_name) > 8 else ''}"
+            )
+        files = []
+        for name in chosen:
+            sibling = by_name[name]
+            path = safe_relpath(name, origin=f"{self.origin}@{revision}")
+            size = getattr(sibling, "size", None)
+            if not isinstance(size, int):
+                raise SourceError(f"{self.origin}@{revision}: hub gave no size for {name!r}")
+            lfs = getattr(sibling, "lfs", None)
+            sha256 = getattr(lfs, "sha256", None) if lfs is not None else None
+            files.append(RemoteFile(path=path, size=size, sha256=sha256))
+        return tuple(files)
+
+    @staticmethod
+    def _metadata(info: object) -> dict[str, str]:
+        found = {}
+        for key in ("pipeline_tag", "library_name"):
+            value = getattr(info, key, None)
+            if isinstance(value, str) and value:
+                found[key] = value
+        return found
+
+    # -- fetch -------------------------------------------------------------------------
+    def fetch(
+        self,
+        revision: str,
+        file: RemoteFile,
+        dest: Path,
+        *,
+        offset: int = 0,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        """Stream one file; on a retry, resume from what is already in ``dest``.
+
+        ``progress`` receives the bytes written by this call. If the hub ignores the Range
+        request (answers 200), ``dest`` is truncated and rewritten from byte 0.
+        """
+        if self.offline:
+            raise SourceError(f"{self.origin}@{revision}: cannot download {file.path} offline")
+        path = safe_relpath(file.path, origin=f"{self.origin}@{revision}")
+        url = (
+            f"{self.endpoint}/{self.repo_id}/resolve/{quote(revision, safe='')}/"
+            f"{quote(path, safe='/')}"
+        )
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        timeout = httpx.Timeout(self.context.timeout_s)
+        starts = [offset]
+
+        def call() -> None:
+            start = starts.pop() if starts else (dest.stat().st_size if dest.exists() else 0)
+            try:
+                self._download(url, headers, timeout, dest, start, file.size, progress)
+            except httpx.TimeoutException as exc:
+                raise _Transient(f"timed out after {self.context.timeout_s:g} s") from exc
+            except httpx.TransportError as exc:
+                raise _Transient(_short_reason(exc)) from exc
+
+        self._with_retries(call, revision=revision, path=path)
+
+    @staticmethod
+    def _download(
+        url: str,
+        headers: Mapping[str, str],
+        timeout: httpx.Timeout,
+        dest: Path,
+        start: int,
+        size: int,
+        progress: ProgressCallback | None,
+    ) -> None:
+        if start and start == size:
+            return
+        if start > size:
+            start = 0
+        request_headers = {**headers, "Range": f"bytes={start}-"} if start else dict(headers)
+        with shared_client().stream(
+            "GET", url, headers=request_headers, timeout=timeout
+        ) as response:
+            status = response.status_code
+            if status == 206 and start:
+                content_range = response.headers.get("Content-Range", "")
+                if not content_range.startswith(f"bytes {start}-"):
+                    raise SourceError(f"{url}: unexpected Content-Range {content_range!r}")
+                mode = "ab"
+            elif status == 200:
+                mode = "wb"
+            else:
+                raise _HttpStatus(status, response.headers.get("X-Error-Code"))
+            with dest.open(mode) as fh:
+                for chunk in response.iter_bytes(_CHUNK):
+                    fh.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+
+    # -- shared failure policy ---------------------------------------------------------
+    def _with_retries(self, call: Callable[[], _T], *, revision: str, path: str | None) -> _T:
+        attempts = 1 + max(self.context.max_retries, 0)
+        for attempt in range(1, attempts + 1):
+            try:
+                try:
+                    return call()
+                except requests.Timeout as exc:
+                    raise _Transient(f"timed out after {self.context.timeout_s:g} s") from exc
+                except requests.ConnectionError as exc:
+                    raise _Transient(_short_reason(exc)) from exc
+                except _HttpStatus as exc:
+                    if exc.status >= 500 or exc.status == 429:
+                        raise _Transient(f"HTTP {exc.status}") from exc
+                    raise self._status_error(exc, revision, path) from None
+            except _Transient as exc:
+                if attempt == attempts:
+                    raise SourceError(
+                        f"hf hub unreachable at {self.endpoint} after {attempts} attempts: "
+                        f"{exc.reason}"
+                    ) from None
+                time.sleep(min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_CAP_S))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _status_error(self, exc: _HttpStatus, revision: str, path: str | None) -> SourceError:
+        status, code, where = exc.status, exc.error_code, f"{self.origin}@{revision}"
+        if status in (401, 403):
+            return self._auth_error(status)
+        if status == 404 and code == "RevisionNotFound":
+            return SourceNotFoundError(
+                f"{self.origin}: revision {revision!r} not found at {self.endpoint}",
+                hint="use a branch, a tag or a full 40-hex commit sha",
+            )
+        if status == 404 and path is not None and code != "RepoNotFound":
+            return SourceNotFoundError(f"{where}: file {path!r} not found at {self.endpoint}")
+        if status == 404:
+            return SourceNotFoundError(
+                f"{self.origin}: repository not found at {self.endpoint}",
+                hint=f"check the name; private repos need {self.token_env}",
+            )
+        return SourceError(f"{where}: {self.endpoint} answered HTTP {status}")
+
+    def _auth_error(self, status: int) -> AuthenticationError:
+        env = self.token_env
+        if self._token:
+            return AuthenticationError(
+                f"{self.origin}: {self.endpoint} rejected the token from ${env} (HTTP {status})",
+                hint=f"check that ${env} holds a valid token with read access to "
+                f"{self.repo_id} (and that gated access was granted)",
+            )
+        return AuthenticationError(
+            f"{self.origin}: {self.endpoint} requires authentication (HTTP {status}); the "
+            "repository is private, gated, or does not exist",
+            hint=f"set ${env} to a token with read access to {self.repo_id}",
+        )
+
+
+def _short_reason(exc: BaseException) -> str:
+    """``[Errno 111] Connection refused`` → ``Connection refused`` (no URLs, no headers)."""
+    text = str(exc)
+    m = _ERRNO_RE.search(text)
+    if m:
+        return m.group(1).strip()
+    return type(exc).__name__ if len(text) > 200 or not text else text
