@@ -19,7 +19,14 @@ from modelmora.errors import IntegrityError, ModelMoraError, SourceError
 from modelmora.fsutil import sha256_file
 from modelmora.lock.io import drop_none
 from modelmora.lock.model import LockedFile, LockedModel, LockFile
-from modelmora.sources import RemoteFile, Source, SourceContext, make_source, safe_relpath
+from modelmora.sources import (
+    RemoteFile,
+    Source,
+    SourceContext,
+    is_builtin,
+    make_source,
+    safe_relpath,
+)
 
 RESOLUTION_FIELDS = ("source", "sha256", "registry", "files")
 """Spec fields that decide which bytes a model is; the rest only affect later stages."""
@@ -115,10 +122,16 @@ def _lock_one(
         pinned = old.revision  # files changed: same commit, new selection
     try:
         resolution = source.resolve(pinned)
+        files = tuple(_locked_file(source, resolution.revision, f, name) for f in resolution.files)
     except ModelMoraError as exc:
         exc.message = f"models.{name}: {exc.message}"
         raise
-    files = tuple(_locked_file(source, resolution.revision, f, name) for f in resolution.files)
+    except Exception as exc:
+        if is_builtin(source.scheme):
+            raise  # our bug: keep the traceback
+        raise ModelMoraError(
+            f"models.{name}: source plugin {source.scheme!r} failed: {exc}"
+        ) from exc
     if not files:
         raise SourceError(f"models.{name}: {spec['source']} resolved to no files")
     entry = LockedModel(

@@ -30,6 +30,7 @@ __all__ = [
     "Resolution",
     "Source",
     "SourceContext",
+    "is_builtin",
     "make_source",
     "parse_source",
     "safe_relpath",
@@ -75,6 +76,10 @@ def _registered() -> dict[str, str]:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         found[ep.name] = ep.value
     return found
+
+
+def is_builtin(scheme: str) -> bool:
+    return _registered().get(scheme) == _BUILTIN.get(scheme)
 
 
 def source_schemes() -> list[str]:
