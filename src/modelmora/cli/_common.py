@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 from modelmora.errors import ModelMoraError
-from modelmora.project import MANIFEST_NAME
+
+MANIFEST_NAME = "modelmora.yml"  # also modelmora.project.MANIFEST_NAME; kept here to stay cheap
 
 
 class ModelMoraGroup(click.Group):
@@ -49,6 +49,8 @@ def status(message: str, *, quiet: bool = False) -> Iterator[None]:
     if quiet or not sys.stderr.isatty():
         yield
         return
+    from rich.console import Console
+
     console = Console(stderr=True)
     with console.status(message):
         yield

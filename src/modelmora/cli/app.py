@@ -1,14 +1,47 @@
-"""Root command group. Subcommands live in sibling modules and register themselves here."""
+"""Root command group. Subcommands are imported only when invoked, so ``modelmora install``'s
+no-op path and ``--help`` never pay for Dagster, DuckDB, torch or the HTTP stack."""
 
 from __future__ import annotations
+
+from importlib import import_module
 
 import click
 
 from modelmora import __version__
 from modelmora.cli._common import ModelMoraGroup
 
+# name → "module:attribute" of a click command.
+COMMANDS: dict[str, str] = {
+    "init": "modelmora.cli.project:init",
+    "add": "modelmora.cli.project:add",
+    "remove": "modelmora.cli.project:remove",
+    "lock": "modelmora.cli.project:lock",
+    "pull": "modelmora.cli.cache:pull_command",
+    "install": "modelmora.cli.install:install",
+    "list": "modelmora.cli.install:list_models",
+    "show": "modelmora.cli.install:show",
+    "bench": "modelmora.cli.install:bench",
+    "ui": "modelmora.cli.install:ui",
+    "serve": "modelmora.cli.serve:serve",
+    "cache": "modelmora.cli.cache:cache_group",
+}
 
-@click.group(cls=ModelMoraGroup)
+
+class LazyGroup(ModelMoraGroup):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return self.commands.get(cmd_name)
+        module, _, attr = target.partition(":")
+        command = getattr(import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup)
 @click.version_option(__version__, prog_name="modelmora")
 @click.option(
     "-C",
@@ -22,11 +55,3 @@ from modelmora.cli._common import ModelMoraGroup
 def main(ctx: click.Context, project: str | None) -> None:
     """Lock, install, convert, validate, benchmark and serve ML models."""
     ctx.obj = {"project": project}
-
-
-def _register() -> None:
-    # Imported for their side effect of adding commands to ``main``.
-    from modelmora.cli import project  # noqa: F401
-
-
-_register()

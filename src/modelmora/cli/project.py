@@ -10,7 +10,6 @@ from typing import Any
 import click
 
 from modelmora.cli._common import echo_json, find_project_dir, status
-from modelmora.cli.app import main
 from modelmora.errors import LockFileError, UserInputError
 from modelmora.fsutil import atomic_write_bytes
 from modelmora.lock import LockFile, read_lock, write_lock
@@ -22,7 +21,7 @@ from modelmora.project import Project
 _MARK = {"added": "+", "updated": "~", "unchanged": "=", "removed": "-"}
 
 
-@main.command()
+@click.command()
 @click.pass_context
 def init(ctx: click.Context) -> None:
     """Create a commented modelmora.yml in the project directory."""
@@ -32,7 +31,7 @@ def init(ctx: click.Context) -> None:
     click.echo("Next: `modelmora add hf://ORG/NAME` or edit the file, then `modelmora lock`.")
 
 
-@main.command()
+@click.command()
 @click.argument("source")
 @click.option("--name", help="Model name in modelmora.yml (default: derived from SOURCE).")
 @click.option("--task", help="Task, e.g. feature-extraction, text-classification.")
@@ -72,7 +71,7 @@ def add(
         raise
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.option("--no-lock", is_flag=True, help="Only edit modelmora.yml; do not lock.")
 @click.pass_context
@@ -85,7 +84,7 @@ def remove(ctx: click.Context, name: str, no_lock: bool) -> None:
         _lock(Project(project.dir), upgrade=(), jobs=8, as_json=False)
 
 
-@main.command()
+@click.command()
 @click.option("--check", is_flag=True, help="Exit 1 naming each model and field that drifted.")
 @click.option(
     "--upgrade",
@@ -131,6 +130,7 @@ def _lock(
     jobs: int,
     as_json: bool,
     only: Collection[str] = (),
+    quiet: bool = False,
 ) -> LockResult:
     started = time.perf_counter()
     upgrade_all = "*" in upgrade
@@ -139,10 +139,10 @@ def _lock(
     upgrade_arg: bool | Collection[str] = True if upgrade_all else set(upgrade)
 
     def report(change: ModelChange) -> None:
-        if not as_json and (not only or change.name in only):
+        if not as_json and not quiet and (not only or change.name in only):
             _print_change(change)
 
-    with status(f"Resolving {len(specs)} model(s)…", quiet=as_json):
+    with status(f"Resolving {len(specs)} model(s)…", quiet=as_json or quiet):
         result = resolve_lock(
             specs,
             project.source_context(),
@@ -153,6 +153,8 @@ def _lock(
         )
     changed_file = write_lock(project.lock_path, result.lock)
     elapsed = time.perf_counter() - started
+    if quiet:
+        return result
     if as_json:
         echo_json(
             {
@@ -172,6 +174,11 @@ def _lock(
             err=True,
         )
     return result
+
+
+def lock_project(project: Project, *, quiet: bool = False) -> LockResult:
+    """Lock keeping every pin (what ``install`` does when the lock is out of date)."""
+    return _lock(project, upgrade=(), jobs=8, as_json=False, quiet=quiet)
 
 
 def _print_change(change: ModelChange) -> None:

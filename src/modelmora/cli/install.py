@@ -1,0 +1,404 @@
+"""``install``, ``list``, ``show``, ``bench``, ``ui``: the pipeline's commands.
+
+``install`` checks its no-op fast path before importing Dagster, torch or DuckDB.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from modelmora.cli._common import echo_json, find_project_dir
+
+if TYPE_CHECKING:
+    from modelmora.lock import LockFile
+    from modelmora.pipeline.install import ModelOutcome
+    from modelmora.pipeline.status import ModelStatus
+    from modelmora.project import Project
+
+_MARKS = {
+    "ok": "[green]✓[/]",
+    "failed": "[red]✗[/]",
+    "skipped": "[dim]–[/]",
+    "missing": "[dim]·[/]",
+}
+
+
+@click.command()
+@click.argument("names", nargs=-1)
+@click.option("--locked", is_flag=True, help="Fail (exit 1) if modelmora.lock is out of date.")
+@click.option("--frozen", is_flag=True, help="Use modelmora.lock as is, without checking it.")
+@click.option(
+    "--backend",
+    "-b",
+    "backends",
+    multiple=True,
+    help="Benchmark these backends instead of each model's `backends` (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the per-model outcome as JSON.")
+@click.pass_context
+def install(
+    ctx: click.Context,
+    names: tuple[str, ...],
+    locked: bool,
+    frozen: bool,
+    backends: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Download, convert, validate and benchmark every locked model (or NAMES).
+
+    Runs on the project's Dagster instance (.modelmora/dagster), so every run appears in
+    `modelmora ui`. Exit code 0 only if every selected model was installed.
+    """
+    from modelmora.pipeline.fastpath import is_installed
+
+    project_dir = find_project_dir(ctx)
+    manifest, lock_path = project_dir / "modelmora.yml", project_dir / "modelmora.lock"
+    if not (locked and frozen) and is_installed(project_dir, manifest, lock_path, names, backends):
+        if as_json:
+            echo_json({"up_to_date": True, "models": []})
+        else:
+            click.echo("Everything is installed; nothing to do.")
+        return
+    sys.exit(_install(project_dir, names, locked, frozen, backends, as_json))
+
+
+def _install(
+    project_dir: Path,
+    names: tuple[str, ...],
+    locked: bool,
+    frozen: bool,
+    backends: tuple[str, ...],
+    as_json: bool,
+) -> int:
+    from modelmora.cache import Store
+    from modelmora.errors import UserInputError
+    from modelmora.pipeline.fastpath import write_state
+    from modelmora.project import Project
+
+    if locked and frozen:
+        raise UserInputError("--locked and --frozen cannot be combined")
+    project = Project(project_dir)
+    lock = _lock_for_install(project, locked=locked, frozen=frozen, quiet=as_json)
+    unknown = sorted(set(names) - set(lock.models))
+    if unknown:
+        raise UserInputError(
+            f"not in modelmora.lock: {', '.join(unknown)}",
+            hint=f"locked models: {', '.join(sorted(lock.models)) or '(none)'}",
+        )
+    selected = list(names) or sorted(lock.models)
+    store = Store()
+    started = time.perf_counter()
+    outcomes = _run_with_progress(project, lock, selected, store, backends, quiet=as_json)
+    from modelmora.pipeline.status import model_statuses
+
+    statuses = model_statuses(store, [lock.models[n] for n in selected])
+    ok = all(o.ok for o in outcomes)
+    if as_json:
+        echo_json(
+            {
+                "up_to_date": False,
+                "ok": ok,
+                "seconds": round(time.perf_counter() - started, 2),
+                "models": [
+                    {**s.to_json(), "run_id": o.run_id, "error": o.error or None}
+                    for s, o in zip(statuses, outcomes, strict=True)
+                ],
+            }
+        )
+    else:
+        _summary(statuses, outcomes, time.perf_counter() - started)
+    if ok and not names:
+        write_state(
+            project.dir,
+            project.manifest_path,
+            project.lock_path,
+            backends,
+            {s.name: [Path(a.path) / "artifact.json" for a in s.artifacts] for s in statuses},
+        )
+    return 0 if ok else 1
+
+
+def _lock_for_install(project: Project, *, locked: bool, frozen: bool, quiet: bool) -> LockFile:
+    """``--frozen``: the lock as is; ``--locked``: fail on drift; default: re-lock if needed."""
+    from modelmora.errors import ModelMoraError
+    from modelmora.lock import read_lock
+    from modelmora.lock.check import check_lock
+
+    if frozen:
+        return read_lock(project.lock_path)
+    specs = {n: s.normalized() for n, s in project.manifest.manifest.models.items()}
+    if project.lock_path.exists():
+        drift = check_lock(specs, read_lock(project.lock_path), project.source_context())
+        if not drift:
+            return read_lock(project.lock_path)
+        if locked:
+            details = "\n".join(f"  {d.describe()}" for d in drift)
+            raise ModelMoraError(
+                f"modelmora.lock is out of date (--locked):\n{details}",
+                hint="run `modelmora lock`, commit the lock, and install again",
+            )
+    elif locked:
+        raise ModelMoraError(
+            "modelmora.lock does not exist (--locked)", hint="run `modelmora lock`"
+        )
+    from modelmora.cli.project import lock_project
+
+    lock_project(project, quiet=quiet)
+    return read_lock(project.lock_path)
+
+
+def _run_with_progress(
+    project: Project,
+    lock: LockFile,
+    names: list[str],
+    store: Any,
+    backends: tuple[str, ...],
+    *,
+    quiet: bool,
+) -> list[ModelOutcome]:
+    from modelmora.pipeline import steps
+    from modelmora.pipeline.install import run_install
+
+    err = click.get_text_stream("stderr")
+    live = not quiet and err.isatty()
+
+    def on_stage(model: str, stage: str, status: str) -> None:
+        if not quiet and (live or status != "running"):
+            click.echo(f"  {model}: {stage} {status}", err=True)
+
+    def on_outcome(outcome: ModelOutcome) -> None:
+        if not quiet:
+            mark = "✓" if outcome.ok else "✗"
+            click.echo(f"{mark} {outcome.name} ({outcome.seconds:.1f}s)", err=True)
+
+    steps.add_listener(on_stage)
+    try:
+        return run_install(
+            project, lock, names, store=store, backends=backends, on_outcome=on_outcome
+        )
+    finally:
+        steps.remove_listener(on_stage)
+
+
+def _summary(statuses: list[ModelStatus], outcomes: list[ModelOutcome], seconds: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"modelmora install ({seconds:.1f}s)")
+    for column in ("model", "download", "onnx", "validation", "benchmark", "artifact", "best"):
+        table.add_column(column)
+    for status, outcome in zip(statuses, outcomes, strict=True):
+        best = status.best()
+        table.add_row(
+            status.name,
+            *(
+                _MARKS.get(outcome.stages.get(s, "skipped"), "?")
+                for s in ("download", "onnx", "validation", "benchmark")
+            ),
+            status.artifacts[0].sha256[:12] if status.artifacts else "",
+            f"{best.backend} {best.p50_ms:.1f} ms" if best and best.p50_ms else "",
+        )
+    console = Console()
+    console.print(table)
+    for outcome in outcomes:
+        if outcome.error:
+            console.print(f"[red]error[/]: {outcome.name}: {outcome.error}", highlight=False)
+
+
+# -- read commands ----------------------------------------------------------------------
+
+
+def _statuses(ctx: click.Context, names: tuple[str, ...] = ()) -> list[ModelStatus]:
+    from modelmora.cache import Store
+    from modelmora.errors import UserInputError
+    from modelmora.pipeline.status import model_statuses
+    from modelmora.project import Project
+
+    project = Project(find_project_dir(ctx))
+    lock = project.read_lock()
+    unknown = sorted(set(names) - set(lock.models))
+    if unknown:
+        raise UserInputError(f"not in modelmora.lock: {', '.join(unknown)}")
+    return model_statuses(Store(), [lock.models[n] for n in (names or sorted(lock.models))])
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def list_models(ctx: click.Context, as_json: bool) -> None:
+    """Each locked model: stage statuses, artifact digest, best backend."""
+    statuses = _statuses(ctx)
+    if as_json:
+        echo_json([s.to_json() for s in statuses])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for column in ("model", "download", "convert", "validate", "benchmark", "artifact", "best"):
+        table.add_column(column)
+    for s in statuses:
+        best = s.best()
+        table.add_row(
+            s.name,
+            *(_MARKS.get(v, v) for v in s.stages.values()),
+            s.artifacts[0].sha256[:12] if s.artifacts else "",
+            f"{best.backend} {best.p50_ms:.1f} ms" if best and best.p50_ms else "",
+        )
+    Console().print(table)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def show(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Files, artifacts, validation numbers and the benchmark table of one model."""
+    from modelmora.project import Project
+
+    (status,) = _statuses(ctx, (name,))
+    entry = Project(find_project_dir(ctx)).read_lock().models[name]
+    if as_json:
+        echo_json({**status.to_json(), "files_detail": [f.model_dump() for f in entry.files]})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    console.print(f"[bold]{name}[/]  {entry.source}  revision {entry.revision}")
+    files = Table(title="files")
+    for column in ("path", "size", "sha256"):
+        files.add_column(column)
+    for f in entry.files:
+        files.add_row(f.path, f"{f.size:,}", f.sha256[:16])
+    console.print(files)
+    for art in status.artifacts:
+        verdict = {True: "[green]valid[/]", False: "[red]INVALID[/]", None: "not validated"}
+        console.print(
+            f"artifact [bold]{art.variant}[/] {art.sha256[:16]} {verdict[art.validated]}: "
+            f"{art.validation_summary}"
+        )
+        bench = Table()
+        for column in ("backend", "batch", "p50 ms", "p95 ms", "p99 ms", "items/s", "load ms"):
+            bench.add_column(column)
+        for b in art.benchmarks:
+            if b.status != "ok":
+                bench.add_row(b.backend, "", f"{b.status}: {b.reason}", "", "", "", "")
+                continue
+            bench.add_row(
+                b.backend,
+                str(b.batch_size),
+                *(
+                    f"{v:.2f}" if v is not None else ""
+                    for v in (b.p50_ms, b.p95_ms, b.p99_ms, b.throughput, b.load_time_ms)
+                ),
+            )
+        console.print(bench)
+
+
+@click.command()
+@click.argument("names", nargs=-1)
+@click.option("--backend", "-b", "backends", multiple=True, help="Backends (default: manifest's).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def bench(
+    ctx: click.Context, names: tuple[str, ...], backends: tuple[str, ...], as_json: bool
+) -> None:
+    """Re-run the benchmarks of installed, validated models."""
+    from modelmora.cache import Store
+    from modelmora.errors import ModelMoraError
+    from modelmora.pipeline import steps
+    from modelmora.pipeline.records import read_artifact
+    from modelmora.pipeline.status import model_statuses
+    from modelmora.project import Project
+
+    project = Project(find_project_dir(ctx))
+    lock = project.read_lock()
+    store = Store()
+    selected = list(names) or sorted(lock.models)
+    results: dict[str, Any] = {}
+    for status in model_statuses(store, [lock.models[n] for n in selected]):
+        if status.stages["validate"] != "ok":
+            raise ModelMoraError(
+                f"model '{status.name}' is not installed and validated",
+                hint=f"run `modelmora install {status.name}` first",
+            )
+        job = steps.ModelJob(project=project, entry=lock.models[status.name], store=store)
+        artifacts = [r for a in status.artifacts if (r := read_artifact(Path(a.path)))]
+        records = steps.benchmark(job, artifacts, backends=list(backends) or None, force=True)
+        results[status.name] = [r.result.model_dump() for r in records]
+        if not as_json:
+            for r in records:
+                res = r.result
+                click.echo(f"{status.name} [{r.artifact_key[:8]}] {res.backend}: {res.status_line}")
+                for b in res.batches:
+                    click.echo(
+                        f"  batch {b.batch_size:>3}: p50 {b.p50_ms:8.2f} ms  p95 {b.p95_ms:8.2f} ms"
+                        f"  {b.throughput_items_per_s:9.1f} items/s"
+                    )
+    if as_json:
+        echo_json(results)
+
+
+@click.command()
+@click.option("--port", "-p", default=3000, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.pass_context
+def ui(ctx: click.Context, port: int, host: str) -> None:
+    """The Dagster UI for this project's instance (lineage, runs, re-execution)."""
+    from modelmora.pipeline.install import dagster_home
+    from modelmora.project import Project
+
+    project = Project(find_project_dir(ctx))
+    _ = project.manifest  # fail early, with a located error, on a broken manifest
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_home(project)),
+        "MODELMORA_PROJECT_DIR": str(project.dir),
+    }
+    dagster = Path(sys.executable).with_name("dagster")
+    cmd = [
+        str(dagster) if dagster.exists() else "dagster",
+        "dev",
+        "-m",
+        "modelmora.pipeline.location",
+        "-h",
+        host,
+        "-p",
+        str(port),
+    ]
+    click.echo(f"Dagster UI for {project.dir} on http://{host}:{port} (Ctrl-C stops it)", err=True)
+    # dagster dev started from a non-interactive shell ignores SIGINT/SIGTERM unless their
+    # default handlers are restored in the child; we stop it by forwarding the signal.
+    child = subprocess.Popen(
+        cmd,
+        env=env,
+        preexec_fn=lambda: (
+            signal.signal(signal.SIGINT, signal.SIG_DFL),
+            signal.signal(signal.SIGTERM, signal.SIG_DFL),
+        ),
+    )
+
+    def forward(signum: int, _frame: object) -> None:
+        child.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        code = child.wait()
+    finally:
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    sys.exit(0 if code in (0, -signal.SIGINT, -signal.SIGTERM) else code)

@@ -1,0 +1,274 @@
+"""The install stages as plain functions: download → convert → validate → benchmark.
+
+Dagster assets (``definitions.py``) are thin wrappers over these, and tests call them
+directly. Every stage is idempotent and content-addressed: a re-run after an interruption
+finds the finished work on disk (``artifact.json``, ``validation-*.json``, ``benchmark-*.json``)
+and skips it, so ``install`` resumes instead of redoing.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from filelock import FileLock
+
+from modelmora.bench.report import BackendBenchmark
+from modelmora.cache import Store, pull_entries
+from modelmora.convert.result import ConversionResult
+from modelmora.errors import ModelMoraError
+from modelmora.lock import LockedModel
+from modelmora.manifest.model import ModelSpec
+from modelmora.pipeline import index_records
+from modelmora.pipeline.records import (
+    ARTIFACT_RECORD,
+    ArtifactRecord,
+    BenchmarkRecord,
+    ValidationRecord,
+    benchmark_path,
+    digest_of,
+    now,
+    read_artifact,
+    read_benchmark,
+    read_validation,
+    validation_path,
+    write_record,
+)
+from modelmora.project import Project
+
+Listener = Callable[[str, str, str], None]
+"""``(model, stage, status)``; status is ``running``, ``done``, ``cached`` or ``failed``."""
+
+_listeners: list[Listener] = []
+
+
+def add_listener(listener: Listener) -> None:
+    """Progress hook for the CLI (stages run in-process, so a callback is enough)."""
+    _listeners.append(listener)
+
+
+def remove_listener(listener: Listener) -> None:
+    if listener in _listeners:
+        _listeners.remove(listener)
+
+
+def notify(model: str, stage: str, status: str) -> None:
+    for listener in list(_listeners):
+        listener(model, stage, status)
+
+
+@dataclass(frozen=True)
+class ModelJob:
+    """Everything a stage needs to work on one locked model."""
+
+    project: Project
+    entry: LockedModel
+    store: Store
+
+    @cached_property
+    def spec(self) -> ModelSpec:
+        return ModelSpec.model_validate(self.entry.spec)
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+
+def download(job: ModelJob) -> Path:
+    """Fetch and verify the locked files; return the snapshot directory."""
+    notify(job.name, "download", "running")
+    report = pull_entries(
+        [job.entry],
+        lambda entry: job.project.source_for(entry),
+        job.store,
+        jobs=4,
+        project=(job.project.dir, job.project.lock_path),
+    )
+    snapshot = report.models[0].snapshot
+    if snapshot is None:  # pull_entries raises for missing files; this is a safety net
+        raise ModelMoraError(f"model '{job.name}': download produced no snapshot")
+    notify(job.name, "download", "done" if report.bytes_fetched else "cached")
+    return snapshot
+
+
+def convert(job: ModelJob, snapshot: Path) -> list[ArtifactRecord]:
+    """The base ONNX artifact plus the variants the manifest asks for."""
+    from modelmora.convert import (
+        artifact_key,
+        conversion_recipe,
+        make_variant,
+        planned_variants,
+        tool_versions,
+    )
+    from modelmora.convert import convert as convert_snapshot
+    from modelmora.convert.api import resolve_format, resolve_task
+
+    notify(job.name, "convert", "running")
+    spec = job.spec
+    fmt = resolve_format(snapshot, name=job.name, exporter=spec.convert.exporter)
+    task = resolve_task(
+        snapshot, fmt, declared=spec.task, metadata=job.entry.metadata, name=job.name
+    )
+    tools = tool_versions(fmt)
+    inputs = {f.path: f.sha256 for f in job.entry.files}
+    base_key = artifact_key(
+        inputs, conversion_recipe(spec.convert, source_format=fmt, task=task), tools
+    )
+
+    def build_base(out: Path) -> ConversionResult:
+        return convert_snapshot(
+            snapshot,
+            out,
+            name=job.name,
+            task=task,
+            spec=spec.convert,
+            metadata=job.entry.metadata,
+            trust_remote_code=spec.trust_remote_code,
+            allow_pickle=spec.allow_pickle,
+        )
+
+    base, built = _ensure_artifact(job, base_key, build_base)
+    records = [base]
+    base_dir = job.store.artifact_dir(base.key)
+    for variant in planned_variants(spec.convert):
+        recipe = conversion_recipe(spec.convert, source_format=fmt, task=task, variant=variant)
+        key = artifact_key({"base": base.conversion.sha256}, recipe, tools)
+
+        def build_variant(out: Path, variant: str = variant) -> ConversionResult:
+            return make_variant(
+                variant,
+                base_dir,
+                out,
+                name=job.name,
+                spec=spec.convert,
+                source_format=fmt,
+                task=task,
+            )
+
+        record, new = _ensure_artifact(job, key, build_variant)
+        built = built or new
+        records.append(record)
+    index_records.link_artifacts(job.store, job.entry, records)
+    notify(job.name, "convert", "done" if built else "cached")
+    return records
+
+
+def _ensure_artifact(
+    job: ModelJob, key: str, build: Callable[[Path], ConversionResult]
+) -> tuple[ArtifactRecord, bool]:
+    """Build the artifact ``key`` unless a complete one exists; return it and whether built.
+
+    The record is written last: a directory without ``artifact.json`` is an interrupted
+    build and is discarded, never used.
+    """
+    directory = job.store.artifact_dir(key)
+    job.store.ensure_layout()
+    with FileLock(job.store.locks_dir / f"artifact-{key[:32]}.lock"):
+        existing = read_artifact(directory)
+        if existing is not None:
+            return existing, False
+        if directory.exists():
+            shutil.rmtree(directory)
+        result = build(directory)
+        record = ArtifactRecord(
+            key=key,
+            model=job.name,
+            content_digest=job.entry.content_digest(),
+            entry_digest=job.entry.entry_digest(),
+            conversion=result,
+            created_at=now(),
+        )
+        write_record(directory / ARTIFACT_RECORD, record)
+    index_records.record_artifact(job.store, record)
+    return record, True
+
+
+def validate(
+    job: ModelJob, snapshot: Path, artifacts: list[ArtifactRecord]
+) -> list[ValidationRecord]:
+    """The hard gate: every artifact against the reference, thresholds from the manifest."""
+    from modelmora.convert import tool_versions
+    from modelmora.validate import validate as run_validation
+
+    notify(job.name, "validate", "running")
+    spec = job.spec.validate_
+    results = []
+    fresh = False
+    for artifact in artifacts:
+        directory = job.store.artifact_dir(artifact.key)
+        vid = digest_of(
+            {"artifact": artifact.key, "validate": spec.model_dump(), "tools": tool_versions()}
+        )
+        record = read_validation(directory, vid)
+        if record is None:
+            report = run_validation(
+                snapshot,
+                directory / artifact.conversion.model_file,
+                task=artifact.conversion.task,
+                spec=spec,
+                quantized=artifact.variant == "int8",
+                allow_pickle=job.spec.allow_pickle,
+            )
+            record = ValidationRecord(
+                id=vid, artifact_key=artifact.key, model=job.name, report=report, created_at=now()
+            )
+            write_record(validation_path(directory, vid), record)
+            index_records.record_validation(job.store, record)
+            fresh = True
+        results.append(record)
+    passed = all(r.report.passed for r in results)
+    notify(job.name, "validate", ("done" if fresh else "cached") if passed else "failed")
+    return results
+
+
+def benchmark(
+    job: ModelJob,
+    artifacts: list[ArtifactRecord],
+    *,
+    backends: list[str] | None = None,
+    force: bool = False,
+) -> list[BenchmarkRecord]:
+    """Measure every validated artifact on every requested backend.
+
+    A backend whose provider is not really active is recorded as ``unavailable`` with the
+    reason, never as a measurement. ``force`` re-measures even when a record exists.
+    """
+    from modelmora.bench import benchmark as run_benchmark
+    from modelmora.bench.core import ort_version
+
+    notify(job.name, "benchmark", "running")
+    settings_base = job.spec.benchmark.model_dump()
+    records = []
+    fresh = False
+    for artifact in artifacts:
+        directory = job.store.artifact_dir(artifact.key)
+        for backend in backends or job.spec.backends:
+            settings = {"backend": backend, **settings_base}
+            bid = digest_of({"artifact": artifact.key, **settings, "onnxruntime": ort_version()})
+            record = None if force else read_benchmark(directory, bid)
+            if record is None:
+                result: BackendBenchmark = run_benchmark(
+                    directory,
+                    backend=backend,
+                    batch_sizes=settings_base["batch_sizes"],
+                    seq_len=settings_base["seq_len"],
+                    warmup=settings_base["warmup"],
+                    iterations=settings_base["iterations"],
+                )
+                record = BenchmarkRecord(
+                    id=bid,
+                    artifact_key=artifact.key,
+                    model=job.name,
+                    settings=settings,
+                    result=result,
+                    created_at=now(),
+                )
+                write_record(benchmark_path(directory, bid), record)
+                index_records.record_benchmark(job.store, record)
+                fresh = True
+            records.append(record)
+    notify(job.name, "benchmark", "done" if fresh else "cached")
+    return records
