@@ -155,4 +155,8 @@ def _failure_message(event: Any) -> str:
     message = str(error.message).strip()
     if error.cls_name == "DagsterAssetCheckFailedError":
         return message.splitlines()[0]
-    return message if error.cls_name.endswith("Error") else f"{error.cls_name}: {message}"
+    # Dagster renders "module.Class: text"; our errors speak for themselves.
+    for prefix in (f"modelmora.errors.{error.cls_name}: ", f"{error.cls_name}: "):
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message
