@@ -1,0 +1,261 @@
+"""Latency/throughput of an ONNX artifact on one ONNX Runtime execution provider.
+
+A provider that is not really active is recorded as ``unavailable: <reason>``, never as a
+measurement. ``onnxruntime-gpu`` lists CUDA/TensorRT as available on machines without a GPU
+and silently falls back to CPU when they fail to load, so the only trusted signal is
+``session.get_providers()`` *after* creating the session with an explicit provider list.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelmora.bench.report import BackendBenchmark, BatchResult
+from modelmora.errors import UserInputError
+from modelmora.validate.inputs import synthetic_inputs, vocab_size
+
+PROVIDERS: dict[str, str] = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "directml": "DmlExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+}
+
+# Nodes TensorRT cannot take run on CUDA (never on CPU silently: CUDA must be there too).
+_CHAINS: dict[str, tuple[str, ...]] = {
+    "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+}
+_GPU_BACKENDS = ("cuda", "tensorrt", "rocm")
+
+
+def ort_version() -> str:
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def provider_chain(backend: str) -> tuple[str, ...]:
+    if backend not in PROVIDERS:
+        raise UserInputError(
+            f"unknown backend '{backend}'", hint=f"use one of: {', '.join(PROVIDERS)}"
+        )
+    return _CHAINS.get(backend, (PROVIDERS[backend],))
+
+
+def resolve_model(path: Path) -> Path:
+    model = path / "model.onnx" if path.is_dir() else path
+    if not model.is_file():
+        raise UserInputError(f"no ONNX model at {model}")
+    return model
+
+
+def _reset_peak_rss() -> bool:
+    """Linux: writing 5 to clear_refs resets VmHWM, giving a per-batch peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _gpu_memory_mb() -> float | None:
+    """This process's GPU memory from nvidia-smi (no torch, no pynvml dependency)."""
+    import os
+
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        pid, _, used = line.partition(",")
+        if pid.strip() == str(os.getpid()):
+            try:
+                return float(used.strip())
+            except ValueError:
+                return None
+    return None
+
+
+def _session(model: Path, chain: tuple[str, ...], threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(model), options, providers=list(chain))
+
+
+def active_provider_problem(chain: Sequence[str], active: Sequence[str]) -> str | None:
+    """Why a session is not really running on the requested provider chain, if it is not.
+
+    The requested provider must come first; for chains (TensorRT → CUDA) every member must
+    be active, so a TensorRT session that lost CUDA is not passed off as a GPU measurement.
+    """
+    if not active or active[0] != chain[0]:
+        return f"requested {chain[0]}, session runs on {active[0] if active else 'nothing'}"
+    missing = [p for p in chain if p not in active]
+    if missing:
+        return f"requested {', '.join(chain)}, but {', '.join(missing)} did not load"
+    return None
+
+
+def availability(backend: str) -> str | None:
+    """``None`` when the backend's providers are in this build, else the reason they are not."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    missing = [p for p in provider_chain(backend) if p not in available]
+    if missing:
+        return (
+            f"{', '.join(missing)} not in this onnxruntime build "
+            f"({ort_version()}; available: {', '.join(available)})"
+        )
+    return None
+
+
+def _measure(
+    model: Path,
+    chain: tuple[str, ...],
+    *,
+    batch_size: int,
+    seq_len: int,
+    warmup: int,
+    iterations: int,
+    threads: int | None,
+    gpu: bool,
+) -> tuple[BatchResult | None, list[str], str | None]:
+    scope = "batch" if _reset_peak_rss() else "process"
+    t0 = time.perf_counter()
+    session = _session(model, chain, threads)
+    load_ms = (time.perf_counter() - t0) * 1000
+    active = list(session.get_providers())
+    problem = active_provider_problem(chain, active)
+    if problem is not None:
+        return None, active, problem
+    vocab = vocab_size(model.parent)
+    feeds = synthetic_inputs(
+        session.get_inputs(), batch_size=batch_size, seq_len=seq_len, vocab=vocab
+    )
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        session.run(None, feeds)
+    warmup_ms = (time.perf_counter() - t0) * 1000
+    latencies = np.empty(iterations, dtype=np.float64)
+    for i in range(iterations):
+        start = time.perf_counter()
+        session.run(None, feeds)
+        latencies[i] = (time.perf_counter() - start) * 1000
+    p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+    total_s = float(latencies.sum()) / 1000
+    result = BatchResult(
+        batch_size=batch_size,
+        seq_len=seq_len,
+        iterations=iterations,
+        load_time_ms=round(load_ms, 3),
+        warmup_ms=round(warmup_ms, 3),
+        p50_ms=round(float(p50), 4),
+        p95_ms=round(float(p95), 4),
+        p99_ms=round(float(p99), 4),
+        mean_ms=round(float(latencies.mean()), 4),
+        throughput_items_per_s=round(batch_size * iterations / total_s, 3) if total_s else 0.0,
+        peak_rss_mb=round(_peak_rss_mb(), 1),
+        peak_rss_scope=scope,
+        gpu_memory_mb=_gpu_memory_mb() if gpu else None,
+    )
+    del session
+    return result, active, None
+
+
+def benchmark(
+    artifact: Path,
+    *,
+    backend: str,
+    batch_sizes: Sequence[int],
+    seq_len: int,
+    warmup: int,
+    iterations: int,
+    threads: int | None = None,
+) -> BackendBenchmark:
+    """Measure ``artifact`` (a directory holding ``model.onnx``, or the file) on ``backend``.
+
+    One fresh session per batch size, so load time and peak memory belong to that batch.
+    """
+    if iterations < 1 or warmup < 0 or seq_len < 1 or any(b < 1 for b in batch_sizes):
+        raise UserInputError("benchmark needs iterations ≥ 1, warmup ≥ 0, seq_len ≥ 1, batch ≥ 1")
+    model = resolve_model(artifact)
+    chain = provider_chain(backend)
+    record: dict[str, Any] = {
+        "backend": backend,
+        "provider": chain[0],
+        "onnxruntime_version": ort_version(),
+        "threads": threads,
+    }
+    reason = availability(backend)
+    if reason is not None:
+        return BackendBenchmark(status="unavailable", reason=reason, **record)
+    batches: list[BatchResult] = []
+    active: list[str] = []
+    for batch_size in batch_sizes:
+        try:
+            result, active, reason = _measure(
+                model,
+                chain,
+                batch_size=batch_size,
+                seq_len=seq_len,
+                warmup=warmup,
+                iterations=iterations,
+                threads=threads,
+                gpu=backend in _GPU_BACKENDS,
+            )
+        except Exception as exc:  # a provider failing to initialize or to run this batch
+            status = "failed" if batches else "unavailable"
+            return BackendBenchmark(
+                status=status,
+                reason=f"batch {batch_size}: {type(exc).__name__}: {exc}".strip(),
+                session_providers=active,
+                batches=batches,
+                **record,
+            )
+        if result is None:
+            return BackendBenchmark(
+                status="unavailable", reason=reason, session_providers=active, **record
+            )
+        batches.append(result)
+    return BackendBenchmark(status="ok", session_providers=active, batches=batches, **record)

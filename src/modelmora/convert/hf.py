@@ -1,0 +1,206 @@
+"""Hugging Face transformers checkpoints → ONNX.
+
+The default path is optimum-onnx ``main_export`` with an explicit task. Its own validation
+only warns on mismatches, so it is switched off here: :mod:`modelmora.validate` is the gate.
+``exporter: torch`` / ``torch-dynamo`` instead load the task's model class and run
+``torch.onnx.export`` on it (useful when optimum lacks an export config).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from modelmora.convert._files import MODEL_FILE, copy_sidecars, onnx_graphs, staged
+from modelmora.convert.detect import read_config
+from modelmora.convert.result import ConversionResult
+from modelmora.convert.torch_export import build_result, export_torch_module
+from modelmora.errors import UserInputError
+
+EXAMPLE_SENTENCES = ("Export this sentence.", "A second, somewhat longer example sentence here.")
+
+Recipe = Mapping[str, str | int | bool | None]
+
+
+def import_transformers() -> Any:
+    """Import transformers without TensorFlow (with the [tf] extra it would pull Keras 3)."""
+    os.environ.setdefault("USE_TF", "0")
+    import transformers
+
+    return transformers
+
+
+def _optimum_tasks(model_type: str, *, name: str) -> list[str]:
+    import_transformers()
+    import optimum.exporters.onnx.model_configs  # noqa: F401  (registers the export configs)
+    from optimum.exporters.tasks import TasksManager
+
+    try:
+        return sorted(
+            TasksManager.get_supported_tasks_for_model_type(
+                model_type, exporter="onnx", library_name="transformers"
+            )
+        )
+    except KeyError as exc:
+        raise UserInputError(
+            f"model '{name}': architecture '{model_type}' is not supported by the optimum ONNX "
+            f"exporter (optimum-onnx {metadata.version('optimum-onnx')})",
+            hint=f"set models.{name}.convert.exporter: torch to export with torch.onnx instead",
+        ) from exc
+
+
+def check_exportable(model_dir: Path, *, name: str, task: str) -> None:
+    """Fail before loading any weights when optimum cannot export this model for this task."""
+    model_type = str(read_config(model_dir).get("model_type") or "")
+    if not model_type:
+        raise UserInputError(
+            f"model '{name}': config.json has no model_type; cannot pick an export config",
+            hint=f"set models.{name}.convert.exporter: torch",
+        )
+    tasks = _optimum_tasks(model_type, name=name)
+    base = [t for t in tasks if not t.endswith("-with-past")]
+    if task not in tasks:
+        raise UserInputError(
+            f"model '{name}' ({model_type}) cannot be exported for task '{task}'; "
+            f"supported tasks: {', '.join(base)}",
+            hint=f"set models.{name}.task to one of them",
+        )
+
+
+def export_optimum(
+    model_dir: Path,
+    out_dir: Path,
+    *,
+    name: str,
+    task: str,
+    opset: int,
+    trust_remote_code: bool,
+    recipe: Recipe,
+) -> ConversionResult:
+    started = time.perf_counter()
+    check_exportable(model_dir, name=name, task=task)
+    from optimum.exporters.onnx import main_export
+
+    with staged(out_dir) as tmp:
+        try:
+            main_export(
+                str(model_dir),
+                output=tmp,
+                task=task,
+                opset=opset,
+                device="cpu",
+                framework="pt",
+                library_name="transformers",
+                do_validation=False,
+                local_files_only=True,
+                trust_remote_code=trust_remote_code,
+            )
+        except Exception as exc:
+            raise UserInputError(
+                f"model '{name}': optimum export for task '{task}' failed: {exc}",
+                hint=f"check models.{name}.task, or try models.{name}.convert.exporter: torch",
+            ) from exc
+        graphs = onnx_graphs(tmp)
+        if [g.name for g in graphs] != [MODEL_FILE]:
+            raise UserInputError(
+                f"model '{name}': task '{task}' exports several graphs "
+                f"({', '.join(g.name for g in graphs)}); only single-graph models are "
+                "supported so far",
+                hint=f"set models.{name}.task to a single-graph task such as "
+                "feature-extraction or text-classification",
+            )
+        copy_sidecars(model_dir, tmp)
+    return build_result(
+        out_dir,
+        name=name,
+        source_format="transformers",
+        task=task,
+        exporter="optimum",
+        exporter_version=metadata.version("optimum-onnx"),
+        started=started,
+        recipe=recipe,
+    )
+
+
+def load_task_model(model_dir: Path, *, task: str, trust_remote_code: bool) -> Any:
+    """The PyTorch model class optimum would use for ``task``, loaded from local files."""
+    import_transformers()
+    from optimum.exporters.tasks import TasksManager
+
+    cls = TasksManager.get_model_class_for_task(task, framework="pt", library="transformers")
+    return cls.from_pretrained(
+        str(model_dir), local_files_only=True, trust_remote_code=trust_remote_code
+    ).eval()
+
+
+def tokenize(model_dir: Path, sentences: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """Padded numpy inputs from the snapshot's own tokenizer."""
+    tf = import_transformers()
+    tokenizer = tf.AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    encoded = tokenizer(list(sentences), padding=True, truncation=True, return_tensors="np")
+    return {k: v for k, v in encoded.items()}
+
+
+def export_torch_hf(
+    model_dir: Path,
+    out_dir: Path,
+    *,
+    name: str,
+    task: str,
+    opset: int,
+    dynamo: bool,
+    trust_remote_code: bool,
+    recipe: Recipe,
+) -> ConversionResult:
+    import inspect
+
+    import torch
+
+    model = load_task_model(model_dir, task=task, trust_remote_code=trust_remote_code)
+    params = inspect.signature(model.forward).parameters
+    encoded = tokenize(model_dir, EXAMPLE_SENTENCES)
+    input_names = [k for k in encoded if k in params]
+    args = tuple(torch.from_numpy(encoded[k]) for k in input_names)
+    with torch.no_grad():
+        sample = model(**dict(zip(input_names, args, strict=True)), return_dict=True)
+    output_names = [k for k, v in sample.items() if isinstance(v, torch.Tensor)]
+    seq_len = args[0].shape[1]
+
+    class _Positional(torch.nn.Module):
+        """torch.onnx wants positional tensors in and a tuple out."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            out = self.model(**dict(zip(input_names, inputs, strict=True)), return_dict=True)
+            return tuple(out[k] for k in output_names)
+
+    axes: dict[str, dict[int, str]] = {
+        n: {0: "batch_size", 1: "sequence_length"} for n in input_names
+    }
+    for k in output_names:
+        dims = {0: "batch_size"}
+        if sample[k].dim() >= 2 and sample[k].shape[1] == seq_len:
+            dims[1] = "sequence_length"
+        axes[k] = dims
+    return export_torch_module(
+        _Positional(),
+        args,
+        out_dir,
+        name=name,
+        input_names=input_names,
+        output_names=output_names,
+        dynamic_axes=axes,
+        dynamo=dynamo,
+        opset=opset,
+        task=task,
+        sidecars_from=model_dir,
+        source_format="transformers",
+        recipe=recipe,
+    )

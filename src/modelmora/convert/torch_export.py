@@ -1,0 +1,284 @@
+"""Plain PyTorch → ONNX with ``torch.onnx.export`` (legacy TorchScript tracer or dynamo).
+
+Two entry points:
+
+* :func:`export_torch_module` takes an ``nn.Module`` already in memory with example inputs.
+  Sources that build modules themselves (a future ``torchhub://``) call this directly.
+* A snapshot directory holding ``modelmora_torch.json`` and a TorchScript archive::
+
+      {"file": "model.pt",
+       "inputs": [{"name": "x", "shape": ["batch", 3, 32, 32], "dtype": "float32"}],
+       "outputs": ["logits"]}
+
+  String dimensions are dynamic (named axes, example size 2). TorchScript archives are
+  pickle-based, so they need ``allow_pickle: true`` in the manifest.
+
+torch is imported lazily: nothing here may be imported by serving code paths.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modelmora.convert._files import (
+    MODEL_FILE,
+    copy_sidecars,
+    describe,
+    list_files,
+    sha256_file,
+    staged,
+)
+from modelmora.convert.detect import TORCH_DESCRIPTOR
+from modelmora.convert.result import ConversionResult, SourceFormat
+from modelmora.errors import UserInputError
+
+# Above this many parameter bytes the graph cannot be one protobuf (2 GB limit).
+_EXTERNAL_DATA_BYTES = 1_800_000_000
+
+Recipe = Mapping[str, str | int | bool | None]
+
+
+class TorchInputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    shape: list[int | str] = Field(min_length=0)
+    dtype: str = "float32"
+
+
+class TorchDescriptor(BaseModel):
+    """Schema of ``modelmora_torch.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = "model.pt"
+    inputs: list[TorchInputSpec] = Field(min_length=1)
+    outputs: list[str] = Field(min_length=1)
+
+
+def read_descriptor(model_dir: Path) -> TorchDescriptor:
+    path = model_dir / TORCH_DESCRIPTOR
+    try:
+        return TorchDescriptor.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, ValidationError) as exc:
+        raise UserInputError(f"{path} is not a valid torch descriptor: {exc}") from exc
+
+
+def example_tensors(specs: Sequence[TorchInputSpec], *, seed: int = 0) -> tuple[Any, ...]:
+    """Seeded example inputs for a descriptor (dynamic dims = 2)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    tensors = []
+    for spec in specs:
+        shape = [d if isinstance(d, int) else 2 for d in spec.shape]
+        dtype = getattr(torch, spec.dtype, None)
+        if not isinstance(dtype, torch.dtype):
+            raise UserInputError(f"{TORCH_DESCRIPTOR}: unknown dtype {spec.dtype!r}")
+        if dtype.is_floating_point:
+            tensors.append(torch.randn(*shape, generator=gen).to(dtype))
+        else:
+            tensors.append(torch.randint(0, 2, shape, generator=gen).to(dtype))
+    return tuple(tensors)
+
+
+def _dynamic_axes(specs: Sequence[TorchInputSpec]) -> dict[str, dict[int, str]]:
+    return {
+        s.name: {i: d for i, d in enumerate(s.shape) if isinstance(d, str)}
+        for s in specs
+        if any(isinstance(d, str) for d in s.shape)
+    }
+
+
+def torch_onnx_export(
+    module: Any,
+    example_inputs: tuple[Any, ...],
+    path: Path,
+    *,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None,
+    dynamo: bool,
+    opset: int,
+) -> None:
+    """Run one ``torch.onnx.export`` into ``path`` (external data beside it when huge)."""
+    import torch
+
+    params = getattr(module, "parameters", None)
+    size = sum(p.numel() * p.element_size() for p in params()) if callable(params) else 0
+    axes = {k: dict(v) for k, v in (dynamic_axes or {}).items()}
+    dynamic: dict[str, Any] = {"dynamic_axes": axes or None}
+    if dynamo and axes:
+        # The dynamo exporter cannot always translate dynamic_axes; give it named Dims,
+        # one object per axis name so that equal names are constrained to be equal.
+        dims: dict[str, Any] = {}
+        shapes: tuple[Any, ...] = tuple(
+            {i: dims.setdefault(n, torch.export.Dim(n)) for i, n in axes.get(name, {}).items()}
+            or None
+            for name in input_names
+        )
+        params = list(inspect.signature(module.forward).parameters.values())
+        if len(params) == 1 and params[0].kind is inspect.Parameter.VAR_POSITIONAL:
+            shapes = (shapes,)  # torch.export matches the structure of forward(*inputs)
+        dynamic = {"dynamic_shapes": shapes}
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            example_inputs,
+            str(path),
+            input_names=list(input_names),
+            output_names=list(output_names),
+            **dynamic,
+            opset_version=opset,
+            dynamo=dynamo,
+            external_data=size > _EXTERNAL_DATA_BYTES,
+            do_constant_folding=True,
+        )
+
+
+def build_result(
+    out_dir: Path,
+    *,
+    name: str,
+    source_format: SourceFormat,
+    task: str | None,
+    exporter: str,
+    exporter_version: str,
+    started: float,
+    recipe: Mapping[str, str | int | bool | None],
+    torch_exporter: str | None = None,
+) -> ConversionResult:
+    """Describe a finished artifact directory (``out_dir/model.onnx`` + companions)."""
+    model = out_dir / MODEL_FILE
+    opset, inputs, outputs, external = describe(model)
+    return ConversionResult.model_validate(
+        {
+            "name": name,
+            "variant": recipe.get("variant", "base"),
+            "source_format": source_format,
+            "task": task,
+            "exporter": exporter,
+            "exporter_version": exporter_version,
+            "torch_exporter": torch_exporter,
+            "opset": opset,
+            "sha256": sha256_file(model),
+            "external_data": bool(external),
+            "files": list_files(out_dir),
+            "inputs": inputs,
+            "outputs": outputs,
+            "wall_time_s": round(time.perf_counter() - started, 3),
+            "recipe": dict(recipe),
+        }
+    )
+
+
+def export_torch_module(
+    module: Any,
+    example_inputs: tuple[Any, ...],
+    out_dir: Path,
+    *,
+    name: str,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
+    dynamo: bool = False,
+    opset: int = 18,
+    task: str | None = None,
+    sidecars_from: Path | None = None,
+    source_format: SourceFormat = "torch",
+    recipe: Mapping[str, str | int | bool | None] | None = None,
+) -> ConversionResult:
+    """Export an in-memory ``nn.Module`` to ``out_dir/model.onnx`` and describe the result.
+
+    ``dynamo`` picks the exporter (recorded as ``torch_exporter``): the legacy TorchScript
+    tracer is faster and handles more models today; dynamo is where PyTorch is heading.
+    """
+    started = time.perf_counter()
+    module.eval()
+    with staged(out_dir) as tmp:
+        try:
+            torch_onnx_export(
+                module,
+                example_inputs,
+                tmp / MODEL_FILE,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                dynamo=dynamo,
+                opset=opset,
+            )
+        except Exception as exc:
+            mode = "dynamo" if dynamo else "legacy"
+            raise UserInputError(
+                f"model '{name}': torch.onnx.export ({mode}) failed: {exc}",
+                hint=f"try models.{name}.convert.exporter: {'torch' if dynamo else 'torch-dynamo'}",
+            ) from exc
+        if sidecars_from is not None:
+            copy_sidecars(sidecars_from, tmp)
+    if recipe is None:
+        recipe = {
+            "kind": "onnx",
+            "variant": "base",
+            "source_format": source_format,
+            "task": task,
+            "exporter": "torch-dynamo" if dynamo else "torch",
+            "opset": opset,
+        }
+    return build_result(
+        out_dir,
+        name=name,
+        source_format=source_format,
+        task=task,
+        exporter="torch.onnx",
+        exporter_version=metadata.version("torch"),
+        started=started,
+        recipe=recipe,
+        torch_exporter="dynamo" if dynamo else "legacy",
+    )
+
+
+def load_torchscript(model_dir: Path, descriptor: TorchDescriptor) -> Any:
+    import torch
+
+    path = (model_dir / descriptor.file).resolve()
+    if not path.is_relative_to(model_dir.resolve()) or not path.is_file():
+        raise UserInputError(f"{TORCH_DESCRIPTOR}: file {descriptor.file!r} is not in the snapshot")
+    jit: Any = torch.jit
+    return jit.load(str(path), map_location="cpu").eval()
+
+
+def export_torch_dir(
+    model_dir: Path,
+    out_dir: Path,
+    *,
+    name: str,
+    task: str | None,
+    dynamo: bool,
+    opset: int,
+    recipe: Mapping[str, str | int | bool | None] | None = None,
+) -> ConversionResult:
+    """Export a ``modelmora_torch.json`` snapshot (TorchScript archive)."""
+    descriptor = read_descriptor(model_dir)
+    module = load_torchscript(model_dir, descriptor)
+    return export_torch_module(
+        module,
+        example_tensors(descriptor.inputs),
+        out_dir,
+        name=name,
+        input_names=[s.name for s in descriptor.inputs],
+        output_names=descriptor.outputs,
+        dynamic_axes=_dynamic_axes(descriptor.inputs),
+        dynamo=dynamo,
+        opset=opset,
+        task=task,
+        sidecars_from=model_dir,
+        recipe=recipe,
+    )

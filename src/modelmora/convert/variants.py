@@ -1,0 +1,131 @@
+"""Optional variants of a base artifact: ORT offline graph optimization, dynamic int8.
+
+Each variant is its own artifact directory (own key, own validation, own benchmark), built
+from the *base* ``model.onnx`` so that variants never stack silently.
+
+Offline-optimized graphs at ``extended``/``all`` may contain fused contrib ops that only the
+CPU provider implements and layouts tuned to this machine's CPU; ORT documents them as
+"not portable". ``basic`` only does provider-independent rewrites.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from importlib import metadata
+from pathlib import Path
+
+from modelmora.convert._files import MODEL_FILE, describe, sha256_file, staged
+from modelmora.convert.keys import conversion_recipe
+from modelmora.convert.result import ConversionResult, SourceFormat
+from modelmora.convert.torch_export import build_result
+from modelmora.errors import ModelMoraError
+from modelmora.manifest.model import ConvertSpec
+
+_EXTERNAL_FILE = "model.onnx_data"
+
+
+def planned_variants(spec: ConvertSpec) -> list[str]:
+    """Variant names the manifest asks for, in build order."""
+    out: list[str] = []
+    if spec.optimize != "none":
+        out.append("optimized")
+    if spec.quantize != "none":
+        out.append("int8")
+    return out
+
+
+def _copy_companions(base_dir: Path, dest: Path, skip: set[str]) -> None:
+    """Everything but the graph and its weights: tokenizer, config, pooling…"""
+    for path in sorted(base_dir.rglob("*")):
+        rel = path.relative_to(base_dir).as_posix()
+        if path.is_file() and rel not in skip and path.suffix != ".onnx":
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+
+
+def _optimize(base: Path, target: Path, level: str, external: bool) -> None:
+    import onnxruntime as ort
+
+    levels = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    options = ort.SessionOptions()
+    options.graph_optimization_level = levels[level]
+    options.optimized_model_filepath = str(target)
+    if external:
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name", _EXTERNAL_FILE
+        )
+    ort.InferenceSession(str(base), options, providers=["CPUExecutionProvider"])
+
+
+def _quantize(base: Path, target: Path, external: bool) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(base, target, weight_type=QuantType.QInt8, use_external_data_format=external)
+
+
+def make_variant(
+    variant: str,
+    base_dir: Path,
+    out_dir: Path,
+    *,
+    name: str,
+    spec: ConvertSpec,
+    source_format: SourceFormat,
+    task: str | None,
+) -> ConversionResult:
+    """Build one variant (``optimized`` or ``int8``) of the artifact in ``base_dir``."""
+    started = time.perf_counter()
+    base = base_dir / MODEL_FILE
+    _, _, _, locations = describe(base)
+    external = bool(locations)
+    with staged(out_dir) as tmp:
+        try:
+            if variant == "optimized":
+                _optimize(base, tmp / MODEL_FILE, spec.optimize, external)
+            elif variant == "int8":
+                _quantize(base, tmp / MODEL_FILE, external)
+            else:
+                raise ValueError(f"unknown variant {variant!r}")
+        except ValueError:
+            raise
+        except Exception as exc:
+            raise ModelMoraError(
+                f"model '{name}': building the {variant} variant failed: {exc}"
+            ) from exc
+        _copy_companions(base_dir, tmp, skip=set(locations))
+    result = build_result(
+        out_dir,
+        name=name,
+        source_format=source_format,
+        task=task,
+        exporter="onnxruntime",
+        exporter_version=metadata.version("onnxruntime"),
+        started=started,
+        recipe=conversion_recipe(spec, source_format=source_format, task=task, variant=variant),
+    )
+    result.base_sha256 = sha256_file(base)
+    return result
+
+
+def make_variants(
+    base: ConversionResult, base_dir: Path, out_root: Path, *, spec: ConvertSpec
+) -> list[ConversionResult]:
+    """Every variant the spec asks for, each in ``out_root/<variant>``."""
+    return [
+        make_variant(
+            v,
+            base_dir,
+            out_root / v,
+            name=base.name,
+            spec=spec,
+            source_format=base.source_format,
+            task=base.task,
+        )
+        for v in planned_variants(spec)
+    ]

@@ -1,0 +1,228 @@
+"""Tiny, seeded Hugging Face models for tests: built locally, never downloaded.
+
+A tiny BERT (2 layers, hidden 32, 1000-token WordPiece vocab of plain English words) exports
+to ONNX and validates in well under a second, so tests can exercise the real pipeline
+(save_pretrained → optimum export → ORT) without network or a 90 MB checkpoint.
+
+Building a model costs a torch + transformers import (seconds). The bytes of every model
+built in this process are kept in memory, keyed by the arguments, so later calls only write
+files; the same arguments always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TINY_BERT_CONFIG", "TINY_SENTENCES", "make_tiny_bert", "make_tiny_classifier"]
+
+TINY_BERT_CONFIG: dict[str, Any] = {
+    "vocab_size": 1000,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 512,
+}
+
+TINY_SENTENCES: tuple[str, ...] = (
+    "The quick brown fox jumps over the lazy dog.",
+    "A model is only as good as the data it was trained on.",
+    "Where is the nearest train station?",
+    "I love this movie, it was great!",
+)
+
+_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+# Plain English words so that the fixed validation sentences tokenize to real tokens rather
+# than a row of [UNK]s (which would make every position identical and hide bugs).
+_WORD_LINES = (
+    "the a an and or but if then else of to in on at by for with from as is are was were",
+    "be been being have has had do does did will would can could should may might must",
+    "shall not no yes this that these those it its i you he she we they me him her us",
+    "them my your his our their what which who whom whose where when why how all any both",
+    "each few more most other some such only own same so than too very just also now here",
+    "there up down out over under again further once about above below between into",
+    "through during before after off quick brown fox jumps jump lazy dog cat model models",
+    "data trained train training test tests good bad great love like hate movie film book",
+    "music song station nearest near far city town road street house home car bus time",
+    "day night week year people man woman child world life hand part place case point",
+    "number group problem fact work school state family student country question company",
+    "system program government story water room mother area money month lot right left",
+    "new old big small large long short high low early late young important public same",
+    "able last first next hello thanks please sorry okay fine happy sad angry calm fast",
+    "slow hot cold warm cool light dark red green blue black white yellow one two three",
+    "four five six seven eight nine ten make made go went gone get got see saw seen know",
+    "knew think thought take took come came give gave find found tell told ask asked use",
+    "used want wanted look looked need needed feel felt try tried leave left call called",
+    "keep kept let begin began seem seemed help helped show showed hear heard play played",
+    "run ran move moved live lived believe bring brought happen write wrote sit sat stand",
+    "stood lose lost pay paid meet met include continue set learn change lead understand",
+    "watch follow stop create speak read spend grow open walk win offer remember consider",
+    "appear buy wait serve die send expect build stay fall cut reach kill remain suggest",
+    "raise pass sell require report decide pull embedding embeddings sentence sentences",
+    "text word words vector vectors search query document documents similar similarity",
+    "language english machine learning neural network onnx runtime fast faster server",
+    "serve request response batch",
+)
+
+
+def _vocab() -> list[str]:
+    """A deterministic 1000-entry WordPiece vocabulary (specials, words, characters, pieces)."""
+    tokens: list[str] = list(_SPECIALS)
+    seen = set(tokens)
+
+    def add(tok: str) -> None:
+        if tok not in seen:
+            seen.add(tok)
+            tokens.append(tok)
+
+    for ch in ".,!?;:'\"-()0123456789abcdefghijklmnopqrstuvwxyz":
+        add(ch)
+    for ch in "abcdefghijklmnopqrstuvwxyz":
+        add("##" + ch)
+    for suffix in ("s", "es", "ed", "ing", "er", "est", "ly", "tion", "ment", "ness"):
+        add("##" + suffix)
+    for word in " ".join(_WORD_LINES).split():
+        add(word)
+    size = int(TINY_BERT_CONFIG["vocab_size"])
+    i = 0
+    while len(tokens) < size:
+        add(f"[unused{i}]")
+        i += 1
+    return tokens[:size]
+
+
+_CACHE: dict[tuple[Any, ...], dict[str, bytes]] = {}
+
+
+def _import_transformers() -> Any:
+    # TF (the optional [tf] extra) makes transformers try Keras 3 and fail; we never need it.
+    os.environ.setdefault("USE_TF", "0")
+    import transformers
+
+    return transformers
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _materialize(key: tuple[Any, ...], build: Callable[[Path], None], dest: Path) -> Path:
+    files = _CACHE.get(key)
+    if files is None:
+        with tempfile.TemporaryDirectory(prefix="modelmora-tiny-") as tmp:
+            build(Path(tmp))
+            files = _snapshot(Path(tmp))
+        _CACHE[key] = files
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel, data in files.items():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        # save_pretrained writes 0600; a server running as another user must read them.
+        target.chmod(0o644)
+    return dest
+
+
+def _save_tokenizer(tf: Any, out: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab_file = Path(tmp) / "vocab.txt"
+        vocab_file.write_text("\n".join(_vocab()) + "\n", encoding="utf-8")
+        tok = tf.BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+        tok.model_max_length = int(TINY_BERT_CONFIG["max_position_embeddings"])
+        tok.save_pretrained(str(out))
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _sentence_transformers_files(out: Path) -> None:
+    """The module layout of sentence-transformers/all-MiniLM-L6-v2 (mean pooling + L2 norm)."""
+    _write_json(
+        out / "modules.json",
+        [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {
+                "idx": 1,
+                "name": "1",
+                "path": "1_Pooling",
+                "type": "sentence_transformers.models.Pooling",
+            },
+            {
+                "idx": 2,
+                "name": "2",
+                "path": "2_Normalize",
+                "type": "sentence_transformers.models.Normalize",
+            },
+        ],
+    )
+    _write_json(
+        out / "1_Pooling" / "config.json",
+        {
+            "word_embedding_dimension": TINY_BERT_CONFIG["hidden_size"],
+            "pooling_mode_cls_token": False,
+            "pooling_mode_mean_tokens": True,
+            "pooling_mode_max_tokens": False,
+            "pooling_mode_mean_sqrt_len_tokens": False,
+        },
+    )
+    _write_json(out / "sentence_bert_config.json", {"max_seq_length": 128, "do_lower_case": False})
+
+
+def _build_bert(out: Path, seed: int, sentence_transformers: bool) -> None:
+    import torch
+
+    tf = _import_transformers()
+    torch.manual_seed(seed)
+    model = tf.BertModel(tf.BertConfig(**TINY_BERT_CONFIG)).eval()
+    model.save_pretrained(str(out), safe_serialization=True)
+    _save_tokenizer(tf, out)
+    if sentence_transformers:
+        _sentence_transformers_files(out)
+
+
+def _build_classifier(out: Path, seed: int, labels: Sequence[str]) -> None:
+    import torch
+
+    tf = _import_transformers()
+    torch.manual_seed(seed)
+    config = tf.BertConfig(
+        **TINY_BERT_CONFIG,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    model = tf.BertForSequenceClassification(config).eval()
+    model.save_pretrained(str(out), safe_serialization=True)
+    _save_tokenizer(tf, out)
+
+
+def make_tiny_bert(dest: Path, *, seed: int = 0, sentence_transformers: bool = True) -> Path:
+    """Write a tiny ``BertModel`` + tokenizer (+ sentence-transformers config) into ``dest``.
+
+    The layout mirrors sentence-transformers/all-MiniLM-L6-v2 so that task detection,
+    pooling and serving code paths see what they would see for the real model.
+    """
+    key = ("bert", seed, sentence_transformers)
+    return _materialize(key, lambda out: _build_bert(out, seed, sentence_transformers), dest)
+
+
+def make_tiny_classifier(
+    dest: Path, *, labels: Sequence[str] = ("negative", "positive"), seed: int = 0
+) -> Path:
+    """Write a tiny ``BertForSequenceClassification`` (``id2label`` from ``labels``) + tokenizer."""
+    if len(labels) < 2 or len(set(labels)) != len(labels):
+        raise ValueError(f"labels must be at least two distinct names, got {list(labels)!r}")
+    key = ("classifier", seed, tuple(labels))
+    return _materialize(key, lambda out: _build_classifier(out, seed, labels), dest)

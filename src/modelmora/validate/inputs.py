@@ -1,0 +1,99 @@
+"""Fixed, reproducible model inputs: real tokenizer output or seeded tensors.
+
+Shared by validation and benchmarking; no torch here (serving imports the benchmark side).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# ONNX Runtime's type strings → numpy dtypes (the ones models actually take as inputs).
+_ORT_TYPES: dict[str, Any] = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model")
+
+
+def vocab_size(*dirs: Path) -> int | None:
+    """``vocab_size`` from the first ``config.json`` found, so that ids stay in range."""
+    for d in dirs:
+        path = d / "config.json"
+        if path.is_file():
+            try:
+                value = json.loads(path.read_text(encoding="utf-8")).get("vocab_size")
+            except (OSError, ValueError):
+                continue
+            if isinstance(value, int) and value > 0:
+                return value
+    return None
+
+
+def has_tokenizer(directory: Path) -> bool:
+    return any((directory / f).is_file() for f in TOKENIZER_FILES)
+
+
+def tokenize(directory: Path, sentences: Sequence[str], *, max_length: int = 512) -> dict[str, Any]:
+    """Padded int64 inputs from the directory's own tokenizer (``tokenizers`` only, no torch)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    pad_id = tokenizer.token_to_id("[PAD]")
+    if pad_id is None:
+        pad_id = tokenizer.token_to_id("<pad>") or 0
+    tokenizer.enable_padding(pad_id=pad_id)
+    tokenizer.enable_truncation(max_length=max_length)
+    encodings = tokenizer.encode_batch(list(sentences))
+    return {
+        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+    }
+
+
+def synthetic_inputs(
+    specs: Sequence[Any],
+    *,
+    batch_size: int,
+    seq_len: int,
+    vocab: int | None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Seeded inputs for ORT input metadata (``NodeArg``: name, shape, type).
+
+    Symbolic dims: the first is the batch, the others the sequence length. Token ids stay
+    below the vocabulary size; masks are all ones (a full sequence, the worst case).
+    """
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, Any] = {}
+    for spec in specs:
+        dtype = _ORT_TYPES.get(spec.type)
+        if dtype is None:
+            raise ValueError(f"input {spec.name!r} has unsupported type {spec.type}")
+        shape = [
+            d if isinstance(d, int) and d > 0 else (batch_size if i == 0 else seq_len)
+            for i, d in enumerate(spec.shape)
+        ]
+        lname = spec.name.lower()
+        if np.issubdtype(dtype, np.floating):
+            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype is np.bool_ or "mask" in lname:
+            feeds[spec.name] = np.ones(shape, dtype=dtype)
+        elif "type" in lname or "position" in lname:
+            feeds[spec.name] = np.zeros(shape, dtype=dtype)
+        else:
+            high = vocab if vocab else 2
+            feeds[spec.name] = rng.integers(0, high, size=shape).astype(dtype)
+    return feeds

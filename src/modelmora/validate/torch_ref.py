@@ -1,0 +1,43 @@
+"""PyTorch reference runs for validation (imported only when a torch reference is needed)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def run_transformers(
+    model_dir: Path, task: str, feeds: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The task's PyTorch model (as optimum would load it) on the same inputs, eval mode."""
+    import torch
+
+    from modelmora.convert.hf import load_task_model
+
+    model = load_task_model(model_dir, task=task, trust_remote_code=False)
+    params = inspect.signature(model.forward).parameters
+    kwargs = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items() if k in params}
+    with torch.no_grad():
+        out = model(**kwargs, return_dict=True)
+    return {k: v.detach().cpu().numpy() for k, v in out.items() if isinstance(v, torch.Tensor)}
+
+
+def run_torchscript(model_dir: Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    import torch
+
+    from modelmora.convert.torch_export import load_torchscript, read_descriptor
+
+    descriptor = read_descriptor(model_dir)
+    module: Any = load_torchscript(model_dir, descriptor)
+    args = [torch.from_numpy(np.ascontiguousarray(feeds[s.name])) for s in descriptor.inputs]
+    with torch.no_grad():
+        out = module(*args)
+    values = out if isinstance(out, list | tuple) else (out,)
+    return {
+        name: value.detach().cpu().numpy()
+        for name, value in zip(descriptor.outputs, values, strict=False)
+    }
