@@ -42,6 +42,14 @@ _MARKS = {
     multiple=True,
     help="Benchmark these backends instead of each model's `backends` (repeatable).",
 )
+@click.option(
+    "--jobs",
+    "-j",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Models installed at the same time.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the per-model outcome as JSON.")
 @click.pass_context
 def install(
@@ -50,6 +58,7 @@ def install(
     locked: bool,
     frozen: bool,
     backends: tuple[str, ...],
+    jobs: int,
     as_json: bool,
 ) -> None:
     """Download, convert, validate and benchmark every locked model (or NAMES).
@@ -67,7 +76,7 @@ def install(
         else:
             click.echo("Everything is installed; nothing to do.")
         return
-    sys.exit(_install(project_dir, names, locked, frozen, backends, as_json))
+    sys.exit(_install(project_dir, names, locked, frozen, backends, jobs, as_json))
 
 
 def _install(
@@ -76,6 +85,7 @@ def _install(
     locked: bool,
     frozen: bool,
     backends: tuple[str, ...],
+    jobs: int,
     as_json: bool,
 ) -> int:
     from modelmora.cache import Store
@@ -96,7 +106,9 @@ def _install(
     selected = list(names) or sorted(lock.models)
     store = Store()
     started = time.perf_counter()
-    outcomes = _run_with_progress(project, lock, selected, store, backends, quiet=as_json)
+    outcomes = _run_with_progress(
+        project, lock, selected, store, backends, jobs=jobs, quiet=as_json
+    )
     from modelmora.pipeline.status import model_statuses
 
     statuses = model_statuses(store, [lock.models[n] for n in selected])
@@ -162,6 +174,7 @@ def _run_with_progress(
     store: Any,
     backends: tuple[str, ...],
     *,
+    jobs: int,
     quiet: bool,
 ) -> list[ModelOutcome]:
     from modelmora.pipeline import steps
@@ -182,7 +195,13 @@ def _run_with_progress(
     steps.add_listener(on_stage)
     try:
         return run_install(
-            project, lock, names, store=store, backends=backends, on_outcome=on_outcome
+            project,
+            lock,
+            names,
+            store=store,
+            backends=backends,
+            jobs=jobs,
+            on_outcome=on_outcome,
         )
     finally:
         steps.remove_listener(on_stage)

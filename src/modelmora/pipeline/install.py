@@ -11,6 +11,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,10 @@ def run_install(
     *,
     store: Store,
     backends: Sequence[str] = (),
+    jobs: int = 1,
     on_outcome: Callable[[ModelOutcome], None] | None = None,
 ) -> list[ModelOutcome]:
+    """Install ``names``; ``jobs`` models run at once (threads: each run is in-process)."""
     import dagster as dg
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -91,8 +94,8 @@ def run_install(
         },
         "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
     }
-    outcomes = []
-    for name in names:
+
+    def one(name: str) -> ModelOutcome:
         started = time.perf_counter()
         result = dg.execute_job(
             job,
@@ -102,10 +105,14 @@ def run_install(
         )
         outcome = _outcome(name, result)
         outcome.seconds = time.perf_counter() - started
-        outcomes.append(outcome)
         if on_outcome:
             on_outcome(outcome)
-    return outcomes
+        return outcome
+
+    if jobs <= 1 or len(names) <= 1:
+        return [one(name) for name in names]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(one, names))
 
 
 def _outcome(name: str, result: Any) -> ModelOutcome:
