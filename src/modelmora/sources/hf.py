@@ -5,7 +5,7 @@ request gives the commit sha and every file's size and LFS sha256). Downloads do
 through ``hf_hub_download``: that function owns a cache layout, its own retries and its own
 timeouts (``HF_HUB_ETAG_TIMEOUT``, ``HF_HUB_DOWNLOAD_TIMEOUT``), while ModelMora needs a
 plain resumable byte pump into its content-addressed store. So :meth:`HfSource.fetch`
-streams ``/{repo}/resolve/{sha}/{path}`` with httpx and HTTP Range.
+streams ``/{repo}/resolve/{sha}/{path}`` with HTTP Range (``sources.http``).
 
 Both paths share one policy: ``context.timeout_s`` per request, ``1 + context.max_retries``
 attempts with capped exponential backoff on connection errors, timeouts, 429 and 5xx, and a
@@ -22,11 +22,6 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
 
-import httpx
-import requests
-from huggingface_hub import HfApi
-from huggingface_hub.errors import HfHubHTTPError
-
 from modelmora.errors import AuthenticationError, SourceError, SourceNotFoundError, UserInputError
 from modelmora.sources.base import (
     ProgressCallback,
@@ -36,7 +31,7 @@ from modelmora.sources.base import (
     SourceContext,
     safe_relpath,
 )
-from modelmora.sources.http import shared_client
+from modelmora.sources.http import HttpStatusError, HttpTransportError, stream_to_file
 
 __all__ = ["DEFAULT_ENDPOINT", "HfSource"]
 
@@ -133,6 +128,11 @@ class HfSource(Source):
                 hint="run `modelmora lock` online once; installs from an existing lock "
                 "work offline",
             )
+        # Imported here: huggingface_hub costs ~0.7 s and only resolution needs it.
+        import requests
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import HfHubHTTPError
+
         api = HfApi(endpoint=self.endpoint, token=self._token or False, library_name="modelmora")
 
         def call() -> object:
@@ -143,6 +143,10 @@ class HfSource(Source):
                     files_metadata=True,
                     timeout=self.context.timeout_s,
                 )
+            except requests.Timeout as exc:
+                raise _Transient(f"timed out after {self.context.timeout_s:g} s") from exc
+            except requests.ConnectionError as exc:
+                raise _Transient(_short_reason(exc)) from exc
             except HfHubHTTPError as exc:
                 response = exc.response
                 if response is None:
@@ -219,53 +223,29 @@ class HfSource(Source):
             f"{quote(path, safe='/')}"
         )
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
-        timeout = httpx.Timeout(self.context.timeout_s)
         starts = [offset]
 
         def call() -> None:
             start = starts.pop() if starts else (dest.stat().st_size if dest.exists() else 0)
+            if start > file.size:
+                start = 0
+            if start and start == file.size:
+                return
             try:
-                self._download(url, headers, timeout, dest, start, file.size, progress)
-            except httpx.TimeoutException as exc:
-                raise _Transient(f"timed out after {self.context.timeout_s:g} s") from exc
-            except httpx.TransportError as exc:
-                raise _Transient(_short_reason(exc)) from exc
+                stream_to_file(
+                    url,
+                    dest,
+                    headers=headers,
+                    offset=start,
+                    timeout_s=self.context.timeout_s,
+                    progress=progress,
+                )
+            except HttpStatusError as exc:
+                raise _HttpStatus(exc.status, exc.headers.get("X-Error-Code")) from None
+            except HttpTransportError as exc:
+                raise _Transient(str(exc)) from None
 
         self._with_retries(call, revision=revision, path=path)
-
-    @staticmethod
-    def _download(
-        url: str,
-        headers: Mapping[str, str],
-        timeout: httpx.Timeout,
-        dest: Path,
-        start: int,
-        size: int,
-        progress: ProgressCallback | None,
-    ) -> None:
-        if start and start == size:
-            return
-        if start > size:
-            start = 0
-        request_headers = {**headers, "Range": f"bytes={start}-"} if start else dict(headers)
-        with shared_client().stream(
-            "GET", url, headers=request_headers, timeout=timeout
-        ) as response:
-            status = response.status_code
-            if status == 206 and start:
-                content_range = response.headers.get("Content-Range", "")
-                if not content_range.startswith(f"bytes {start}-"):
-                    raise SourceError(f"{url}: unexpected Content-Range {content_range!r}")
-                mode = "ab"
-            elif status == 200:
-                mode = "wb"
-            else:
-                raise _HttpStatus(status, response.headers.get("X-Error-Code"))
-            with dest.open(mode) as fh:
-                for chunk in response.iter_bytes(_CHUNK):
-                    fh.write(chunk)
-                    if progress is not None:
-                        progress(len(chunk))
 
     # -- shared failure policy ---------------------------------------------------------
     def _with_retries(self, call: Callable[[], _T], *, revision: str, path: str | None) -> _T:
@@ -274,10 +254,6 @@ class HfSource(Source):
             try:
                 try:
                     return call()
-                except requests.Timeout as exc:
-                    raise _Transient(f"timed out after {self.context.timeout_s:g} s") from exc
-                except requests.ConnectionError as exc:
-                    raise _Transient(_short_reason(exc)) from exc
                 except _HttpStatus as exc:
                     if exc.status >= 500 or exc.status == 429:
                         raise _Transient(f"HTTP {exc.status}") from exc

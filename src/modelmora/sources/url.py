@@ -15,7 +15,12 @@ import httpx
 
 from modelmora.errors import SourceError, SourceNotFoundError, UserInputError
 from modelmora.sources.base import ProgressCallback, RemoteFile, Resolution, Source, safe_relpath
-from modelmora.sources.http import shared_client
+from modelmora.sources.http import (
+    HttpStatusError,
+    HttpTransportError,
+    shared_client,
+    stream_to_file,
+)
 
 
 class HttpsSource(Source):
@@ -86,16 +91,18 @@ class HttpsSource(Source):
         offset: int = 0,
         progress: ProgressCallback | None = None,
     ) -> None:
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
-        with shared_client().stream(
-            "GET", self.url, headers=headers, timeout=self.context.timeout_s
-        ) as resp:
-            if resp.status_code == 404:
-                raise SourceNotFoundError(f"{self.url}: not found (HTTP 404)")
-            resp.raise_for_status()
-            resumed = offset > 0 and resp.status_code == 206
-            with open(dest, "ab" if resumed else "wb") as fh:
-                for chunk in resp.iter_bytes(1 << 20):
-                    fh.write(chunk)
-                    if progress:
-                        progress(len(chunk))
+        try:
+            stream_to_file(
+                self.url,
+                dest,
+                headers={},
+                offset=offset,
+                timeout_s=self.context.timeout_s,
+                progress=progress,
+            )
+        except HttpStatusError as exc:
+            if exc.status == 404:
+                raise SourceNotFoundError(f"{self.url}: not found (HTTP 404)") from None
+            raise SourceError(f"{self.url}: HTTP {exc.status}") from None
+        except HttpTransportError as exc:
+            raise SourceError(f"{self.url}: {exc}") from None

@@ -1,0 +1,156 @@
+"""``cache gc``: delete what no registered project's lock references any more.
+
+A project registers itself on every ``pull``. Garbage is every snapshot, blob and partial
+download that none of the still-existing registered projects' locks mention. A project
+whose directory is gone is unregistered; a project whose lock cannot be read stops the
+collection (we cannot know what it needs, so we delete nothing). Blobs and partials that
+a running ``pull`` holds the lock of are skipped, never waited for.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from modelmora.cache.store import Store
+from modelmora.errors import LockFileError, ModelMoraError
+from modelmora.lock import read_lock
+
+_STALE_BUILD_S = 3600.0
+
+
+@dataclass
+class GcReport:
+    dry_run: bool
+    projects: list[str] = field(default_factory=list)
+    dropped_projects: list[str] = field(default_factory=list)
+    snapshots: list[tuple[str, str]] = field(default_factory=list)
+    blobs: list[tuple[str, int]] = field(default_factory=list)
+    partials: list[tuple[str, int]] = field(default_factory=list)
+    skipped_busy: list[str] = field(default_factory=list)
+
+    @property
+    def freed_bytes(self) -> int:
+        return sum(s for _, s in self.blobs) + sum(s for _, s in self.partials)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "projects": self.projects,
+            "dropped_projects": self.dropped_projects,
+            "snapshots": [{"name": n, "content_digest": d} for n, d in self.snapshots],
+            "blobs": [{"sha256": s, "size": n} for s, n in self.blobs],
+            "partials": [{"sha256": s, "size": n} for s, n in self.partials],
+            "skipped_busy": self.skipped_busy,
+            "freed_bytes": self.freed_bytes,
+        }
+
+
+def _try_lock(lock: FileLock) -> bool:
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return False
+    return True
+
+
+def collect_garbage(
+    store: Store,
+    *,
+    dry_run: bool = False,
+    record_index: bool = True,
+    notify: Callable[[str], None] | None = None,
+) -> GcReport:
+    report = GcReport(dry_run=dry_run)
+    keep_blobs: set[str] = set()
+    keep_snapshots: set[tuple[str, str]] = set()
+    for project in store.projects():
+        if not Path(project.project_dir).is_dir():
+            report.dropped_projects.append(project.project_dir)
+            continue
+        report.projects.append(project.project_dir)
+        lock_path = Path(project.lock_path)
+        if not lock_path.is_file():
+            continue
+        try:
+            locked = read_lock(lock_path)
+        except LockFileError as exc:
+            raise ModelMoraError(
+                f"cache gc stopped, nothing deleted: the lock of registered project "
+                f"{project.project_dir} cannot be read ({exc.message})",
+                hint="fix or regenerate that lock (`modelmora lock`), or delete the project",
+            ) from exc
+        for entry in locked.models.values():
+            keep_snapshots.add((entry.name, entry.content_digest()))
+            keep_blobs.update(f.sha256 for f in entry.files)
+
+    for record in store.iter_snapshots():
+        key = (record.name, record.content_digest)
+        if key not in keep_snapshots:
+            report.snapshots.append(key)
+    for sha, path in store.iter_blobs():
+        if sha not in keep_blobs:
+            report.blobs.append((sha, path.stat().st_size))
+    if store.partial_dir.is_dir():
+        for part in sorted(store.partial_dir.glob("*.part")):
+            if part.stem not in keep_blobs:
+                report.partials.append((part.stem, part.stat().st_size))
+    if dry_run:
+        return report
+
+    for project_dir in report.dropped_projects:
+        store.unregister_project(project_dir)
+    for name, digest in report.snapshots:
+        store.remove_snapshot(name, digest)
+    _remove_stale_builds(store)
+    removed_blobs: list[tuple[str, int]] = []
+    for sha, size in report.blobs:
+        lock = store.blob_lock(sha)
+        if not _try_lock(lock):
+            report.skipped_busy.append(sha)
+            continue
+        try:
+            store.discard_blob(sha)
+            removed_blobs.append((sha, size))
+        finally:
+            lock.release()
+    report.blobs = removed_blobs
+    removed_partials: list[tuple[str, int]] = []
+    for sha, size in report.partials:
+        lock = store.blob_lock(sha)
+        if not _try_lock(lock):
+            report.skipped_busy.append(sha)
+            continue
+        try:
+            store.partial_path(sha).unlink(missing_ok=True)
+            removed_partials.append((sha, size))
+        finally:
+            lock.release()
+    report.partials = removed_partials
+    if record_index and (report.snapshots or report.blobs or report.dropped_projects):
+        from modelmora.cache.index import Index
+
+        index = Index(store, notify=notify)
+        index.forget(snapshots=report.snapshots, blobs=[sha for sha, _ in report.blobs])
+        for project_dir in report.dropped_projects:
+            index.forget_project(project_dir)
+    return report
+
+
+def _remove_stale_builds(store: Store) -> None:
+    """Hidden ``.tmp-*`` snapshot builds left by a killed process (old enough to be dead)."""
+    if not store.snapshots_dir.is_dir():
+        return
+    cutoff = time.time() - _STALE_BUILD_S
+    for build in store.snapshots_dir.glob("*/.tmp-*"):
+        try:
+            if build.stat().st_mtime < cutoff:
+                shutil.rmtree(build, ignore_errors=True)
+        except OSError:
+            continue

@@ -1,0 +1,159 @@
+"""``cache verify``: is every blob intact and every snapshot complete?
+
+The fast path trusts the stat cache (unchanged inode, size and mtime since the last
+hash), so a warm multi-GB cache verifies in milliseconds; ``full=True`` re-hashes every
+byte, which is what catches bit rot that leaves metadata untouched.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from modelmora.cache.statcache import stat_key
+from modelmora.cache.store import Store, sha256_file
+
+ProblemKind = Literal["corrupt", "missing", "stray", "snapshot"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: ProblemKind
+    subject: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.subject}: {self.detail}"
+
+
+@dataclass
+class VerifyReport:
+    blobs: int = 0
+    bytes: int = 0
+    rehashed: int = 0
+    rehashed_bytes: int = 0
+    snapshots: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "blobs": self.blobs,
+            "bytes": self.bytes,
+            "rehashed": self.rehashed,
+            "rehashed_bytes": self.rehashed_bytes,
+            "snapshots": self.snapshots,
+            "problems": [
+                {"kind": p.kind, "subject": p.subject, "detail": p.detail} for p in self.problems
+            ],
+            "repaired": self.repaired,
+        }
+
+
+def verify_store(store: Store, *, full: bool = False, repair: bool = False) -> VerifyReport:
+    """Check blobs against their names and snapshots against their records.
+
+    ``repair`` deletes corrupt blobs and the snapshots that use them, so that the next
+    ``pull`` fetches them again; without it nothing is modified except the stat cache.
+    """
+    report = VerifyReport()
+    known = store.statcache.entries(reload=True)
+    verified: dict[str, os.stat_result] = {}
+    present: dict[str, os.stat_result] = {}
+    stats: dict[str, os.stat_result] = {}
+    corrupt: set[str] = set()
+    for sha, path in store.iter_blobs():
+        try:
+            expected_path = store.blob_path(sha)
+        except ValueError:
+            expected_path = None
+        if expected_path != path:
+            report.problems.append(
+                Problem("stray", str(path.relative_to(store.root)), "not named by its sha256")
+            )
+            continue
+        st = path.stat()
+        stats[sha] = st
+        report.blobs += 1
+        report.bytes += st.st_size
+        if not full and known.get(sha) == stat_key(st):
+            present[sha] = st
+            continue
+        report.rehashed += 1
+        report.rehashed_bytes += st.st_size
+        actual = sha256_file(path)
+        if actual != sha:
+            corrupt.add(sha)
+            report.problems.append(Problem("corrupt", f"blob {sha}", f"content hashes to {actual}"))
+            continue
+        present[sha] = st
+        verified[sha] = path.stat()
+    if verified:
+        store.statcache.record(verified)
+
+    broken_snapshots: list[tuple[str, str]] = []
+    for record in store.iter_snapshots():
+        report.snapshots += 1
+        name, digest = record.name, record.content_digest
+        root = store.snapshot_dir(name, digest)
+        label = f"snapshot {name}@{digest[:12]}"
+        bad = False
+        for f in record.model.files:
+            if f.sha256 in corrupt:
+                bad = True
+            if f.sha256 not in present and f.sha256 not in corrupt:
+                report.problems.append(
+                    Problem("missing", f"blob {f.sha256}", f"used by {name}/{f.path}, not in store")
+                )
+                bad = True
+            problem = _check_link(store, root / f.path, f.sha256, f.size, stats, full=full)
+            if problem:
+                report.problems.append(Problem("snapshot", f"{label}: {f.path}", problem))
+                bad = True
+        if bad:
+            broken_snapshots.append((name, digest))
+
+    if repair:
+        for sha in sorted(corrupt):
+            store.discard_blob(sha)
+            report.repaired.append(f"removed corrupt blob {sha}")
+        for name, digest in broken_snapshots:
+            store.remove_snapshot(name, digest)
+            report.repaired.append(f"removed snapshot {name}@{digest}")
+    return report
+
+
+def _check_link(
+    store: Store,
+    path: Path,
+    sha: str,
+    size: int,
+    blob_stats: dict[str, os.stat_result],
+    *,
+    full: bool,
+) -> str | None:
+    """A snapshot file is fine if it is the blob (hardlink/symlink) or a copy of it."""
+    try:
+        lst = path.lstat()
+    except FileNotFoundError:
+        return "file missing"
+    blob_st = blob_stats.get(sha)
+    if os.path.islink(path):
+        target = os.path.realpath(path)
+        if target != os.path.realpath(store.blob_path(sha)):
+            return f"symlink points to {target}, not to blob {sha}"
+        return None
+    if blob_st is not None and (lst.st_dev, lst.st_ino) == (blob_st.st_dev, blob_st.st_ino):
+        return None  # a hardlink of the blob, whose content was checked above
+    if lst.st_size != size:
+        return f"size {lst.st_size}, lock says {size}"
+    if full and sha256_file(path) != sha:
+        return "content differs from the lock"
+    return None
