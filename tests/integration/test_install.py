@@ -97,6 +97,15 @@ def test_install_converts_validates_benchmarks_and_records_runs(
     )
     assert json.loads(runs.stdout) == [["embedder", "SUCCESS"], ["sentiment", "SUCCESS"]]
 
+    # The store is the truth: a lost index is rebuilt with every install record.
+    (home / "index.duckdb").unlink()
+    reindex = modelmora(project, home, "cache", "reindex")
+    assert reindex.returncode == 0, reindex.stderr
+    rebuilt = listing(project, home)
+    assert rebuilt["embedder"]["installed"] is True
+    assert rebuilt["embedder"]["artifacts"] == embedder["artifacts"]
+    assert [a["variant"] for a in rebuilt["sentiment"]["artifacts"]] == ["base", "int8"]
+
     # Nothing changed: the no-op path answers without importing Dagster, torch or DuckDB.
     probe = (
         "import sys\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from modelmora.lock import read_lock
 
-PLUGIN = '''
+PLUGIN = """
 from modelmora.sources import RemoteFile, Resolution, Source
 
 PAYLOAD = b"weights from the acme registry"
@@ -43,7 +43,7 @@ class Broken(Source):
 
     def fetch(self, revision, file, dest, *, offset=0, progress=None):
         raise RuntimeError("unreachable")
-'''
+"""
 
 
 def make_plugin(root: Path) -> Path:

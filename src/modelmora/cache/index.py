@@ -414,8 +414,9 @@ class Index:
     def rebuild(self) -> dict[str, int]:
         """``cache reindex``: a fresh index from the store, built aside and swapped in.
 
-        Rows of the pipeline tables (artifacts, validations, benchmarks, runs) are copied
-        from the old index when it is still readable; cache tables come from the store only.
+        Every table except ``runs`` comes from records in the store (snapshots, blobs,
+        projects, and install's artifact/validation/benchmark records); ``runs`` (a log) is
+        copied from the old index when it is still readable.
         """
         self.store.ensure_layout()
         with FileLock(self.store.locks_dir / "index.lock", timeout=self.timeout_s):
@@ -453,7 +454,7 @@ class Index:
             )
             return copied
         try:
-            for table in _PIPELINE_TABLES:
+            for table in ("runs",):  # the rest is rebuilt from records in the store
                 try:
                     con.execute(f"INSERT INTO {table} SELECT * FROM old.{table}")
                     row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
@@ -561,4 +562,9 @@ def _populate(con: duckdb.DuckDBPyConnection, store: Store) -> dict[str, int]:
     for project in store.projects():
         _insert_project(con, project)
         counts["projects"] += 1
+    # The index mirrors every stage's records, and the store is the truth for all of them:
+    # install writes artifact/validation/benchmark records next to each artifact.
+    from modelmora.pipeline.index_records import populate_from_store
+
+    counts.update(populate_from_store(con, store))
     return counts

@@ -180,8 +180,7 @@ def _run_with_progress(
     from modelmora.pipeline import steps
     from modelmora.pipeline.install import run_install
 
-    err = click.get_text_stream("stderr")
-    live = not quiet and err.isatty()
+    live = not quiet and sys.stderr.isatty()
 
     def on_stage(model: str, stage: str, status: str) -> None:
         if not quiet and (live or status != "running"):
@@ -351,13 +350,15 @@ def bench(
                 hint=f"run `modelmora install {status.name}` first",
             )
         job = steps.ModelJob(project=project, entry=lock.models[status.name], store=store)
-        artifacts = [r for a in status.artifacts if (r := read_artifact(Path(a.path)))]
+        artifacts = [a for row in status.artifacts if (a := read_artifact(Path(row.path)))]
         records = steps.benchmark(job, artifacts, backends=list(backends) or None, force=True)
-        results[status.name] = [r.result.model_dump() for r in records]
+        results[status.name] = [rec.result.model_dump() for rec in records]
         if not as_json:
-            for r in records:
-                res = r.result
-                click.echo(f"{status.name} [{r.artifact_key[:8]}] {res.backend}: {res.status_line}")
+            for rec in records:
+                res = rec.result
+                click.echo(
+                    f"{status.name} [{rec.artifact_key[:8]}] {res.backend}: {res.status_line}"
+                )
                 for b in res.batches:
                     click.echo(
                         f"  batch {b.batch_size:>3}: p50 {b.p50_ms:8.2f} ms  p95 {b.p95_ms:8.2f} ms"

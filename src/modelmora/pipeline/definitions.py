@@ -28,7 +28,7 @@ JOB_NAME = "install"
 GROUP = "modelmora"
 
 
-class ModelMoraProject(dg.ConfigurableResource):  # type: ignore[misc]
+class ModelMoraProject(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Where the project lives and which backends to benchmark (empty: the manifest's)."""
 
     project_dir: str

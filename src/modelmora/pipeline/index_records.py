@@ -13,6 +13,9 @@ from modelmora.cache import Store
 from modelmora.lock import LockedModel
 from modelmora.pipeline.records import ArtifactRecord, BenchmarkRecord, ValidationRecord
 
+VARIANT_ORDER = {"base": 0, "optimized": 1, "int8": 2}
+"""Order of a model's artifacts (``planned_variants`` builds them in this order)."""
+
 if TYPE_CHECKING:
     import duckdb
 
@@ -36,7 +39,30 @@ def link_artifacts(store: Store, entry: LockedModel, records: list[ArtifactRecor
         con.executemany(
             "INSERT INTO model_artifacts (name, entry_digest, position, artifact_key) "
             "VALUES (?, ?, ?, ?)",
-            [[entry.name, entry.entry_digest(), i, r.key] for i, r in enumerate(records)],
+            [[entry.name, entry.entry_digest(), VARIANT_ORDER[r.variant], r.key] for r in records],
+        )
+
+
+def record_run(store: Store, project_dir: str, outcome: Any, started_at: Any) -> None:
+    """One row per model per install run (the Dagster run id links to the UI)."""
+    from modelmora.cache import Index
+    from modelmora.pipeline.records import now
+
+    with Index(store).transaction() as con:
+        con.execute(
+            "INSERT OR REPLACE INTO runs (run_id, project_dir, model_name, step, status, "
+            "started_at, finished_at, message, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                outcome.run_id,
+                project_dir,
+                outcome.name,
+                "install",
+                "success" if outcome.ok else "failure",
+                started_at,
+                now(),
+                outcome.error or None,
+                json.dumps({"stages": outcome.stages, "seconds": round(outcome.seconds, 3)}),
+            ],
         )
 
 
@@ -153,3 +179,51 @@ def insert_benchmark(con: duckdb.DuckDBPyConnection, record: BenchmarkRecord) ->
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
+
+
+def populate_from_store(con: duckdb.DuckDBPyConnection, store: Store) -> dict[str, int]:
+    """Rebuild the artifact, validation, benchmark and link tables from the records on disk."""
+    from modelmora.pipeline.records import iter_records
+
+    counts = {"artifacts": 0, "validations": 0, "benchmarks": 0, "model_artifacts": 0}
+    if not store.artifacts_dir.is_dir():
+        return counts
+    bases: dict[str, ArtifactRecord] = {}  # base model.onnx sha256 → its record
+    variants: list[ArtifactRecord] = []
+    for directory in sorted(p for p in store.artifacts_dir.iterdir() if p.is_dir()):
+        try:
+            artifact, validations, benchmarks = iter_records(directory)
+        except ValueError:  # a damaged record: skip it, the artifact will be rebuilt
+            continue
+        if artifact is None:
+            continue
+        insert_artifact(con, store, artifact)
+        counts["artifacts"] += 1
+        if artifact.variant == "base":
+            bases[artifact.conversion.sha256] = artifact
+        else:
+            variants.append(artifact)
+        for validation in validations:
+            insert_validation(con, validation)
+            counts["validations"] += 1
+        for benchmark in benchmarks:
+            insert_benchmark(con, benchmark)
+            counts["benchmarks"] += 1
+    # Links: the entry that built a base artifact, and the variants derived from that base.
+    # (Other entries sharing an artifact are linked again by their next install.)
+    for base in bases.values():
+        con.execute(
+            "INSERT OR REPLACE INTO model_artifacts VALUES (?, ?, 0, ?)",
+            [base.model, base.entry_digest, base.key],
+        )
+        counts["model_artifacts"] += 1
+    for variant in variants:
+        parent = bases.get(variant.conversion.base_sha256 or "")
+        if parent is None:
+            continue
+        con.execute(
+            "INSERT OR REPLACE INTO model_artifacts VALUES (?, ?, ?, ?)",
+            [parent.model, parent.entry_digest, VARIANT_ORDER.get(variant.variant, 9), variant.key],
+        )
+        counts["model_artifacts"] += 1
+    return counts

@@ -95,7 +95,11 @@ def run_install(
         "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
     }
 
+    from modelmora.pipeline.index_records import record_run
+    from modelmora.pipeline.records import now
+
     def one(name: str) -> ModelOutcome:
+        started_at = now()
         started = time.perf_counter()
         result = dg.execute_job(
             job,
@@ -105,6 +109,7 @@ def run_install(
         )
         outcome = _outcome(name, result)
         outcome.seconds = time.perf_counter() - started
+        record_run(store, str(project.dir), outcome, started_at)
         if on_outcome:
             on_outcome(outcome)
         return outcome
