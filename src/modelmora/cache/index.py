@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Tables filled by the cache (rebuilt from the store by reindex) ...
 _STORE_TABLES = ("models", "revisions", "files", "blobs", "snapshots", "projects")
@@ -107,6 +107,7 @@ CREATE TABLE artifacts (
 CREATE TABLE validations (
     validation_id VARCHAR PRIMARY KEY,
     artifact_key VARCHAR NOT NULL,
+    spec_digest VARCHAR NOT NULL,
     passed BOOLEAN NOT NULL,
     max_abs_diff DOUBLE,
     min_cosine DOUBLE,

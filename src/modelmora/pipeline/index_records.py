@@ -105,11 +105,12 @@ def insert_validation(con: duckdb.DuckDBPyConnection, record: ValidationRecord) 
     report = record.report
     cosines = [o.min_cosine for o in report.outputs if o.min_cosine is not None]
     con.execute(
-        "INSERT OR REPLACE INTO validations (validation_id, artifact_key, passed, max_abs_diff, "
-        "min_cosine, created_at, metrics) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO validations (validation_id, artifact_key, spec_digest, passed, "
+        "max_abs_diff, min_cosine, created_at, metrics) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [
             record.id,
             record.artifact_key,
+            record.spec_digest,
             report.passed,
             max((o.max_abs_diff for o in report.outputs), default=None),
             min(cosines) if cosines else None,

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from modelmora.bench.report import BackendBenchmark
 from modelmora.convert.result import ConversionResult
 from modelmora.fsutil import atomic_write_bytes
+from modelmora.manifest.model import ValidateSpec
 from modelmora.validate.report import ValidationReport
 
 ARTIFACT_RECORD = "artifact.json"
@@ -27,6 +28,11 @@ def digest_of(payload: Any) -> str:
     """sha256 of canonical JSON: stable ids for records keyed by settings."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def validation_spec_digest(spec: ValidateSpec) -> str:
+    """Identifies the thresholds a validation was judged by."""
+    return digest_of(spec.model_dump(mode="json"))
 
 
 class ArtifactRecord(BaseModel):
@@ -50,6 +56,8 @@ class ValidationRecord(BaseModel):
 
     id: str
     artifact_key: str
+    spec_digest: str
+    """Of the thresholds it was judged by: models sharing an artifact may set different ones."""
     model: str
     report: ValidationReport
     created_at: datetime

@@ -12,6 +12,8 @@ from typing import Any
 
 from modelmora.cache import Store
 from modelmora.lock import LockedModel
+from modelmora.manifest.model import ModelSpec
+from modelmora.pipeline.records import validation_spec_digest
 
 
 @dataclass
@@ -98,6 +100,7 @@ def model_statuses(store: Store, entries: list[LockedModel]) -> list[ModelStatus
     with Index(store).transaction() as con:
         for entry in entries:
             digest = entry.content_digest()
+            spec_digest = validation_spec_digest(ModelSpec.model_validate(entry.spec).validate_)
             snap = con.execute(
                 "SELECT path FROM snapshots WHERE name = ? AND content_digest = ?",
                 [entry.name, digest],
@@ -123,8 +126,8 @@ def model_statuses(store: Store, entries: list[LockedModel]) -> list[ModelStatus
                 )
                 val = con.execute(
                     "SELECT passed, max_abs_diff, min_cosine, metrics FROM validations "
-                    "WHERE artifact_key = ? ORDER BY created_at DESC LIMIT 1",
-                    [key],
+                    "WHERE artifact_key = ? AND spec_digest = ? ORDER BY created_at DESC LIMIT 1",
+                    [key, spec_digest],
                 ).fetchone()
                 if val:
                     row.validated, row.max_abs_diff, row.min_cosine = val[0], val[1], val[2]

@@ -35,6 +35,7 @@ from modelmora.pipeline.records import (
     read_benchmark,
     read_validation,
     validation_path,
+    validation_spec_digest,
     write_record,
 )
 from modelmora.project import Project
@@ -213,7 +214,12 @@ def validate(
                 allow_pickle=job.spec.allow_pickle,
             )
             record = ValidationRecord(
-                id=vid, artifact_key=artifact.key, model=job.name, report=report, created_at=now()
+                id=vid,
+                artifact_key=artifact.key,
+                spec_digest=validation_spec_digest(spec),
+                model=job.name,
+                report=report,
+                created_at=now(),
             )
             write_record(validation_path(directory, vid), record)
             index_records.record_validation(job.store, record)

@@ -1,0 +1,203 @@
+"""The HTTP app: routes, API-key check, body limit, error rendering, metrics, lifespan.
+
+Errors are rendered in the caller's protocol: OpenAI's ``{"error": {"message", "type",
+"code"}}`` under ``/v1`` and the v2 ``{"error": "..."}`` elsewhere. Serve must never import
+torch; ``tests/serve/test_no_torch.py`` holds it to that.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from modelmora import __version__
+from modelmora.serve import openai_routes, v2_routes
+from modelmora.serve.config import ServedModel, ServerSettings
+from modelmora.serve.errors import ServeError
+from modelmora.serve.state import ServeState
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("modelmora.serve")
+
+OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
+
+
+def _error_body(path: str, status: int, message: str, code: str) -> bytes:
+    if path.startswith("/v1"):
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        doc: dict[str, Any] = {
+            "error": {"message": message, "type": kind, "param": None, "code": code}
+        }
+    else:
+        doc = {"error": message}
+    return json.dumps(doc).encode("utf-8")
+
+
+def _error_response(
+    path: str, status: int, message: str, code: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(
+        content=_error_body(path, status, message, code),
+        status_code=status,
+        media_type="application/json",
+        headers=dict(headers or {}),
+    )
+
+
+class Guard:
+    """Pure ASGI: bearer API key (constant-time compare) and request body limit (413)."""
+
+    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int) -> None:
+        self.app = app
+        self.api_key = api_key.encode("utf-8") if api_key else None
+        self.max_body = max_body_bytes
+
+    async def _reject(
+        self, send: Send, path: str, status: int, message: str, code: str, extra: list[Any]
+    ) -> None:
+        body = _error_body(path, status, message, code)
+        headers = [(b"content-type", b"application/json"), *extra]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        headers = dict(scope["headers"])
+        if self.api_key is not None and path not in OPEN_PATHS:
+            scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.api_key):
+                await self._reject(
+                    send,
+                    path,
+                    401,
+                    "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                    "invalid_api_key",
+                    [(b"www-authenticate", b"Bearer")],
+                )
+                return
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            await self._reject(
+                send,
+                path,
+                413,
+                f"request body larger than the {self.max_body}-byte limit",
+                "body_too_large",
+                [(b"connection", b"close")],
+            )
+            return
+        received = 0
+        started = rejected = False
+
+        async def limited_receive() -> Message:
+            # Bodies without Content-Length are counted as they stream. Past the limit the
+            # client gets 413 at once and the app sees a disconnect; what it answers then is
+            # dropped (frameworks turn read errors into 400, which would hide the cause).
+            nonlocal received, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body and not started:
+                    rejected = True
+                    await self._reject(
+                        send,
+                        path,
+                        413,
+                        f"request body larger than the {self.max_body}-byte limit",
+                        "body_too_large",
+                        [(b"connection", b"close")],
+                    )
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if rejected:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+
+def create_app(
+    settings: ServerSettings,
+    models: Mapping[str, ServedModel],
+    *,
+    on_ready: Callable[[], Awaitable[None] | None] | None = None,
+) -> FastAPI:
+    """The ASGI app; workers start lazily (or at start-up for ``settings.preload``)."""
+    state = ServeState(settings, models)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await state.start()
+        except ServeError as exc:
+            log.error("start-up failed: %s", exc.message)
+            await state.stop()
+            raise
+        if on_ready is not None:
+            result = on_ready()
+            if result is not None:
+                await result
+        try:
+            yield
+        finally:
+            await state.stop()
+
+    app = FastAPI(
+        title="ModelMora serve",
+        version=__version__,
+        lifespan=lifespan,
+        description="OpenAI-compatible embeddings/classification and KServe v2 inference.",
+    )
+    app.state.serve = state
+
+    @app.exception_handler(ServeError)
+    async def _serve_error(request: Request, exc: ServeError) -> Response:
+        return _error_response(request.url.path, exc.status, exc.message, exc.code, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+            problems.append(f"{loc}: {err.get('msg', 'invalid')}")
+        message = "invalid request: " + "; ".join(problems[:10])
+        return _error_response(request.url.path, 422, message, "invalid_request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = "not_found" if exc.status_code == 404 else "http_error"
+        return _error_response(
+            request.url.path, exc.status_code, str(exc.detail), code, exc.headers
+        )
+
+    @app.get("/metrics", summary="Prometheus metrics", tags=["metrics"])
+    async def metrics() -> Response:
+        body, content_type = state.metrics.render()
+        return Response(content=body, media_type=content_type)
+
+    app.include_router(openai_routes.router)
+    app.include_router(v2_routes.router)
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    app.add_middleware(Guard, api_key=api_key, max_body_bytes=settings.max_body_bytes)
+    return app

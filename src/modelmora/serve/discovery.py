@@ -1,0 +1,81 @@
+"""The seam between ``modelmora install`` and ``modelmora serve``.
+
+At start-up the router reads the index once (then closes it, as DuckDB wants): for every
+locked model, the validated artifacts of its current lock entry and their benchmarks. It
+serves the fastest validated artifact on the first of the model's ``backends`` that was
+really measured (a backend recorded as unavailable is skipped), falling back to the base
+artifact on the CPU.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from modelmora.errors import UserInputError
+from modelmora.manifest.model import ServeSpec
+from modelmora.serve.config import ServedModel
+
+__all__ = ["discover"]
+
+_SERVABLE_TASKS = {"feature-extraction", "text-classification"}
+
+
+def discover(project_dir: Path) -> list[ServedModel]:
+    """The installed, validated models of the project in ``project_dir``."""
+    from modelmora.cache import Store
+    from modelmora.pipeline.status import ArtifactRow, model_statuses
+    from modelmora.project import Project
+
+    lock = Project(project_dir).read_lock()
+    statuses = model_statuses(Store(), [lock.models[n] for n in sorted(lock.models)])
+    served, skipped = [], []
+    for status in statuses:
+        entry = lock.models[status.name]
+        valid = [a for a in status.artifacts if a.validated]
+        if not valid:
+            skipped.append(status.name)
+            continue
+        backends = list(entry.spec.get("backends", ["cpu"]))
+
+        def p50(artifact: ArtifactRow, backend: str) -> float | None:
+            rows = [b for b in artifact.benchmarks if b.backend == backend and b.p50_ms]
+            return min(rows, key=lambda b: b.batch_size).p50_ms if rows else None
+
+        backend, artifact = "cpu", valid[0]
+        for candidate in backends:
+            measured = [(p50(a, candidate), a) for a in valid]
+            timed = [(t, a) for t, a in measured if t is not None]
+            if timed:
+                backend, artifact = candidate, min(timed, key=lambda pair: pair[0])[1]
+                break
+        task = _task(Path(artifact.path))
+        served.append(
+            ServedModel(
+                name=status.name,
+                artifact_dir=Path(artifact.path),
+                task=task,
+                backend=backend,
+                serve=ServeSpec.model_validate(entry.spec.get("serve", {})),
+            )
+        )
+    if skipped:
+        print(
+            f"modelmora serve: not installed or not validated, not served: {', '.join(skipped)}"
+            " (run `modelmora install`)",
+            file=sys.stderr,
+        )
+    if not served:
+        raise UserInputError(
+            f"no installed, validated models in {project_dir}",
+            hint="run `modelmora install` first, or serve a directory: --model NAME=DIR",
+        )
+    return served
+
+
+def _task(artifact_dir: Path) -> str:
+    from modelmora.pipeline.records import read_artifact
+
+    record = read_artifact(artifact_dir)
+    task = record.conversion.task if record else None
+    return task if task in _SERVABLE_TASKS else "tensor"

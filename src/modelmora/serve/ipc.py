@@ -1,0 +1,122 @@
+"""What crosses the pipe between the router and a worker, and how.
+
+Messages are small frozen dataclasses pickled with protocol 5; numpy arrays travel as
+out-of-band buffers (their bytes are written to the pipe as-is, never copied into the pickle
+stream, never turned into JSON). Only the standard library and numpy are imported here
+because the worker imports this module before anything else.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Literal
+
+import numpy as np
+
+__all__ = [
+    "Failed",
+    "ModelInfo",
+    "Output",
+    "Ready",
+    "RunTensors",
+    "RunText",
+    "Stop",
+    "TensorSpec",
+    "WorkerSpec",
+    "recv_msg",
+    "send_msg",
+]
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs to load its model (a plain dataclass: no pydantic import)."""
+
+    name: str
+    artifact_dir: str
+    onnx_file: str
+    task: str
+    provider: str
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output as the v2 protocol shows it; ``-1`` marks a dynamic dimension."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a loaded worker reports about its model (the router caches it for metadata)."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    providers: tuple[str, ...]
+    batchable: bool
+    labels: tuple[str, ...] | None = None
+    embedding_dim: int | None = None
+    max_seq_length: int | None = None
+    pid: int = 0
+    rss_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class RunText:
+    texts: list[str]
+
+
+@dataclass(frozen=True)
+class RunTensors:
+    inputs: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Stop:
+    pass
+
+
+@dataclass(frozen=True)
+class Ready:
+    info: ModelInfo
+
+
+@dataclass(frozen=True)
+class Output:
+    arrays: dict[str, np.ndarray]
+    tokens: np.ndarray | None = None
+    """Tokens per input row (text models), for the OpenAI ``usage`` block."""
+    rss_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Failed:
+    message: str
+    kind: Literal["load", "input", "internal"] = "internal"
+    details: dict[str, str] = field(default_factory=dict)
+
+
+Message = WorkerSpec | RunText | RunTensors | Stop | Ready | Output | Failed
+
+
+def send_msg(conn: Connection, msg: Message) -> None:
+    """Send ``msg`` as one header frame plus one raw frame per out-of-band buffer."""
+    buffers: list[pickle.PickleBuffer] = []
+    header = pickle.dumps(msg, protocol=5, buffer_callback=buffers.append)
+    conn.send_bytes(len(buffers).to_bytes(4, "little") + header)
+    for buf in buffers:
+        conn.send_bytes(buf.raw())
+
+
+def recv_msg(conn: Connection) -> Message:
+    """Receive what :func:`send_msg` sent; raises ``EOFError`` when the other side is gone."""
+    first = conn.recv_bytes()
+    count = int.from_bytes(first[:4], "little")
+    frames = [conn.recv_bytes() for _ in range(count)]
+    msg: Message = pickle.loads(first[4:], buffers=frames)
+    return msg

@@ -1,0 +1,72 @@
+"""Prometheus metrics of one server (its own registry, so tests can run several apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["ServeMetrics"]
+
+_LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class ServeMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.request_seconds = Histogram(
+            "modelmora_request_duration_seconds",
+            "Request latency, from the route's start to the response, per model and status.",
+            ["model", "endpoint", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "modelmora_queue_depth", "Requests waiting in the model's queue.", ["model"], registry=r
+        )
+        self.batch_size = Histogram(
+            "modelmora_batch_size",
+            "Rows (sentences or tensor rows) per batch sent to a worker.",
+            ["model"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.loaded_models = Gauge(
+            "modelmora_loaded_models", "Worker processes currently loaded.", registry=r
+        )
+        self.model_loaded = Gauge(
+            "modelmora_model_loaded", "1 while the model's worker is loaded.", ["model"], registry=r
+        )
+        self.worker_restarts = Counter(
+            "modelmora_worker_restarts",
+            "Workers started again after a crash or a failed load.",
+            ["model"],
+            registry=r,
+        )
+        self.evictions = Counter(
+            "modelmora_evictions",
+            "Workers stopped to free room (budget), for idleness (idle) or on request (explicit).",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.dropped = Counter(
+            "modelmora_requests_dropped",
+            "Requests answered without running the model (deadline, queue_full, crash).",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.worker_rss = Gauge(
+            "modelmora_worker_rss_bytes", "Resident memory of the worker.", ["model"], registry=r
+        )
+        self.load_seconds = Histogram(
+            "modelmora_model_load_seconds",
+            "Worker start-up: spawn, session creation, warm-up.",
+            ["model"],
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=r,
+        )
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,102 @@
+"""API key, body limit, default bind address, unknown routes, CLI argument errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import openai
+import pytest
+from click.testing import CliRunner
+from serve_support import Artifacts, Server, run_server
+
+from modelmora.cli import main
+
+KEY = "s3cret-key-for-tests"
+
+
+@pytest.fixture(scope="module")
+def server(artifacts: Artifacts) -> Iterator[Server]:
+    env = {"MODELMORA_API_KEY": KEY}
+    with run_server({"emb": artifacts.emb}, "--max-body-bytes", "4096", env=env) as s:
+        yield s
+
+
+def test_binds_loopback_by_default(server: Server) -> None:
+    assert urlsplit(server.url).hostname == "127.0.0.1"
+
+
+@pytest.mark.parametrize("path", ["/v1/models", "/metrics", "/v2/models/emb", "/openapi.json"])
+def test_api_key_is_required(server: Server, path: str) -> None:
+    assert server.http.get(path).status_code == 401
+    wrong = server.http.get(path, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    assert wrong.headers["WWW-Authenticate"] == "Bearer"
+    assert KEY not in wrong.text
+    ok = server.http.get(path, headers={"Authorization": f"Bearer {KEY}"})
+    assert ok.status_code == 200
+
+
+def test_health_endpoints_are_open(server: Server) -> None:
+    assert server.http.get("/v2/health/live").status_code == 200
+    assert server.http.get("/v2/health/ready").status_code == 200
+
+
+def test_openai_client_with_key(server: Server) -> None:
+    good = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
+    assert len(good.embeddings.create(model="emb", input="hi").data) == 1
+    bad = openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.embeddings.create(model="emb", input="hi")
+
+
+def test_body_limit_is_413(server: Server) -> None:
+    auth = {"Authorization": f"Bearer {KEY}"}
+    big = {"model": "emb", "input": "word " * 2000}
+    r = server.http.post("/v1/embeddings", json=big, headers=auth)
+    assert r.status_code == 413
+    assert "4096" in r.json()["error"]["message"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted while streaming
+        yield b'{"model": "emb", "input": "'
+        for _ in range(100):
+            yield b"word " * 20
+        yield b'"}'
+
+    r = server.http.post(
+        "/v1/embeddings", content=chunks(), headers={**auth, "content-type": "application/json"}
+    )
+    assert r.status_code == 413
+
+
+def test_unknown_route_is_404(server: Server) -> None:
+    r = server.http.get("/v1/nothing", headers={"Authorization": f"Bearer {KEY}"})
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "x"], "NAME=ARTIFACT_DIR"),
+        (["--model", "x=/definitely/not/here"], "/definitely/not/here"),
+        (["--model", "x=.", "--set", "y.priority=1"], "no --model named 'y'"),
+        (["--model", "x=.", "--set", "x.colour=red"], "unknown field 'colour'"),
+        (["--model", "x=.", "--set", "x.max_batch_size=zero"], "max_batch_size"),
+        ([], "--model NAME=DIR"),
+    ],
+)
+def test_cli_argument_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, ["-C", str(tmp_path), "serve", "--port", "0", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_rejects_unknown_preload(artifacts: Artifacts) -> None:
+    result = CliRunner().invoke(
+        main, ["serve", "--model", f"emb={artifacts.emb}", "--preload", "other"]
+    )
+    assert result.exit_code == 2
+    assert "--preload other: no such model" in result.output

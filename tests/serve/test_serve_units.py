@@ -1,0 +1,119 @@
+"""Pure functions of the serve package: pooling, v2 tensor codec, task detection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from serve_support import Artifacts
+
+from modelmora.serve.config import detect_task
+from modelmora.serve.errors import BadRequest
+from modelmora.serve.pooling import PoolingConfig, pool, read_pooling_config
+from modelmora.serve.v2codec import InferRequest, decode_request, encode_response
+
+RNG = np.random.default_rng(3)
+HIDDEN = RNG.normal(size=(3, 5, 4)).astype(np.float32)
+MASK = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+
+
+def _rows(fn: object) -> np.ndarray:
+    """Apply ``fn`` to each sentence's unpadded token states, one row at a time."""
+    return np.stack([fn(HIDDEN[i, : MASK[i].sum()]) for i in range(3)])  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("mode", "reference"),
+    [
+        ("mean", lambda t: t.mean(0)),
+        ("max", lambda t: t.max(0)),
+        ("cls", lambda t: t[0]),
+        ("lasttoken", lambda t: t[-1]),
+        ("mean_sqrt_len", lambda t: t.sum(0) / np.sqrt(len(t))),
+    ],
+)
+def test_pooling_ignores_padding(mode: str, reference: object) -> None:
+    got = pool(HIDDEN, MASK, PoolingConfig((mode,)))
+    np.testing.assert_allclose(got, _rows(reference), rtol=1e-5, atol=1e-6)
+
+
+def test_pooling_concatenates_and_normalizes() -> None:
+    got = pool(HIDDEN, MASK, PoolingConfig(("cls", "mean"), normalize=True))
+    raw = np.concatenate([_rows(lambda t: t[0]), _rows(lambda t: t.mean(0))], axis=1)
+    np.testing.assert_allclose(got, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)
+
+
+def test_pooling_config_from_sentence_transformers_files(
+    artifacts: Artifacts, tmp_path: Path
+) -> None:
+    assert read_pooling_config(artifacts.emb) == PoolingConfig(("mean",), normalize=True)
+    assert read_pooling_config(tmp_path) == PoolingConfig(("mean",), normalize=False)
+    (tmp_path / "modules.json").write_text(
+        json.dumps([{"path": "p", "type": "sentence_transformers.models.Pooling"}])
+    )
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": False}))
+    with pytest.raises(ValueError, match="no pooling mode"):
+        read_pooling_config(tmp_path)
+
+
+def test_detect_task(artifacts: Artifacts) -> None:
+    assert detect_task(artifacts.emb) == "feature-extraction"
+    assert detect_task(artifacts.cls) == "text-classification"
+    assert detect_task(artifacts.lin) == "tensor"
+
+
+def test_binary_tensors_round_trip() -> None:
+    x = RNG.normal(size=(2, 3)).astype(np.float32)
+    words = [b"hello", b"", "wörld".encode()]
+    text_blob = b"".join(len(w).to_bytes(4, "little") + w for w in words)
+    head = json.dumps(
+        {
+            "inputs": [
+                {"name": "x", "shape": [2, 3], "datatype": "FP32",
+                 "parameters": {"binary_data_size": x.nbytes}},
+                {"name": "t", "shape": [3], "datatype": "BYTES",
+                 "parameters": {"binary_data_size": len(text_blob)}},
+            ],
+            "outputs": [{"name": "x", "parameters": {"binary_data": True}}, {"name": "t"}],
+        }
+    ).encode()  # fmt: skip
+    request, tensors = decode_request(head + x.tobytes() + text_blob, len(head))
+    np.testing.assert_array_equal(tensors["x"], x)
+    assert list(tensors["t"]) == words
+    body, headers = encode_response(model_name="m", request=request, outputs=tensors)
+    n = int(headers["Inference-Header-Content-Length"])
+    doc = json.loads(body[:n])
+    assert doc["outputs"][0]["parameters"]["binary_data_size"] == x.nbytes
+    np.testing.assert_array_equal(np.frombuffer(body[n:], dtype=np.float32).reshape(2, 3), x)
+    assert doc["outputs"][1]["data"] == ["hello", "", "wörld"]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "header", "fragment"),
+    [
+        ([{"name": "x", "shape": [2], "datatype": "INT8", "data": [1, 300]}], None, "fit in INT8"),
+        ([{"name": "x", "shape": [2], "datatype": "INT32", "data": [1.5, 2]}], None, "integers"),
+        ([{"name": "x", "shape": [-1], "datatype": "FP32", "data": []}], None, "negative"),
+        ([{"name": "x", "shape": [1], "datatype": "FP32"}], None, "neither data"),
+        ([{"name": "x", "shape": [1], "datatype": "BYTES", "data": [1]}], None, "strings"),
+        ([{"name": "x", "shape": [2], "datatype": "FP32", "data": [[1], [2, 3]]}], None, "regular"),
+        ([{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], 10_000, "outside"),
+    ],
+)
+def test_decode_errors_say_what_is_wrong(
+    inputs: list[dict[str, object]], header: int | None, fragment: str
+) -> None:
+    with pytest.raises(BadRequest, match=fragment):
+        decode_request(json.dumps({"inputs": inputs}).encode(), header)
+
+
+def test_unknown_requested_output_is_400() -> None:
+    request = InferRequest.model_validate(
+        {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}],
+         "outputs": [{"name": "nope"}]}
+    )  # fmt: skip
+    with pytest.raises(BadRequest, match="unknown output 'nope'"):
+        encode_response(model_name="m", request=request, outputs={"y": np.zeros(1, np.float32)})
