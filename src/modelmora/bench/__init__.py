@@ -1,6 +1,7 @@
 """Benchmark ONNX artifacts per execution provider (no torch at import time)."""
 
-from modelmora.bench.core import PROVIDERS, availability, benchmark, provider_chain
+from modelmora.backends import PROVIDERS
+from modelmora.bench.core import availability, benchmark, provider_chain
 from modelmora.bench.report import BackendBenchmark, BatchResult
 
 __all__ = [

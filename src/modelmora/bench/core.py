@@ -18,19 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from modelmora.backends import PROVIDERS
 from modelmora.bench.report import BackendBenchmark, BatchResult
 from modelmora.errors import UserInputError
 from modelmora.validate.inputs import synthetic_inputs, vocab_size
-
-PROVIDERS: dict[str, str] = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-    "openvino": "OpenVINOExecutionProvider",
-    "coreml": "CoreMLExecutionProvider",
-    "directml": "DmlExecutionProvider",
-    "rocm": "ROCMExecutionProvider",
-}
 
 # Nodes TensorRT cannot take run on CUDA (never on CPU silently: CUDA must be there too).
 _CHAINS: dict[str, tuple[str, ...]] = {

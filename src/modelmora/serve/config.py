@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from modelmora.backends import PROVIDERS
 from modelmora.errors import UserInputError
 from modelmora.manifest.model import Backend, ServeSpec, parse_duration
 
@@ -25,15 +26,6 @@ _TASK_ALIASES = {
     "sequence-classification": "text-classification",
 }
 
-PROVIDERS: dict[str, str] = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-    "openvino": "OpenVINOExecutionProvider",
-    "coreml": "CoreMLExecutionProvider",
-    "directml": "DmlExecutionProvider",
-    "rocm": "ROCMExecutionProvider",
-}
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
