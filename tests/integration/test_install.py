@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,39 @@ def test_locked_and_frozen(project: Path, tmp_path: Path) -> None:
     assert "out of date" in locked.stderr and "models.embedder.benchmark.seq_len" in locked.stderr
     unknown = modelmora(project, home, "install", "--frozen", "nope")
     assert unknown.returncode == 2 and "not in modelmora.lock: nope" in unknown.stderr
+
+    # A corrupt lock is an error for install too, and is never rewritten by it.
+    (project / "modelmora.lock").write_text("version = 1\n[[model]\n")
+    corrupt = modelmora(project, home, "install")
+    assert corrupt.returncode == 2 and "not valid TOML" in corrupt.stderr
+    assert (project / "modelmora.lock").read_text() == "version = 1\n[[model]\n"
+
+
+def test_killed_install_resumes_without_redoing_finished_stages(
+    project: Path, tmp_path: Path
+) -> None:
+    """kill -9 once the first artifact is complete; the next install reuses it."""
+    home = tmp_path / "home"
+    env = {**os.environ, "MODELMORA_HOME": str(home), "TRANSFORMERS_VERBOSITY": "error"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelmora", "-C", str(project), "install", "embedder"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    records: list[Path] = []
+    while not records:
+        assert time.monotonic() < deadline, "no artifact was completed in time"
+        assert proc.poll() is None or proc.returncode == 0
+        records = list((home / "artifacts").glob("*/artifact.json"))
+        time.sleep(0.05)  # polling interval for a file to appear, not synchronisation
+    proc.kill()
+    proc.wait()
+    built_at = json.loads(records[0].read_text())["created_at"]
+
+    again = modelmora(project, home, "install", "embedder")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "embedder: convert cached" in again.stderr
+    assert json.loads(records[0].read_text())["created_at"] == built_at
+    assert listing(project, home)["embedder"]["installed"] is True

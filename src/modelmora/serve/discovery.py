@@ -10,13 +10,18 @@ artifact on the CPU.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelmora.errors import UserInputError
 from modelmora.manifest.model import ServeSpec
 from modelmora.serve.config import ServedModel
 
-__all__ = ["discover"]
+if TYPE_CHECKING:
+    from modelmora.pipeline.status import ArtifactRow, ModelStatus
+
+__all__ = ["choose_artifact", "discover"]
 
 _SERVABLE_TASKS = {"feature-extraction", "text-classification"}
 
@@ -24,31 +29,26 @@ _SERVABLE_TASKS = {"feature-extraction", "text-classification"}
 def discover(project_dir: Path) -> list[ServedModel]:
     """The installed, validated models of the project in ``project_dir``."""
     from modelmora.cache import Store
-    from modelmora.pipeline.status import ArtifactRow, model_statuses
+    from modelmora.pipeline.status import model_statuses
     from modelmora.project import Project
 
-    lock = Project(project_dir).read_lock()
+    project = Project(project_dir)
+    if not project.lock_path.is_file():
+        raise UserInputError(
+            f"nothing to serve: no modelmora.lock in {project_dir}",
+            hint="run `modelmora install` in a project, or serve a directory: "
+            "--model NAME=DIR",
+        )
+    lock = project.read_lock()
     statuses = model_statuses(Store(), [lock.models[n] for n in sorted(lock.models)])
     served, skipped = [], []
     for status in statuses:
         entry = lock.models[status.name]
-        valid = [a for a in status.artifacts if a.validated]
-        if not valid:
+        chosen = choose_artifact(status, list(entry.spec.get("backends", ["cpu"])))
+        if chosen is None:
             skipped.append(status.name)
             continue
-        backends = list(entry.spec.get("backends", ["cpu"]))
-
-        def p50(artifact: ArtifactRow, backend: str) -> float | None:
-            rows = [b for b in artifact.benchmarks if b.backend == backend and b.p50_ms]
-            return min(rows, key=lambda b: b.batch_size).p50_ms if rows else None
-
-        backend, artifact = "cpu", valid[0]
-        for candidate in backends:
-            measured = [(p50(a, candidate), a) for a in valid]
-            timed = [(t, a) for t, a in measured if t is not None]
-            if timed:
-                backend, artifact = candidate, min(timed, key=lambda pair: pair[0])[1]
-                break
+        backend, artifact = chosen
         task = _task(Path(artifact.path))
         served.append(
             ServedModel(
@@ -71,6 +71,29 @@ def discover(project_dir: Path) -> list[ServedModel]:
             hint="run `modelmora install` first, or serve a directory: --model NAME=DIR",
         )
     return served
+
+
+def choose_artifact(status: ModelStatus, backends: Sequence[str]) -> tuple[str, ArtifactRow] | None:
+    """``(backend, artifact)`` to run a model with, or None if nothing of it passed validation.
+
+    Public so that every consumer of installed models (``serve``, ``export triton``) makes
+    the same choice: the fastest validated artifact on the first of ``backends`` that was
+    really measured, else the first validated artifact (the base) on the CPU.
+    """
+    valid = [a for a in status.artifacts if a.validated]
+    if not valid:
+        return None
+
+    def p50(artifact: ArtifactRow, backend: str) -> float | None:
+        rows = [b for b in artifact.benchmarks if b.backend == backend and b.p50_ms]
+        return min(rows, key=lambda b: b.batch_size).p50_ms if rows else None
+
+    for candidate in backends:
+        measured = [(p50(a, candidate), a) for a in valid]
+        timed = [(t, a) for t, a in measured if t is not None]
+        if timed:
+            return candidate, min(timed, key=lambda pair: pair[0])[1]
+    return "cpu", valid[0]
 
 
 def _task(artifact_dir: Path) -> str:
