@@ -20,18 +20,17 @@ if TYPE_CHECKING:
     import duckdb
 
 
-def record_artifact(store: Store, record: ArtifactRecord) -> None:
-    from modelmora.cache import Index
-
-    with Index(store).transaction() as con:
-        insert_artifact(con, store, record)
-
-
 def link_artifacts(store: Store, entry: LockedModel, records: list[ArtifactRecord]) -> None:
-    """Which artifacts serve this lock entry (an artifact can serve several entries)."""
+    """Mirror ``records`` and which lock entry they serve (an artifact can serve several).
+
+    Called with cached records too: a run killed after writing a record but before indexing
+    it leaves the index behind the store, and this catches it up.
+    """
     from modelmora.cache import Index
 
     with Index(store).transaction() as con:
+        for record in records:
+            insert_artifact(con, store, record)
         con.execute(
             "DELETE FROM model_artifacts WHERE name = ? AND entry_digest = ?",
             [entry.name, entry.entry_digest()],
@@ -66,18 +65,22 @@ def record_run(store: Store, project_dir: str, outcome: Any, started_at: Any) ->
         )
 
 
-def record_validation(store: Store, record: ValidationRecord) -> None:
+def record_validations(store: Store, records: list[ValidationRecord]) -> None:
+    """Mirror validation records (fresh or found on disk) in one transaction."""
     from modelmora.cache import Index
 
     with Index(store).transaction() as con:
-        insert_validation(con, record)
+        for record in records:
+            insert_validation(con, record)
 
 
-def record_benchmark(store: Store, record: BenchmarkRecord) -> None:
+def record_benchmarks(store: Store, records: list[BenchmarkRecord]) -> None:
+    """Mirror benchmark records (fresh or found on disk) in one transaction."""
     from modelmora.cache import Index
 
     with Index(store).transaction() as con:
-        insert_benchmark(con, record)
+        for record in records:
+            insert_benchmark(con, record)
 
 
 def insert_artifact(con: duckdb.DuckDBPyConnection, store: Store, record: ArtifactRecord) -> None:

@@ -183,7 +183,6 @@ def _ensure_artifact(
             created_at=now(),
         )
         write_record(directory / ARTIFACT_RECORD, record)
-    index_records.record_artifact(job.store, record)
     return record, True
 
 
@@ -212,6 +211,7 @@ def validate(
                 spec=spec,
                 quantized=artifact.variant == "int8",
                 allow_pickle=job.spec.allow_pickle,
+                trust_remote_code=job.spec.trust_remote_code,
             )
             record = ValidationRecord(
                 id=vid,
@@ -222,9 +222,9 @@ def validate(
                 created_at=now(),
             )
             write_record(validation_path(directory, vid), record)
-            index_records.record_validation(job.store, record)
             fresh = True
         results.append(record)
+    index_records.record_validations(job.store, results)
     passed = all(r.report.passed for r in results)
     notify(job.name, "validate", ("done" if fresh else "cached") if passed else "failed")
     return results
@@ -273,8 +273,8 @@ def benchmark(
                     created_at=now(),
                 )
                 write_record(benchmark_path(directory, bid), record)
-                index_records.record_benchmark(job.store, record)
                 fresh = True
             records.append(record)
+    index_records.record_benchmarks(job.store, records)
     notify(job.name, "benchmark", "done" if fresh else "cached")
     return records
