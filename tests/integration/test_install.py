@@ -98,13 +98,27 @@ def test_install_converts_validates_benchmarks_and_records_runs(
     )
     assert json.loads(runs.stdout) == [["embedder", "SUCCESS"], ["sentiment", "SUCCESS"]]
 
+    # Read commands: `show` details one model, `bench` re-measures on demand.
+    shown = json.loads(modelmora(project, home, "show", "embedder", "--json").stdout)
+    assert [f["path"] for f in shown["files_detail"]][:2] == [
+        "1_Pooling/config.json",
+        "config.json",
+    ]
+    rerun = modelmora(project, home, "bench", "embedder", "--backend", "cpu", "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    measured = json.loads(rerun.stdout)["embedder"][0]
+    assert measured["status"] == "ok" and [b["batch_size"] for b in measured["batches"]] == [1, 2]
+    not_there = modelmora(project, home, "show", "nope")
+    assert not_there.returncode == 2 and "not in modelmora.lock: nope" in not_there.stderr
+
     # The store is the truth: a lost index is rebuilt with every install record.
+    before = listing(project, home)
     (home / "index.duckdb").unlink()
     reindex = modelmora(project, home, "cache", "reindex")
     assert reindex.returncode == 0, reindex.stderr
     rebuilt = listing(project, home)
     assert rebuilt["embedder"]["installed"] is True
-    assert rebuilt["embedder"]["artifacts"] == embedder["artifacts"]
+    assert rebuilt["embedder"]["artifacts"] == before["embedder"]["artifacts"]
     assert [a["variant"] for a in rebuilt["sentiment"]["artifacts"]] == ["base", "int8"]
 
     # Nothing changed: the no-op path answers without importing Dagster, torch or DuckDB.

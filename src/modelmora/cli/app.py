@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "ui": "modelmora.cli.install:ui",
     "serve": "modelmora.cli.serve:serve",
     "cache": "modelmora.cli.cache:cache_group",
+    "search": "modelmora.cli.search:search",
+    "export": "modelmora.cli.export:export_group",
 }
 
 

@@ -102,6 +102,19 @@ def convert(
         )
     if fmt == "torch":
         from modelmora.convert.torch_export import export_torch_dir
+        from modelmora.convert.torchhub import export_torchhub, is_torchhub
+
+        if is_torchhub(model_dir):
+            return export_torchhub(
+                model_dir,
+                out_dir,
+                name=name,
+                task=resolved_task,
+                dynamo=exporter == "torch-dynamo",
+                opset=spec.opset,
+                trust_remote_code=trust_remote_code,
+                recipe=recipe,
+            )
 
         return export_torch_dir(
             model_dir,

@@ -36,8 +36,7 @@ def discover(project_dir: Path) -> list[ServedModel]:
     if not project.lock_path.is_file():
         raise UserInputError(
             f"nothing to serve: no modelmora.lock in {project_dir}",
-            hint="run `modelmora install` in a project, or serve a directory: "
-            "--model NAME=DIR",
+            hint="run `modelmora install` in a project, or serve a directory: --model NAME=DIR",
         )
     lock = project.read_lock()
     statuses = model_statuses(Store(), [lock.models[n] for n in sorted(lock.models)])

@@ -1,8 +1,9 @@
 """Model registries behind one interface, discovered through entry points.
 
-Built-in schemes: ``hf``, ``path``, ``https``, ``pkg``. A third-party distribution adds a
-scheme by declaring an entry point in the ``modelmora.sources`` group whose value is a
-:class:`~modelmora.sources.base.Source` subclass (see docs/sources.md).
+Built-in schemes: ``hf``, ``path``, ``https``, ``pkg``, ``onnx-zoo``, ``torchhub``. A
+third-party distribution adds a scheme by declaring an entry point in the
+``modelmora.sources`` group whose value is a :class:`~modelmora.sources.base.Source`
+subclass (see docs/sources.md).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ _BUILTIN: dict[str, str] = {
     "path": "modelmora.sources.local:PathSource",
     "https": "modelmora.sources.url:HttpsSource",
     "pkg": "modelmora.sources.pkg:PackageSource",
+    "onnx-zoo": "modelmora.sources.onnx_zoo:OnnxZooSource",
+    "torchhub": "modelmora.sources.torchhub:TorchHubSource",
 }
 
 _SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*)(://|:)(.*)$", re.DOTALL)
@@ -109,7 +112,7 @@ def make_source(spec: Mapping[str, Any], context: SourceContext) -> Source:
     scheme, location = parse_source(str(spec["source"]))
     cls = _load_class(scheme)
     files = spec.get("files") or {}
-    options = {k: v for k, v in spec.items() if k in ("sha256", "registry")}
+    options = {k: v for k, v in spec.items() if k in ("sha256", "registry", "trust_remote_code")}
     return cls(
         location,
         context,

@@ -19,7 +19,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 from urllib.parse import quote
 
 from modelmora.errors import AuthenticationError, SourceError, SourceNotFoundError, UserInputError
@@ -33,7 +33,10 @@ from modelmora.sources.base import (
 )
 from modelmora.sources.http import HttpStatusError, HttpTransportError, stream_to_file
 
-__all__ = ["DEFAULT_ENDPOINT", "HfSource"]
+if TYPE_CHECKING:
+    from modelmora.sources.search import SearchHit
+
+__all__ = ["DEFAULT_ENDPOINT", "HfSource", "hub_connection"]
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 BACKOFF_BASE_S = 0.2
@@ -78,6 +81,18 @@ def parse_location(location: str) -> tuple[str, str]:
     return repo_id, revision or "main"
 
 
+def hub_connection(context: SourceContext, registry: str) -> tuple[str, str | None, str]:
+    """``(endpoint, token, token env var name)`` of a hub registry block."""
+    block = context.registry(registry)
+    endpoint = block.endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
+    # The manifest's registry token wins; otherwise HF_TOKEN, like the hf CLI. The token
+    # stored by `hf auth login` is deliberately not read: locks must not depend on
+    # whoever happens to be logged in on this machine.
+    secret = block.token.get_secret_value() if block.token is not None else None
+    token = secret or os.environ.get("HF_TOKEN") or None
+    return endpoint.rstrip("/"), token, block.token_env or "HF_TOKEN"
+
+
 class HfSource(Source):
     """Hugging Face Hub repositories, pinned to a commit sha.
 
@@ -87,7 +102,13 @@ class HfSource(Source):
     """
 
     scheme = "hf"
-    default_include = ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken")
+    default_include: ClassVar[tuple[str, ...]] = (
+        "*.json",
+        "*.safetensors",
+        "*.txt",
+        "*.model",
+        "*.tiktoken",
+    )
 
     def __init__(
         self,
@@ -100,15 +121,28 @@ class HfSource(Source):
     ) -> None:
         super().__init__(location, context, include=include, exclude=exclude, options=options)
         self.repo_id, self.revision = parse_location(self.location)
-        registry = self.context.registry(str(self.options.get("registry") or "hf"))
-        endpoint = registry.endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
-        self.endpoint = endpoint.rstrip("/")
-        # The manifest's registry token wins; otherwise HF_TOKEN, like the hf CLI. The token
-        # stored by `hf auth login` is deliberately not read: locks must not depend on
-        # whoever happens to be logged in on this machine.
-        secret = registry.token.get_secret_value() if registry.token is not None else None
-        self._token: str | None = secret or os.environ.get("HF_TOKEN") or None
-        self.token_env = registry.token_env or "HF_TOKEN"
+        registry = str(self.options.get("registry") or "hf")
+        self.endpoint, self._token, self.token_env = hub_connection(context, registry)
+
+    @classmethod
+    def search(
+        cls, query: str, *, task: str | None, limit: int, context: SourceContext, registry: str
+    ) -> list[SearchHit]:
+        """Models on the hub whose id matches ``query`` (``GET /api/models?search=``)."""
+        from modelmora.sources.search import search_hub
+
+        endpoint, token, token_env = hub_connection(context, registry)
+        return search_hub(
+            endpoint,
+            token,
+            token_env,
+            context=context,
+            registry=registry,
+            query=query,
+            task=task,
+            limit=limit,
+            to_source=lambda repo_id: f"hf://{repo_id}",
+        )
 
     @property
     def origin(self) -> str:

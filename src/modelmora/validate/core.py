@@ -85,14 +85,23 @@ def _feeds(
 
 
 def _reference_outputs(
-    reference_dir: Path, fmt: str, task: str | None, feeds: Mapping[str, np.ndarray]
+    reference_dir: Path,
+    fmt: str,
+    task: str | None,
+    feeds: Mapping[str, np.ndarray],
+    *,
+    trust_remote_code: bool = False,
 ) -> dict[str, np.ndarray]:
     if fmt == "transformers":
         from modelmora.validate.torch_ref import run_transformers
 
         return run_transformers(reference_dir, task or "feature-extraction", feeds)
     if fmt == "torch":
+        from modelmora.convert import torchhub
         from modelmora.validate.torch_ref import run_torchscript
+
+        if torchhub.is_torchhub(reference_dir):
+            return torchhub.run_reference(reference_dir, feeds, trust_remote_code=trust_remote_code)
 
         return run_torchscript(reference_dir, feeds)
     if fmt in ("tf-savedmodel", "keras"):
@@ -240,6 +249,7 @@ def validate(
     quantized: bool = False,
     sentences: Sequence[str] = DEFAULT_SENTENCES,
     allow_pickle: bool = False,
+    trust_remote_code: bool = False,
 ) -> ValidationReport:
     """Compare ``onnx_path`` with the model in ``reference_dir`` (the source snapshot).
 
@@ -302,7 +312,9 @@ def validate(
     except Exception as exc:
         return report([], f"onnxruntime could not run {onnx_path.name}: {exc}")
     shapes = {k: list(v.shape) for k, v in feeds.items()}
-    expected = _reference_outputs(reference_dir, fmt, task, feeds)
+    expected = _reference_outputs(
+        reference_dir, fmt, task, feeds, trust_remote_code=trust_remote_code
+    )
     outputs = [
         compare(n, actual[n], expected[n], spec=spec, quantized=quantized)
         for n in names

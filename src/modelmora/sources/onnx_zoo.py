@@ -1,0 +1,85 @@
+"""``onnx-zoo://NAME[@rev]``: ONNX Model Zoo models, which now live on the Hugging Face Hub.
+
+The zoo moved from Git LFS in ``github.com/onnx/models`` to the ``onnxmodelzoo`` organization
+on the HF Hub, so this is the ``hf://`` source with a fixed organization, ONNX-oriented
+default includes and zoo-scoped search. Everything else (pinning to the commit sha, sha256
+from LFS metadata, resumable verified downloads, the error mapping) is ``HfSource``'s.
+
+The old raw GitHub URLs of ``validated/`` models are single files: use an ``https://``
+source with ``sha256:`` for those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import ClassVar
+
+from modelmora.errors import UserInputError
+from modelmora.sources.base import SourceContext
+from modelmora.sources.hf import HfSource, hub_connection
+from modelmora.sources.search import SearchHit, search_hub
+
+__all__ = ["ZOO_ORG", "OnnxZooSource"]
+
+ZOO_ORG = "onnxmodelzoo"
+
+
+def default_registry(context: SourceContext) -> str:
+    """The ``onnx-zoo`` registry block when the manifest has one, else the ``hf`` block."""
+    return "onnx-zoo" if "onnx-zoo" in context.registries else "hf"
+
+
+class OnnxZooSource(HfSource):
+    """``onnx-zoo://NAME[@rev]`` = ``hf://onnxmodelzoo/NAME[@rev]``; ONNX passes through."""
+
+    scheme = "onnx-zoo"
+    default_include: ClassVar[tuple[str, ...]] = ("*.onnx", "*.onnx_data", "*.json", "*.txt")
+
+    def __init__(
+        self,
+        location: str,
+        context: SourceContext,
+        *,
+        include: Iterable[str] | None = None,
+        exclude: Iterable[str] = (),
+        options: Mapping[str, object] | None = None,
+    ) -> None:
+        name = location.strip().strip("/")
+        if not name or "/" in name.partition("@")[0]:
+            raise UserInputError(
+                f"invalid onnx-zoo source 'onnx-zoo://{location}': expected "
+                f"onnx-zoo://NAME[@REVISION] (a repository of huggingface.co/{ZOO_ORG})",
+                hint="for another organization use hf://ORG/NAME",
+            )
+        opts = dict(options or {})
+        opts["registry"] = opts.get("registry") or default_registry(context)
+        super().__init__(
+            f"{ZOO_ORG}/{name}", context, include=include, exclude=exclude, options=opts
+        )
+        self.zoo_name = self.repo_id.split("/", 1)[1]
+
+    @property
+    def origin(self) -> str:
+        return f"onnx-zoo://{self.zoo_name}"
+
+    @classmethod
+    def search(
+        cls, query: str, *, task: str | None, limit: int, context: SourceContext, registry: str
+    ) -> list[SearchHit]:
+        """Zoo models only (``author=onnxmodelzoo``), named the way a manifest writes them."""
+        block = registry if registry in context.registries else default_registry(context)
+        endpoint, token, token_env = hub_connection(context, block)
+        prefix = f"{ZOO_ORG}/"
+        hits = search_hub(
+            endpoint,
+            token,
+            token_env,
+            context=context,
+            registry=registry,
+            query=query,
+            task=task,
+            limit=limit,
+            author=ZOO_ORG,
+            to_source=lambda repo_id: f"onnx-zoo://{repo_id.removeprefix(prefix)}",
+        )
+        return [h for h in hits if h.id.startswith(prefix)]

@@ -1,0 +1,273 @@
+"""Model search across registries: an optional, class-level capability of sources.
+
+A :class:`~modelmora.sources.base.Source` subclass supports search by defining the
+classmethod ``search(query, *, task, limit, context, registry) -> list[SearchHit]``
+(:class:`Searchable`); plugins opt in the same way. Registries whose source has no such
+method are reported as unsupported, never silently skipped, so ``modelmora search`` always
+says where it did *not* look.
+
+Hub search goes straight to ``GET /api/models`` with the shared HTTP client rather than
+``HfApi.list_models``: that call takes no timeout, and a search against a hung mirror must
+fail in bounded time like every other ModelMora request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modelmora.errors import AuthenticationError, ModelMoraError, SourceError, UserInputError
+from modelmora.sources.base import SourceContext
+
+__all__ = [
+    "RegistrySearch",
+    "SearchHit",
+    "Searchable",
+    "search_hub",
+    "search_registries",
+    "search_targets",
+]
+
+BACKOFF_BASE_S = 0.2
+BACKOFF_CAP_S = 2.0
+MAX_LIMIT = 1000
+
+
+class SearchHit(BaseModel):
+    """One model a registry found; ``source`` is what to write under ``models.NAME.source``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    registry: str
+    id: str
+    source: str
+    task: str | None = None
+    downloads: int | None = None
+    likes: int | None = None
+    updated: str | None = None
+    """Last modification as the registry reports it (ISO 8601)."""
+
+
+class RegistrySearch(BaseModel):
+    """The outcome for one registry block: hits, "not supported", or an error."""
+
+    registry: str
+    scheme: str | None
+    supported: bool
+    results: list[SearchHit] = []
+    reason: str | None = None
+    """Why search is not supported here (``supported`` is false)."""
+    error: str | None = None
+    """The registry supports search but this one failed (unreachable, auth …)."""
+    hint: str | None = None
+    exit_code: int = Field(0, exclude=True)
+
+
+@runtime_checkable
+class Searchable(Protocol):
+    def search(
+        self, query: str, *, task: str | None, limit: int, context: SourceContext, registry: str
+    ) -> list[SearchHit]: ...
+
+
+class _HubModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    id: str
+    pipeline_tag: str | None = None
+    downloads: int | None = None
+    likes: int | None = None
+    last_modified: str | None = Field(None, alias="lastModified")
+
+
+def search_hub(
+    endpoint: str,
+    token: str | None,
+    token_env: str,
+    *,
+    context: SourceContext,
+    registry: str,
+    query: str,
+    task: str | None,
+    limit: int,
+    to_source: Callable[[str], str],
+    author: str | None = None,
+) -> list[SearchHit]:
+    """``GET {endpoint}/api/models?search=…`` with the source context's timeout and retries."""
+    if context.offline:
+        raise SourceError(f"{registry}: cannot search in offline mode")
+    params: dict[str, str | int] = {"search": query, "limit": max(1, min(limit, MAX_LIMIT))}
+    if task:
+        params["pipeline_tag"] = task
+    if author:
+        params["author"] = author
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    from modelmora.sources.http import shared_client
+
+    url = f"{endpoint}/api/models"
+    attempts = 1 + max(context.max_retries, 0)
+    reason = ""
+    for attempt in range(1, attempts + 1):
+        try:
+            resp = shared_client().get(
+                url, params=params, headers=headers, timeout=context.timeout_s
+            )
+        except httpx.TimeoutException:
+            reason = f"timed out after {context.timeout_s:g} s"
+        except httpx.TransportError as exc:
+            reason = type(exc).__name__ if not str(exc) else str(exc)[:200]
+        else:
+            if resp.status_code in (401, 403):
+                why = f"rejected the token from ${token_env}" if token else "requires a token"
+                raise AuthenticationError(
+                    f"{registry}: {endpoint} {why} (HTTP {resp.status_code})",
+                    hint=f"set ${token_env} to a valid token with read access",
+                )
+            if resp.status_code == 200:
+                return _hits(resp, registry=registry, to_source=to_source, endpoint=endpoint)
+            if resp.status_code < 500 and resp.status_code != 429:
+                raise SourceError(f"{registry}: {endpoint} answered HTTP {resp.status_code}")
+            reason = f"HTTP {resp.status_code}"
+        if attempt < attempts:
+            time.sleep(min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_CAP_S))
+    raise SourceError(
+        f"{registry}: hub unreachable at {endpoint} after {attempts} attempts: {reason}"
+    )
+
+
+def _hits(
+    resp: httpx.Response, *, registry: str, to_source: Callable[[str], str], endpoint: str
+) -> list[SearchHit]:
+    try:
+        payload = resp.json()
+        models = [_HubModel.model_validate(item) for item in payload]
+    except (ValueError, TypeError, ValidationError) as exc:
+        raise SourceError(
+            f"{registry}: {endpoint} sent an unreadable search answer: {exc}"
+        ) from exc
+    return [
+        SearchHit(
+            registry=registry,
+            id=m.id,
+            source=to_source(m.id),
+            task=m.pipeline_tag,
+            downloads=m.downloads,
+            likes=m.likes,
+            updated=m.last_modified,
+        )
+        for m in models
+    ]
+
+
+def search_targets(
+    registries: Iterable[str],
+    model_specs: Iterable[Mapping[str, Any]],
+    *,
+    only: str | None = None,
+) -> list[tuple[str, str | None]]:
+    """``(registry block, scheme)`` pairs to search.
+
+    The manifest's registry blocks (``hf`` when it has none). A block's scheme is its name
+    when that is a source scheme, else the scheme of the models that use it
+    (``registry: NAME``); ``None`` when nothing tells. ``only`` (``--registry``) picks one
+    block or scheme.
+    """
+    from modelmora.sources import parse_source, source_schemes
+
+    schemes = set(source_schemes())
+    used_by: dict[str, str] = {}
+    for spec in model_specs:
+        block = spec.get("registry")
+        if block:
+            try:
+                used_by.setdefault(str(block), parse_source(str(spec["source"]))[0])
+            except ModelMoraError:
+                continue
+    names = list(dict.fromkeys(registries)) or ["hf"]
+
+    def scheme_of(name: str) -> str | None:
+        return name if name in schemes else used_by.get(name)
+
+    if only is not None:
+        if only not in names and only not in schemes:
+            raise UserInputError(
+                f"unknown registry {only!r}",
+                hint=f"registry blocks in modelmora.yml: {', '.join(names)}; "
+                f"source schemes: {', '.join(sorted(schemes))}",
+            )
+        return [(only, scheme_of(only))]
+    return [(name, scheme_of(name)) for name in names]
+
+
+def search_registries(
+    query: str,
+    targets: Iterable[tuple[str, str | None]],
+    *,
+    context: SourceContext,
+    task: str | None = None,
+    limit: int = 20,
+) -> list[RegistrySearch]:
+    """Search every target; one failing registry does not hide the others' results."""
+    from modelmora.sources import _load_class, is_builtin
+
+    outcomes = []
+    for registry, scheme in targets:
+        if scheme is None:
+            outcomes.append(
+                RegistrySearch(
+                    registry=registry,
+                    scheme=None,
+                    supported=False,
+                    reason="no model uses this registry block and its name is not a source "
+                    "scheme, so its kind is unknown",
+                )
+            )
+            continue
+        try:
+            cls = _load_class(scheme)
+        except ModelMoraError as exc:
+            outcomes.append(_failed(registry, scheme, exc))
+            continue
+        search = getattr(cls, "search", None)
+        if not callable(search):
+            outcomes.append(
+                RegistrySearch(
+                    registry=registry,
+                    scheme=scheme,
+                    supported=False,
+                    reason=f"{scheme}:// sources have no search API",
+                )
+            )
+            continue
+        try:
+            hits = search(query, task=task, limit=limit, context=context, registry=registry)
+        except ModelMoraError as exc:
+            outcomes.append(_failed(registry, scheme, exc))
+            continue
+        except Exception as exc:
+            if is_builtin(scheme):
+                raise  # our bug: keep the traceback
+            failure = ModelMoraError(f"{registry}: search plugin {scheme!r} failed: {exc}")
+            outcomes.append(_failed(registry, scheme, failure))
+            continue
+        outcomes.append(
+            RegistrySearch(
+                registry=registry, scheme=scheme, supported=True, results=list(hits)[:limit]
+            )
+        )
+    return outcomes
+
+
+def _failed(registry: str, scheme: str, exc: ModelMoraError) -> RegistrySearch:
+    return RegistrySearch(
+        registry=registry,
+        scheme=scheme,
+        supported=True,
+        error=exc.message,
+        hint=exc.hint,
+        exit_code=exc.exit_code,
+    )
