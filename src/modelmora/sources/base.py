@@ -105,6 +105,10 @@ class Source(abc.ABC):
         self.include = tuple(include) if include is not None else self.default_include
         self.exclude = tuple(exclude)
         self.options = dict(options or {})
+        self.configure()
+
+    def configure(self) -> None:  # noqa: B027 (optional hook, deliberately empty)
+        """Parse ``location`` and options; subclasses override this, not ``__init__``."""
 
     @abc.abstractmethod
     def resolve(self, pinned_revision: str | None = None) -> Resolution:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 from urllib.parse import quote
@@ -110,19 +110,10 @@ class HfSource(Source):
         "*.tiktoken",
     )
 
-    def __init__(
-        self,
-        location: str,
-        context: SourceContext,
-        *,
-        include: Iterable[str] | None = None,
-        exclude: Iterable[str] = (),
-        options: Mapping[str, object] | None = None,
-    ) -> None:
-        super().__init__(location, context, include=include, exclude=exclude, options=options)
+    def configure(self) -> None:
         self.repo_id, self.revision = parse_location(self.location)
         registry = str(self.options.get("registry") or "hf")
-        self.endpoint, self._token, self.token_env = hub_connection(context, registry)
+        self.endpoint, self._token, self.token_env = hub_connection(self.context, registry)
 
     @classmethod
     def search(

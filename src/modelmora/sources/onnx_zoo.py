@@ -11,7 +11,6 @@ source with ``sha256:`` for those.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from typing import ClassVar
 
 from modelmora.errors import UserInputError
@@ -35,27 +34,17 @@ class OnnxZooSource(HfSource):
     scheme = "onnx-zoo"
     default_include: ClassVar[tuple[str, ...]] = ("*.onnx", "*.onnx_data", "*.json", "*.txt")
 
-    def __init__(
-        self,
-        location: str,
-        context: SourceContext,
-        *,
-        include: Iterable[str] | None = None,
-        exclude: Iterable[str] = (),
-        options: Mapping[str, object] | None = None,
-    ) -> None:
-        name = location.strip().strip("/")
+    def configure(self) -> None:
+        name = self.location.strip().strip("/")
         if not name or "/" in name.partition("@")[0]:
             raise UserInputError(
-                f"invalid onnx-zoo source 'onnx-zoo://{location}': expected "
+                f"invalid onnx-zoo source 'onnx-zoo://{self.location}': expected "
                 f"onnx-zoo://NAME[@REVISION] (a repository of huggingface.co/{ZOO_ORG})",
                 hint="for another organization use hf://ORG/NAME",
             )
-        opts = dict(options or {})
-        opts["registry"] = opts.get("registry") or default_registry(context)
-        super().__init__(
-            f"{ZOO_ORG}/{name}", context, include=include, exclude=exclude, options=opts
-        )
+        self.options["registry"] = self.options.get("registry") or default_registry(self.context)
+        self.location = f"{ZOO_ORG}/{name}"
+        super().configure()
         self.zoo_name = self.repo_id.split("/", 1)[1]
 
     @property

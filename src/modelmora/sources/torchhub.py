@@ -26,7 +26,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +40,6 @@ from modelmora.sources.base import (
     RemoteFile,
     Resolution,
     Source,
-    SourceContext,
     safe_relpath,
 )
 
@@ -167,20 +166,11 @@ class TorchHubSource(Source):
     scheme = "torchhub"
     default_include = ("*",)
 
-    def __init__(
-        self,
-        location: str,
-        context: SourceContext,
-        *,
-        include: Iterable[str] | None = None,
-        exclude: Iterable[str] = (),
-        options: Mapping[str, object] | None = None,
-    ) -> None:
-        super().__init__(location, context, include=include, exclude=exclude, options=options)
+    def configure(self) -> None:
         self.hub = parse_location(self.location)
         registry = self.context.registry(str(self.options.get("registry") or "torchhub"))
         self.endpoint = (registry.endpoint or DEFAULT_ENDPOINT).rstrip("/")
-        self.url = _repo_url(self.endpoint, self.hub.owner, self.hub.repo, context.project_dir)
+        self.url = _repo_url(self.endpoint, self.hub.owner, self.hub.repo, self.context.project_dir)
 
     @property
     def origin(self) -> str:
