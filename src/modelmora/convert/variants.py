@@ -17,7 +17,7 @@ from pathlib import Path
 
 from modelmora.convert._files import MODEL_FILE, describe, sha256_file, staged
 from modelmora.convert.keys import conversion_recipe
-from modelmora.convert.result import ConversionResult, SourceFormat
+from modelmora.convert.result import RECORD_FILE, ConversionResult, SourceFormat
 from modelmora.convert.torch_export import build_result
 from modelmora.errors import ModelMoraError
 from modelmora.manifest.model import ConvertSpec
@@ -39,7 +39,12 @@ def _copy_companions(base_dir: Path, dest: Path, skip: set[str]) -> None:
     """Everything but the graph and its weights: tokenizer, config, pooling…"""
     for path in sorted(base_dir.rglob("*")):
         rel = path.relative_to(base_dir).as_posix()
-        if path.is_file() and rel not in skip and path.suffix != ".onnx":
+        if (
+            path.is_file()
+            and rel not in skip
+            and path.suffix != ".onnx"
+            and not RECORD_FILE.fullmatch(rel)
+        ):
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
