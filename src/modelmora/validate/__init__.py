@@ -1,16 +1,27 @@
 """The validation gate: an ONNX artifact must reproduce its reference model's outputs.
 
-No torch at import time: the PyTorch reference is imported only when it runs.
+No torch at import time: the PyTorch reference is imported only when it runs. Attributes
+load on first use, so the report schema alone stays cheap to import.
 """
 
-from modelmora.validate.core import DEFAULT_SENTENCES, SENTENCE_EMBEDDING, compare, validate
-from modelmora.validate.report import OutputComparison, ValidationReport
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_SENTENCES",
-    "SENTENCE_EMBEDDING",
-    "OutputComparison",
-    "ValidationReport",
-    "compare",
-    "validate",
-]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "DEFAULT_SENTENCES": "modelmora.validate.core",
+    "SENTENCE_EMBEDDING": "modelmora.validate.core",
+    "compare": "modelmora.validate.core",
+    "validate": "modelmora.validate.core",
+    "OutputComparison": "modelmora.validate.report",
+    "ValidationReport": "modelmora.validate.report",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(name)
