@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from tritonclient.utils import np_to_triton_dtype
 from modelmora.errors import ModelMoraError
 from modelmora.export.triton import PriorityMapping, triton_config
 from modelmora.manifest.model import ServeSpec
+from modelmora.testing.cli import run_cli
 from modelmora.testing.tiny_models import make_tiny_bert, make_tiny_classifier
 
 pytestmark = pytest.mark.timeout(300)
@@ -55,15 +54,7 @@ RECORD = re.compile(r"artifact\.json|(validation|benchmark)-[0-9a-f]+\.json")
 
 
 def run(project: Path, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MODELMORA_HOME": str(home), "TRANSFORMERS_VERBOSITY": "error"}
-    return subprocess.run(
-        [sys.executable, "-m", "modelmora", "-C", str(project), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=240,
-    )
+    return run_cli(project, *args, env={"MODELMORA_HOME": str(home)}, timeout=240)
 
 
 class Installed:

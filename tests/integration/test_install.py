@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from modelmora.testing.cli import cli_command, run_cli
 from modelmora.testing.tiny_models import make_tiny_bert, make_tiny_classifier
 
 pytestmark = pytest.mark.timeout(600)
@@ -23,14 +24,7 @@ FAST_BENCH = "    benchmark: {batch_sizes: [1, 2], seq_len: 8, warmup: 1, iterat
 
 
 def modelmora(project: Path, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MODELMORA_HOME": str(home), "TRANSFORMERS_VERBOSITY": "error"}
-    return subprocess.run(
-        [sys.executable, "-m", "modelmora", "-C", str(project), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    return run_cli(project, *args, env={"MODELMORA_HOME": str(home)})
 
 
 def listing(project: Path, home: Path) -> dict[str, dict[str, object]]:
@@ -226,7 +220,7 @@ def test_killed_install_resumes_without_redoing_finished_stages(
     home = tmp_path / "home"
     env = {**os.environ, "MODELMORA_HOME": str(home), "TRANSFORMERS_VERBOSITY": "error"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "modelmora", "-C", str(project), "install", "embedder"],
+        cli_command(project, "install", "embedder"),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

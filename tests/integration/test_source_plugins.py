@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 from modelmora.lock import read_lock
+from modelmora.testing.cli import run_cli
 
 PLUGIN = """
 from modelmora.sources import RemoteFile, Resolution, Source
@@ -67,14 +68,7 @@ def make_plugin(root: Path) -> Path:
 
 
 def modelmora(project: Path, site: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
-    return subprocess.run(
-        [sys.executable, "-m", "modelmora", "-C", str(project), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    return run_cli(project, *args, env={"PYTHONPATH": os.pathsep.join([str(site), *sys.path])})
 
 
 def test_plugin_source_locks(tmp_path: Path) -> None:

@@ -6,8 +6,7 @@ needed by the index) does not pay for numpy and the measuring code.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from modelmora._lazy import lazy_exports
 
 _EXPORTS = {
     "PROVIDERS": "modelmora.backends",
@@ -19,9 +18,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(name)
+__getattr__ = lazy_exports(_EXPORTS)
