@@ -38,14 +38,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from modelmora.cache.home import modelmora_home
 from modelmora.cache.statcache import StatCache
 from modelmora.errors import LockFileError, ModelMoraError, SourceError
-from modelmora.fsutil import atomic_write_bytes
+from modelmora.fsutil import atomic_write_bytes, sha256_file
 from modelmora.lock import LockedModel
 from modelmora.sources.base import safe_relpath
 
 LinkMode = Literal["hardlink", "symlink", "copy"]
 LINK_MODE_ENV = "MODELMORA_LINK_MODE"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_BUF = 1024 * 1024
 
 
 class StoreError(ModelMoraError):
@@ -60,17 +59,6 @@ def store_os_error(action: str, path: Path, exc: OSError) -> StoreError:
     elif exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         hint = "free disk space (`modelmora cache gc`) or point MODELMORA_HOME elsewhere"
     return StoreError(f"cannot {action} {path}: {reason}", hint=hint)
-
-
-def sha256_file(path: Path) -> str:
-    """Hash a file with one reusable buffer (no per-chunk allocations)."""
-    digest = hashlib.sha256()
-    buf = bytearray(_BUF)
-    view = memoryview(buf)
-    with path.open("rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            digest.update(view[:n])
-    return digest.hexdigest()
 
 
 def _now() -> datetime:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from modelmora.cache.statcache import stat_key
-from modelmora.cache.store import Store, sha256_file
+from modelmora.cache.store import Store
+from modelmora.fsutil import sha256_file
 
 ProblemKind = Literal["corrupt", "missing", "stray", "snapshot"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -14,6 +13,7 @@ from typing import Any
 
 from modelmora.convert.result import ArtifactFile, TensorInfo
 from modelmora.errors import UserInputError
+from modelmora.fsutil import sha256_file
 
 MODEL_FILE = "model.onnx"
 
@@ -36,14 +36,6 @@ SIDECAR_FILES = (
     "sentence_bert_config.json",
     "config_sentence_transformers.json",
 )
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def list_files(root: Path) -> list[ArtifactFile]:

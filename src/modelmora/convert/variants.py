@@ -15,11 +15,12 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from modelmora.convert._files import MODEL_FILE, describe, sha256_file, staged
+from modelmora.convert._files import MODEL_FILE, describe, staged
 from modelmora.convert.keys import conversion_recipe
 from modelmora.convert.result import RECORD_FILE, ConversionResult, SourceFormat
 from modelmora.convert.torch_export import build_result
 from modelmora.errors import ModelMoraError
+from modelmora.fsutil import sha256_file
 from modelmora.manifest.model import ConvertSpec
 
 _EXTERNAL_FILE = "model.onnx_data"
