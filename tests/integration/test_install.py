@@ -205,6 +205,10 @@ def test_locked_and_frozen(project: Path, tmp_path: Path) -> None:
     assert "out of date" in locked.stderr and "models.embedder.benchmark.seq_len" in locked.stderr
     unknown = modelmora(project, home, "install", "--frozen", "nope")
     assert unknown.returncode == 2 and "not in modelmora.lock: nope" in unknown.stderr
+    for command in ("bench", "show", "pull"):
+        named = modelmora(project, home, command, "nope")
+        assert named.returncode == 2, (command, named.stderr)
+        assert "not in modelmora.lock: nope (locked models: embedder, sentiment)" in named.stderr
 
     # A corrupt lock is an error for install too, and is never rewritten by it.
     (project / "modelmora.lock").write_text("version = 1\n[[model]\n")

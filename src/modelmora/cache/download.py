@@ -491,22 +491,6 @@ def _missing_error(report: PullReport) -> MissingFromCacheError:
     )
 
 
-def select_entries(entries: dict[str, LockedModel], names: Sequence[str]) -> list[LockedModel]:
-    """The lock entries named on the command line (all of them when none are named)."""
-    if not names:
-        return [entries[n] for n in sorted(entries)]
-    unknown = [n for n in names if n not in entries]
-    if unknown:
-        from modelmora.errors import UserInputError
-
-        known = ", ".join(sorted(entries)) or "none"
-        raise UserInputError(
-            f"not in modelmora.lock: {', '.join(unknown)} (locked models: {known})",
-            hint="add the model to modelmora.yml and run `modelmora lock`",
-        )
-    return [entries[n] for n in dict.fromkeys(names)]
-
-
 def pull(
     project: Project,
     names: Sequence[str] = (),
@@ -525,7 +509,7 @@ def pull(
     from modelmora.project import offline_from_env
 
     lock = project.read_lock()
-    entries = select_entries(lock.models, names)
+    entries = lock.select(names)
     offline = offline_from_env() if offline is None else offline
     return pull_entries(
         entries,

@@ -15,7 +15,7 @@ from modelmora.cache.download import PullReport
 from modelmora.cache.progress import NullProgress, PullProgress, RichProgress
 from modelmora.cli._common import echo_json, find_project_dir
 from modelmora.cli.app import main
-from modelmora.errors import ModelMoraError, UserInputError
+from modelmora.errors import ModelMoraError
 from modelmora.project import Project
 
 
@@ -133,10 +133,7 @@ def path_command(ctx: click.Context, name: str | None) -> None:
         return
     project = Project(find_project_dir(ctx))
     lock = project.read_lock()
-    entry = lock.models.get(name)
-    if entry is None:
-        known = ", ".join(sorted(lock.models)) or "none"
-        raise UserInputError(f"not in modelmora.lock: {name} (locked models: {known})")
+    (entry,) = lock.select([name])
     if store.read_snapshot(entry.name, entry.content_digest()) is None:
         raise ModelMoraError(
             f"{name} is locked but not in the cache {store.root}",

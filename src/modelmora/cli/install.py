@@ -97,13 +97,7 @@ def _install(
         raise UserInputError("--locked and --frozen cannot be combined")
     project = Project(project_dir)
     lock = _lock_for_install(project, locked=locked, frozen=frozen, quiet=as_json)
-    unknown = sorted(set(names) - set(lock.models))
-    if unknown:
-        raise UserInputError(
-            f"not in modelmora.lock: {', '.join(unknown)}",
-            hint=f"locked models: {', '.join(sorted(lock.models)) or '(none)'}",
-        )
-    selected = list(names) or sorted(lock.models)
+    selected = [entry.name for entry in lock.select(names)]
     store = Store()
     started = time.perf_counter()
     outcomes = _run_with_progress(
@@ -236,16 +230,12 @@ def _summary(statuses: list[ModelStatus], outcomes: list[ModelOutcome], seconds:
 
 def _statuses(ctx: click.Context, names: tuple[str, ...] = ()) -> list[ModelStatus]:
     from modelmora.cache import Store
-    from modelmora.errors import UserInputError
     from modelmora.pipeline.status import model_statuses
     from modelmora.project import Project
 
     project = Project(find_project_dir(ctx))
     lock = project.read_lock()
-    unknown = sorted(set(names) - set(lock.models))
-    if unknown:
-        raise UserInputError(f"not in modelmora.lock: {', '.join(unknown)}")
-    return model_statuses(Store(), [lock.models[n] for n in (names or sorted(lock.models))])
+    return model_statuses(Store(), lock.select(names))
 
 
 @click.command("list")
@@ -341,9 +331,8 @@ def bench(
     project = Project(find_project_dir(ctx))
     lock = project.read_lock()
     store = Store()
-    selected = list(names) or sorted(lock.models)
     results: dict[str, Any] = {}
-    for status in model_statuses(store, [lock.models[n] for n in selected]):
+    for status in model_statuses(store, lock.select(names)):
         if status.stages["validate"] != "ok":
             raise ModelMoraError(
                 f"model '{status.name}' is not installed and validated",

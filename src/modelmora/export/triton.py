@@ -277,7 +277,9 @@ def export_triton(
     from modelmora.serve.discovery import choose_artifact
 
     lock = Project(project_dir).read_lock()
-    selected = _select(list(lock.models), names)
+    if not lock.models:
+        raise UserInputError("modelmora.lock has no models", hint="run `modelmora add`")
+    selected = [entry.name for entry in lock.select(names)]
     if out_dir.exists() and not out_dir.is_dir():
         raise UserInputError(f"{out_dir} exists and is not a directory")
     existing = [str(out_dir / n) for n in selected if (out_dir / n).exists()]
@@ -337,20 +339,6 @@ def export_triton(
     for exported, artifact_dir, record in plans:
         _write_model(exported, artifact_dir, record)
     return [exported for exported, _, _ in plans]
-
-
-def _select(locked: list[str], names: Sequence[str]) -> list[str]:
-    if not names:
-        if not locked:
-            raise UserInputError("modelmora.lock has no models", hint="run `modelmora add`")
-        return sorted(locked)
-    unknown = [n for n in names if n not in locked]
-    if unknown:
-        raise UserInputError(
-            f"not in modelmora.lock: {', '.join(unknown)}",
-            hint=f"locked models: {', '.join(sorted(locked)) or '(none)'}",
-        )
-    return list(dict.fromkeys(names))
 
 
 def _model_files(record: ArtifactRecord) -> list[ArtifactFile]:

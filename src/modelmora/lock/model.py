@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from modelmora.errors import UserInputError
 
 LOCK_VERSION = 1
 
@@ -57,3 +60,16 @@ class LockFile(BaseModel):
 
     version: int = LOCK_VERSION
     models: dict[str, LockedModel] = {}
+
+    def select(self, names: Sequence[str]) -> list[LockedModel]:
+        """The entries named on a command line (all, sorted, when none are named)."""
+        if not names:
+            return [self.models[n] for n in sorted(self.models)]
+        unknown = [n for n in names if n not in self.models]
+        if unknown:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise UserInputError(
+                f"not in modelmora.lock: {', '.join(unknown)} (locked models: {known})",
+                hint="add the model to modelmora.yml and run `modelmora lock`",
+            )
+        return [self.models[n] for n in dict.fromkeys(names)]
