@@ -14,11 +14,10 @@ from pathlib import Path
 from modelmora.errors import UserInputError
 from modelmora.lock import LockedModel, LockFile, read_lock
 from modelmora.manifest import LoadedManifest, load_manifest
+from modelmora.names import LOCK_NAME, MANIFEST_NAME, STATE_DIR
 from modelmora.sources import Source, SourceContext, make_source
 
-MANIFEST_NAME = "modelmora.yml"
-LOCK_NAME = "modelmora.lock"
-STATE_DIR = ".modelmora"
+__all__ = ["LOCK_NAME", "MANIFEST_NAME", "STATE_DIR", "Project", "offline_from_env"]
 
 
 def offline_from_env() -> bool:

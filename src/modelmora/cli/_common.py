@@ -12,8 +12,7 @@ from typing import Any
 import click
 
 from modelmora.errors import ModelMoraError
-
-MANIFEST_NAME = "modelmora.yml"  # also modelmora.project.MANIFEST_NAME; kept here to stay cheap
+from modelmora.names import MANIFEST_NAME
 
 
 class ModelMoraGroup(click.Group):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from modelmora.cli._common import echo_json, find_project_dir
+from modelmora.names import LOCK_NAME, MANIFEST_NAME
 
 if TYPE_CHECKING:
     from modelmora.lock import LockFile
@@ -69,7 +70,7 @@ def install(
     from modelmora.pipeline.fastpath import is_installed
 
     project_dir = find_project_dir(ctx)
-    manifest, lock_path = project_dir / "modelmora.yml", project_dir / "modelmora.lock"
+    manifest, lock_path = project_dir / MANIFEST_NAME, project_dir / LOCK_NAME
     if not (locked and frozen) and is_installed(project_dir, manifest, lock_path, names, backends):
         if as_json:
             echo_json({"up_to_date": True, "models": []})

@@ -1,0 +1,6 @@
+"""File names of a ModelMora project (standard library only: the CLI's fast paths use them)."""
+
+MANIFEST_NAME = "modelmora.yml"
+LOCK_NAME = "modelmora.lock"
+STATE_DIR = ".modelmora"
+"""Project-local state (Dagster home, install stamp); git-ignored."""
