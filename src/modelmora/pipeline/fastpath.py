@@ -4,11 +4,12 @@ After a successful install the runner writes ``.modelmora/install-state.json``: 
 the manifest and lock bytes, the tool versions, and for every model the artifact records it
 produced. If all of that still holds — same bytes, same tools, records still in the store —
 the index would answer "everything installed", so ``install`` exits at once. This module
-imports only the standard library.
+and what it imports use only the standard library.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,12 +17,11 @@ from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
 
+from modelmora.names import STATE_DIR
+from modelmora.tools import tool_versions
+
 STATE_FILE = "install-state.json"
 FORMAT = 1
-TOOLS = (
-    "modelmora", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "transformers", "optimum",
-    "optimum-onnx", "tokenizers", "tensorflow", "tensorflow-cpu", "tf2onnx", "dagster",
-)  # fmt: skip
 
 
 def _digest(path: Path) -> str | None:
@@ -32,17 +32,15 @@ def _digest(path: Path) -> str | None:
 
 
 def tool_fingerprint() -> dict[str, str]:
-    found = {}
-    for name in TOOLS:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
+    """Every tool an artifact key depends on, plus Dagster (it runs the pipeline)."""
+    found = tool_versions()
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        found["dagster"] = metadata.version("dagster")
     return found
 
 
 def _state_path(project_dir: Path) -> Path:
-    return project_dir / ".modelmora" / STATE_FILE
+    return project_dir / STATE_DIR / STATE_FILE
 
 
 def write_state(
