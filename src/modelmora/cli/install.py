@@ -19,6 +19,10 @@ from modelmora.cli._common import echo_json, find_project_dir
 from modelmora.names import LOCK_NAME, MANIFEST_NAME
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from rich.table import Table
+
     from modelmora.lock import LockFile
     from modelmora.pipeline.install import ModelOutcome
     from modelmora.pipeline.status import ModelStatus
@@ -203,24 +207,17 @@ def _run_with_progress(
 
 def _summary(statuses: list[ModelStatus], outcomes: list[ModelOutcome], seconds: float) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=f"modelmora install ({seconds:.1f}s)")
-    for column in ("model", "download", "onnx", "validation", "benchmark", "artifact", "best"):
-        table.add_column(column)
-    for status, outcome in zip(statuses, outcomes, strict=True):
-        best = status.best()
-        table.add_row(
-            status.name,
-            *(
-                _MARKS.get(outcome.stages.get(s, "skipped"), "?")
-                for s in ("download", "onnx", "validation", "benchmark")
-            ),
-            status.artifacts[0].sha256[:12] if status.artifacts else "",
-            f"{best.backend} {best.p50_ms:.1f} ms" if best and best.p50_ms else "",
-        )
+    stages = ("download", "onnx", "validation", "benchmark")
     console = Console()
-    console.print(table)
+    console.print(
+        _status_table(
+            statuses,
+            stages,
+            [[outcome.stages.get(s, "skipped") for s in stages] for outcome in outcomes],
+            title=f"modelmora install ({seconds:.1f}s)",
+        )
+    )
     for outcome in outcomes:
         if outcome.error:
             console.print(f"[red]error[/]: {outcome.name}: {outcome.error}", highlight=False)
@@ -249,20 +246,35 @@ def list_models(ctx: click.Context, as_json: bool) -> None:
         echo_json([s.to_json() for s in statuses])
         return
     from rich.console import Console
+
+    stages = ("download", "convert", "validate", "benchmark")
+    Console().print(
+        _status_table(statuses, stages, [[s.stages[x] for x in stages] for s in statuses])
+    )
+
+
+def _status_table(
+    statuses: list[ModelStatus],
+    stages: Sequence[str],
+    marks: list[list[str]],
+    *,
+    title: str | None = None,
+) -> Table:
+    """One row per model: a mark per stage, the artifact digest and the fastest backend."""
     from rich.table import Table
 
-    table = Table()
-    for column in ("model", "download", "convert", "validate", "benchmark", "artifact", "best"):
+    table = Table(title=title)
+    for column in ("model", *stages, "artifact", "best"):
         table.add_column(column)
-    for s in statuses:
-        best = s.best()
+    for status, row in zip(statuses, marks, strict=True):
+        best = status.best()
         table.add_row(
-            s.name,
-            *(_MARKS.get(v, v) for v in s.stages.values()),
-            s.artifacts[0].sha256[:12] if s.artifacts else "",
+            status.name,
+            *(_MARKS.get(mark, mark) for mark in row),
+            status.artifacts[0].sha256[:12] if status.artifacts else "",
             f"{best.backend} {best.p50_ms:.1f} ms" if best and best.p50_ms else "",
         )
-    Console().print(table)
+    return table
 
 
 @click.command()
