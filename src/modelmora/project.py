@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from modelmora.errors import UserInputError
 from modelmora.lock import LockedModel, LockFile, read_lock
@@ -49,6 +50,10 @@ class Project:
                 hint="run `modelmora init` to create one, or pass -C DIR",
             )
         return load_manifest(self.manifest_path)
+
+    def specs(self) -> dict[str, dict[str, Any]]:
+        """Every model's normalized spec (defaults filled in): what the lock is compared to."""
+        return {name: spec.normalized() for name, spec in self.manifest.manifest.models.items()}
 
     def read_lock(self) -> LockFile:
         return read_lock(self.lock_path)

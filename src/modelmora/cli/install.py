@@ -96,6 +96,7 @@ def _install(
     from modelmora.cache import Store
     from modelmora.errors import UserInputError
     from modelmora.pipeline.fastpath import write_state
+    from modelmora.pipeline.records import ARTIFACT_RECORD
     from modelmora.project import Project
 
     if locked and frozen:
@@ -132,7 +133,7 @@ def _install(
             project.manifest_path,
             project.lock_path,
             backends,
-            {s.name: [Path(a.path) / "artifact.json" for a in s.artifacts] for s in statuses},
+            {s.name: [Path(a.path) / ARTIFACT_RECORD for a in s.artifacts] for s in statuses},
         )
     return 0 if ok else 1
 
@@ -145,11 +146,11 @@ def _lock_for_install(project: Project, *, locked: bool, frozen: bool, quiet: bo
 
     if frozen:
         return read_lock(project.lock_path)
-    specs = {n: s.normalized() for n, s in project.manifest.manifest.models.items()}
     if project.lock_path.exists():
-        drift = check_lock(specs, read_lock(project.lock_path), project.source_context())
+        current = read_lock(project.lock_path)
+        drift = check_lock(project.specs(), current, project.source_context())
         if not drift:
-            return read_lock(project.lock_path)
+            return current
         if locked:
             details = "\n".join(f"  {d.describe()}" for d in drift)
             raise ModelMoraError(

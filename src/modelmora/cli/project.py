@@ -135,7 +135,7 @@ def _lock(
     started = time.perf_counter()
     upgrade_all = "*" in upgrade
     previous = _previous_lock(project, ignore_broken=upgrade_all)
-    specs = {name: spec.normalized() for name, spec in project.manifest.manifest.models.items()}
+    specs = project.specs()
     upgrade_arg: bool | Collection[str] = True if upgrade_all else set(upgrade)
 
     def report(change: ModelChange) -> None:
@@ -189,7 +189,7 @@ def _print_change(change: ModelChange) -> None:
 
 def _check(project: Project, *, as_json: bool) -> int:
     lock_file = read_lock(project.lock_path)
-    specs = {name: spec.normalized() for name, spec in project.manifest.manifest.models.items()}
+    specs = project.specs()
     drifts = check_lock(specs, lock_file, project.source_context())
     if as_json:
         echo_json({"up_to_date": not drifts, "drift": [d.as_json() for d in drifts]})
