@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -136,3 +137,38 @@ def test_metrics_count_requests_per_model_and_status(server: Server) -> None:
     after = server.metric("modelmora_request_duration_seconds_count", model="emb", status="200")
     assert after == before + 1
     assert isinstance(server.http, httpx.Client)
+
+
+def test_fast_lane_and_fastapi_routes_answer_alike(server: Server) -> None:
+    """Valid ``application/json`` posts take the app's hot lane; the rest go through FastAPI.
+
+    FastAPI also parses ``application/*+json`` bodies, so the same request must get the same
+    answer on both paths; an invalid body gets FastAPI's located 422.
+    """
+    payload = {"model": "emb", "input": ["hello", "world"], "encoding_format": "float"}
+    body = json.dumps(payload).encode()
+    lane = httpx.post(
+        server.url + "/v1/embeddings",
+        content=body,
+        headers={"content-type": "application/json; charset=utf-8"},
+    )
+    routed = httpx.post(
+        server.url + "/v1/embeddings",
+        content=body,
+        headers={"content-type": "application/vnd.api+json"},
+    )
+    assert lane.status_code == routed.status_code == 200, (lane.text, routed.text)
+    assert lane.headers["content-type"] == "application/json"
+    a = np.array([d["embedding"] for d in lane.json()["data"]])
+    b = np.array([d["embedding"] for d in routed.json()["data"]])
+    assert np.allclose(a, b, atol=1e-6)
+    assert lane.json()["usage"] == routed.json()["usage"]
+
+    bad = httpx.post(server.url + "/v1/classify", json={"model": "cls", "input": [], "top_k": 0})
+    assert bad.status_code == 422
+    message = bad.json()["error"]["message"]
+    assert "input" in message and "top_k" in message, message
+
+    missing = httpx.post(server.url + "/v1/embeddings", json={"model": "nope", "input": "x"})
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "model_not_found"

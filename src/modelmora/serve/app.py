@@ -7,6 +7,7 @@ torch; ``tests/serve/test_no_torch.py`` holds it to that.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -16,6 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,7 +27,7 @@ from modelmora.serve.config import ServedModel, ServerSettings
 from modelmora.serve.errors import ServeError
 from modelmora.serve.state import ServeState
 
-__all__ = ["create_app"]
+__all__ = ["ServeApp", "create_app"]
 
 log = logging.getLogger("modelmora.serve")
 
@@ -137,12 +139,107 @@ class Guard:
         await self.app(scope, limited_receive, guarded_send)
 
 
+_Reply = Callable[[ServeState, Any, "str | None", "str | None"], Awaitable[bytes]]
+_HOT_ROUTES: dict[str, tuple[type[BaseModel], _Reply]] = {
+    "/v1/embeddings": (openai_routes.EmbeddingsRequest, openai_routes.embeddings_reply),
+    "/v1/classify": (openai_routes.ClassifyRequest, openai_routes.classify_reply),
+}
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class ServeApp(FastAPI):
+    """FastAPI, except that valid JSON posts to the OpenAI endpoints skip its machinery.
+
+    Routing, dependency solving and FastAPI's own middlewares cost more CPU per request than
+    the rest of the router's path to the worker, and every single-sentence request pays them.
+    So :meth:`__call__` validates those bodies with the same pydantic models and calls the
+    same reply functions as the routes directly. Anything else, including a body that does
+    not validate, goes through FastAPI unchanged (the body is replayed), so error answers
+    and the OpenAPI schema stay FastAPI's. :class:`Guard` fronts both paths.
+    """
+
+    def __init__(self, *, guard: Callable[[ASGIApp], ASGIApp], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._front = guard(self._dispatch)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._front(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hot = _HOT_ROUTES.get(scope["path"]) if scope["type"] == "http" else None
+        if hot is None or scope["method"] != "POST":
+            await super().__call__(scope, receive, send)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        headers = dict(scope["headers"])
+        schema, reply = hot
+        request: BaseModel | None = None
+        if headers.get(b"content-type", b"").split(b";")[0].strip() == b"application/json":
+            with contextlib.suppress(ValidationError):
+                request = schema.model_validate_json(body)
+        if request is None:
+            await super().__call__(scope, _replay(bytes(body)), send)
+            return
+        state: ServeState = self.state.serve
+        extra: Mapping[str, str] = {}
+        try:
+            status, content = (
+                200,
+                await reply(
+                    state,
+                    request,
+                    _header(headers, b"x-priority"),
+                    _header(headers, b"x-timeout-ms"),
+                ),
+            )
+        except ServeError as exc:
+            status, extra = exc.status, exc.headers
+            content = _error_body(scope["path"], exc.status, exc.message, exc.code)
+        except Exception:
+            log.exception("unexpected error answering %s", scope["path"])
+            status = 500
+            content = _error_body(scope["path"], 500, "internal server error", "internal_error")
+        response_headers = [
+            *_JSON_HEADERS,
+            (b"content-length", str(len(content)).encode()),
+            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": content})
+
+
+def _header(headers: Mapping[bytes, bytes], name: bytes) -> str | None:
+    value = headers.get(name)
+    return None if value is None else value.decode("latin-1")
+
+
+def _replay(body: bytes) -> Receive:
+    """A ``receive`` that hands FastAPI the body the hot lane already read."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
 def create_app(
     settings: ServerSettings,
     models: Mapping[str, ServedModel],
     *,
     on_ready: Callable[[], Awaitable[None] | None] | None = None,
-) -> FastAPI:
+) -> ServeApp:
     """The ASGI app; workers start lazily (or at start-up for ``settings.preload``)."""
     state = ServeState(settings, models)
 
@@ -163,7 +260,9 @@ def create_app(
         finally:
             await state.stop()
 
-    app = FastAPI(
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    app = ServeApp(
+        guard=lambda inner: Guard(inner, api_key=api_key, max_body_bytes=settings.max_body_bytes),
         title="ModelMora serve",
         version=__version__,
         lifespan=lifespan,
@@ -198,6 +297,4 @@ def create_app(
 
     app.include_router(openai_routes.router)
     app.include_router(v2_routes.router)
-    api_key = settings.api_key.get_secret_value() if settings.api_key else None
-    app.add_middleware(Guard, api_key=api_key, max_body_bytes=settings.max_body_bytes)
     return app

@@ -19,7 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelmora.serve.errors import BadRequest
 from modelmora.serve.state import ServeState, parse_priority, parse_timeout_ms
 
-__all__ = ["router"]
+__all__ = [
+    "ClassifyRequest",
+    "EmbeddingsRequest",
+    "classify_reply",
+    "embeddings_reply",
+    "router",
+]
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -52,9 +58,12 @@ def _state(request: Request) -> ServeState:
     return state
 
 
+def _dumps(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode("utf-8")
+
+
 def _json(doc: dict[str, Any]) -> Response:
-    body = json.dumps(doc, separators=(",", ":")).encode("utf-8")
-    return Response(content=body, media_type="application/json")
+    return Response(content=_dumps(doc), media_type="application/json")
 
 
 def _model_entry(state: ServeState, name: str) -> dict[str, Any]:
@@ -104,14 +113,10 @@ async def _run_texts(
     return result.arrays, tokens
 
 
-@router.post("/embeddings", summary="Create embeddings (OpenAI-compatible)")
-async def embeddings(
-    body: EmbeddingsRequest,
-    request: Request,
-    x_priority: Annotated[str | None, Header()] = None,
-    x_timeout_ms: Annotated[str | None, Header()] = None,
-) -> Response:
-    state = _state(request)
+async def embeddings_reply(
+    state: ServeState, body: EmbeddingsRequest, x_priority: str | None, x_timeout_ms: str | None
+) -> bytes:
+    """The JSON body of a successful ``/v1/embeddings`` answer; failures raise ServeError."""
     with state.observe(body.model, "embeddings"):
         if body.dimensions is not None:
             raise BadRequest("`dimensions` is not supported: omit it to get the model's full size")
@@ -128,7 +133,7 @@ async def embeddings(
             else:
                 value = row.tolist()
             data.append({"object": "embedding", "index": i, "embedding": value})
-        return _json(
+        return _dumps(
             {
                 "object": "list",
                 "data": data,
@@ -138,14 +143,10 @@ async def embeddings(
         )
 
 
-@router.post("/classify", summary="Classify texts (labels from the model's id2label)")
-async def classify(
-    body: ClassifyRequest,
-    request: Request,
-    x_priority: Annotated[str | None, Header()] = None,
-    x_timeout_ms: Annotated[str | None, Header()] = None,
-) -> Response:
-    state = _state(request)
+async def classify_reply(
+    state: ServeState, body: ClassifyRequest, x_priority: str | None, x_timeout_ms: str | None
+) -> bytes:
+    """The JSON body of a successful ``/v1/classify`` answer; failures raise ServeError."""
     with state.observe(body.model, "classify"):
         texts = [body.input] if isinstance(body.input, str) else body.input
         arrays, tokens = await _run_texts(
@@ -166,7 +167,7 @@ async def classify(
                     "scores": scores,
                 }
             )
-        return _json(
+        return _dumps(
             {
                 "object": "list",
                 "data": data,
@@ -174,3 +175,27 @@ async def classify(
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             }
         )
+
+
+# The routes below are what OpenAPI documents and what answers requests the app's hot lane
+# hands over (bodies it could not validate, non-JSON content types): see ServeApp.
+@router.post("/embeddings", summary="Create embeddings (OpenAI-compatible)")
+async def embeddings(
+    body: EmbeddingsRequest,
+    request: Request,
+    x_priority: Annotated[str | None, Header()] = None,
+    x_timeout_ms: Annotated[str | None, Header()] = None,
+) -> Response:
+    reply = await embeddings_reply(_state(request), body, x_priority, x_timeout_ms)
+    return Response(content=reply, media_type="application/json")
+
+
+@router.post("/classify", summary="Classify texts (labels from the model's id2label)")
+async def classify(
+    body: ClassifyRequest,
+    request: Request,
+    x_priority: Annotated[str | None, Header()] = None,
+    x_timeout_ms: Annotated[str | None, Header()] = None,
+) -> Response:
+    reply = await classify_reply(_state(request), body, x_priority, x_timeout_ms)
+    return Response(content=reply, media_type="application/json")
