@@ -1,0 +1,536 @@
+"""``tfhub://HANDLE``: TensorFlow Hub / Kaggle Models, pinned to a version number.
+
+tfhub.dev now redirects to Kaggle Models, and both publish a model version as one
+``tar.gz`` archive (a SavedModel for TensorFlow frameworks). Two handle forms are accepted:
+
+* Kaggle: ``OWNER/MODEL/FRAMEWORK/VARIATION[/VERSION]``. Without a version, ``lock`` asks
+  ``GET {endpoint}/api/v1/models/OWNER/MODEL/FRAMEWORK/VARIATION/get`` for the instance's
+  ``versionNumber`` (the latest version, as ``kagglehub`` does) and pins it; the archive is
+  ``GET …/VARIATION/VERSION/download``.
+* tfhub.dev: ``PUBLISHER/NAME…/VERSION`` (the version is part of every tfhub.dev handle);
+  the archive is ``GET {endpoint}/HANDLE?tf-hub-format=compressed``, the protocol of the
+  ``tensorflow_hub`` library (tfhub.dev answers with a redirect to Kaggle).
+
+Registries publish no per-file digests, so ``lock`` downloads the archive once into
+``$MODELMORA_HOME/tfhub/`` (a cache, safe to delete), hashes every regular member and
+records the members as the model's files: the snapshot is the unpacked SavedModel
+directory, which the TensorFlow converter takes as is. ``fetch`` streams one member out of
+the cached archive, downloading the archive again when the cache is gone or yields other
+bytes than the lock's; ``pull`` verifies each member against the lock, so an archive that
+changed on the registry since ``lock`` is refused, naming the member whose bytes differ.
+The archive's own sha256 and size are kept as lock metadata only: its compressed bytes may
+legitimately differ (re-gzipped) while the members do not.
+
+Members are only ever *read* (``TarFile.extractfile`` on regular files): nothing is
+extracted to disk by ``tarfile``, so links, devices and absolute or ``..`` names can never
+write outside the store; such names are refused and links/devices are skipped.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import logging
+import os
+import re
+import tarfile
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Literal, TypeVar
+
+import httpx
+from filelock import FileLock
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modelmora.cache.home import modelmora_home
+from modelmora.errors import (
+    AuthenticationError,
+    ModelMoraError,
+    SourceError,
+    SourceNotFoundError,
+    UserInputError,
+)
+from modelmora.fsutil import sha256_file
+from modelmora.sources.base import (
+    ProgressCallback,
+    RegistryConfig,
+    RemoteFile,
+    Resolution,
+    Source,
+    safe_relpath,
+)
+from modelmora.sources.hf import _short_reason
+from modelmora.sources.http import (
+    HttpStatusError,
+    HttpTransportError,
+    shared_client,
+    stream_to_file,
+)
+
+__all__ = ["DEFAULT_KAGGLE_ENDPOINT", "DEFAULT_TFHUB_ENDPOINT", "TfHubSource", "parse_handle"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KAGGLE_ENDPOINT = "https://www.kaggle.com"
+DEFAULT_TFHUB_ENDPOINT = "https://tfhub.dev"
+USERNAME_ENV = "KAGGLE_USERNAME"
+KEY_ENV = "KAGGLE_KEY"
+BACKOFF_BASE_S = 0.2
+BACKOFF_CAP_S = 2.0
+_CHUNK = 1 << 20
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_VERSION = re.compile(r"^[1-9][0-9]{0,8}$")
+# Framework slugs of Kaggle model handles (compared case-insensitively): they tell a Kaggle
+# handle (3rd segment) from a tfhub.dev one, whose segments are free-form.
+_FRAMEWORKS = frozenset(
+    (
+        "tensorflow1",
+        "tensorflow2",
+        "tflite",
+        "tfjs",
+        "pytorch",
+        "jax",
+        "flax",
+        "keras",
+        "transformers",
+        "onnx",
+        "coral",
+        "scikitlearn",
+        "mxnet",
+        "xgboost",
+        "gemmacpp",
+        "ggml",
+        "gguf",
+        "maxtext",
+        "paxml",
+        "tensorrtllm",
+        "triton",
+        "api",
+        "other",
+    )
+)
+_FORMS = (
+    "expected tfhub://OWNER/MODEL/FRAMEWORK/VARIATION[/VERSION] (a Kaggle model, e.g. "
+    "google/mobilenet-v2/tensorFlow2/100-224-feature-vector/2) or "
+    "tfhub://PUBLISHER/NAME/…/VERSION (a tfhub.dev handle, e.g. "
+    "google/imagenet/mobilenet_v2_100_224/feature_vector/5)"
+)
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Handle:
+    kind: Literal["kaggle", "tfhub"]
+    path: str
+    """The handle without its version: ``OWNER/MODEL/FRAMEWORK/VARIATION`` or tfhub.dev's
+    ``PUBLISHER/NAME…``."""
+    version: int | None
+
+
+def parse_handle(location: str) -> Handle:
+    """Tell the Kaggle form (3rd segment is a framework) from the tfhub.dev form."""
+    text = location.strip().strip("/")
+    parts = text.split("/")
+    if not text or not all(_SEGMENT.match(p) for p in parts):
+        raise UserInputError(f"invalid tfhub source 'tfhub://{location}': {_FORMS}")
+    has_version = bool(_VERSION.match(parts[-1]))
+    if len(parts) in (4, 5) and parts[2].lower() in _FRAMEWORKS:
+        if len(parts) == 4:
+            return Handle("kaggle", text, None)
+        if has_version:
+            return Handle("kaggle", "/".join(parts[:4]), int(parts[4]))
+    elif len(parts) >= 3 and has_version:
+        return Handle("tfhub", "/".join(parts[:-1]), int(parts[-1]))
+    raise UserInputError(f"invalid tfhub source 'tfhub://{location}': {_FORMS}")
+
+
+class _ModelInstance(BaseModel):
+    """The part of Kaggle's ``GetModelInstance`` answer we rely on."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    version_number: int = Field(alias="versionNumber", ge=1)
+    """The instance's current (latest) version."""
+
+
+class _Transient(Exception):
+    """Worth a retry (connection error, timeout, 429, 5xx); ``reason`` is safe to show."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class _Member:
+    size: int
+    sha256: str
+
+
+def _credentials(block: RegistryConfig, name: str) -> tuple[dict[str, str], str | None]:
+    """Basic-auth header and where it came from (for error messages; never the secret).
+
+    The registry token (``USERNAME:KEY``) wins, else ``KAGGLE_USERNAME``/``KAGGLE_KEY``
+    like kagglehub. ``~/.kaggle/kaggle.json`` is deliberately not read: a lock must not
+    depend on whoever is logged in on this machine.
+    """
+    pair = block.token.get_secret_value() if block.token is not None else ""
+    if pair:
+        if ":" not in pair:
+            raise UserInputError(
+                f"registries.{name}.token must be USERNAME:KEY (Kaggle API credentials)",
+                hint=f"or leave it out and set ${USERNAME_ENV} and ${KEY_ENV}",
+            )
+        source = f"${block.token_env}" if block.token_env else f"registries.{name}.token"
+    else:
+        user, key = os.environ.get(USERNAME_ENV, ""), os.environ.get(KEY_ENV, "")
+        if not (user and key):
+            return {}, None
+        pair, source = f"{user}:{key}", f"${USERNAME_ENV}/${KEY_ENV}"
+    encoded = base64.b64encode(pair.encode()).decode()
+    return {"Authorization": f"Basic {encoded}"}, source
+
+
+class TfHubSource(Source):
+    """A TF Hub / Kaggle model version; revision = the version number.
+
+    ``default_include`` is every member: a SavedModel needs ``saved_model.pb``, its
+    ``variables/`` and ``assets/`` together.
+    """
+
+    scheme = "tfhub"
+    default_include = ("*",)
+
+    def configure(self) -> None:
+        self.handle = parse_handle(self.location)
+        block_name = str(self.options.get("registry") or "tfhub")
+        block = self.context.registry(block_name)
+        default = (
+            DEFAULT_KAGGLE_ENDPOINT if self.handle.kind == "kaggle" else DEFAULT_TFHUB_ENDPOINT
+        )
+        self.endpoint = (block.endpoint or default).rstrip("/")
+        # tfhub.dev is public and redirects to another host: credentials go to Kaggle only.
+        self._auth, self._auth_source = (
+            _credentials(block, block_name) if self.handle.kind == "kaggle" else ({}, None)
+        )
+        self._fresh: set[Path] = set()
+        """Archives this instance downloaded itself (as opposed to found in the cache)."""
+
+    @property
+    def origin(self) -> str:
+        return f"tfhub://{self.handle.path}"
+
+    def _where(self, version: int) -> str:
+        return f"{self.origin}/{version}"
+
+    # -- resolve -----------------------------------------------------------------------
+    def resolve(self, pinned_revision: str | None = None) -> Resolution:
+        version = self._version(pinned_revision)
+        where = self._where(version)
+        archive = self._archive(version)
+        members = _list_members(archive, where)
+        chosen = self.select(members)
+        if not chosen:
+            some = ", ".join(sorted(members)[:8]) or "none"
+            raise SourceError(
+                f"{where}: include patterns matched no files (include={list(self.include)}, "
+                f"exclude={list(self.exclude)}); the archive has: {some}"
+            )
+        return Resolution(
+            revision=str(version),
+            files=tuple(
+                RemoteFile(path=p, size=members[p].size, sha256=members[p].sha256) for p in chosen
+            ),
+            metadata={
+                "tfhub_archive_sha256": sha256_file(archive),
+                "tfhub_archive_size": str(archive.stat().st_size),
+            },
+        )
+
+    def _version(self, pinned_revision: str | None) -> int:
+        if pinned_revision is not None:
+            if not _VERSION.match(pinned_revision):
+                raise SourceError(
+                    f"{self.origin}: locked revision {pinned_revision!r} is not a version number"
+                )
+            pinned = int(pinned_revision)
+            if self.handle.version is not None and pinned != self.handle.version:
+                raise SourceError(
+                    f"{self.origin}: locked version {pinned} differs from the source's "
+                    f"version {self.handle.version}",
+                    hint="run `modelmora lock --upgrade` to re-resolve",
+                )
+            return pinned
+        if self.handle.version is not None:
+            return self.handle.version
+        if self.context.offline:
+            raise SourceError(
+                f"{self.origin}: cannot look up the latest version in offline mode",
+                hint="run `modelmora lock` online once, or pin a version in the source",
+            )
+        return self._latest_version()
+
+    def _latest_version(self) -> int:
+        url = f"{self.endpoint}/api/v1/models/{self.handle.path}/get"
+
+        def call() -> int:
+            try:
+                resp = shared_client().get(url, headers=self._auth, timeout=self.context.timeout_s)
+            except httpx.TimeoutException as exc:
+                raise _Transient(f"timed out after {self.context.timeout_s:g} s") from exc
+            except httpx.TransportError as exc:
+                raise _Transient(_short_reason(exc)) from exc
+            if resp.status_code != 200:
+                raise self._status_error(resp.status_code, None)
+            try:
+                return _ModelInstance.model_validate_json(resp.content).version_number
+            except ValidationError as exc:
+                raise SourceError(
+                    f"{self.origin}: {self.endpoint} answered an unexpected model instance "
+                    f"(no valid versionNumber): {exc.errors()[0]['msg']}"
+                ) from None
+
+        return self._with_retries(call)
+
+    # -- the archive cache ---------------------------------------------------------------
+    def _cache_path(self, version: int) -> Path:
+        key = hashlib.sha256(f"{self.endpoint}\n{self.handle.path}".encode()).hexdigest()[:24]
+        return modelmora_home() / "tfhub" / key / f"{version}.tar.gz"
+
+    def _archive(self, version: int) -> Path:
+        """The version's archive in the cache, downloaded (atomically, once) when missing.
+
+        A cached archive is trusted as is: a version's content is immutable on TF Hub and
+        Kaggle, and ``pull`` verifies every member it takes from it against the lock.
+        """
+        path = self._cache_path(version)
+        if path.is_file():
+            return path
+        if self.context.offline:
+            raise SourceError(
+                f"{self._where(version)}: the archive is not in the local cache and offline "
+                "mode forbids downloading it"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{path}.lock"):
+            if not path.is_file():
+                self._download(version, path)
+                self._fresh.add(path)
+        return path
+
+    def _discard(self, path: Path) -> None:
+        with FileLock(f"{path}.lock"):
+            if path not in self._fresh:  # another thread may have replaced it already
+                path.unlink(missing_ok=True)
+
+    def _archive_url(self, version: int) -> str:
+        if self.handle.kind == "kaggle":
+            return f"{self.endpoint}/api/v1/models/{self.handle.path}/{version}/download"
+        return f"{self.endpoint}/{self.handle.path}/{version}?tf-hub-format=compressed"
+
+    def _download(self, version: int, path: Path) -> None:
+        url = self._archive_url(version)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(tmp_name)
+
+        def call() -> None:
+            have = tmp.stat().st_size  # a retry resumes what the last attempt wrote
+            try:
+                stream_to_file(
+                    url, tmp, headers=self._auth, offset=have, timeout_s=self.context.timeout_s
+                )
+            except HttpStatusError as exc:
+                raise self._status_error(exc.status, version) from None
+            except HttpTransportError as exc:
+                raise _Transient(str(exc)) from None
+
+        try:
+            self._with_retries(call)
+            with tmp.open("rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    # -- fetch -------------------------------------------------------------------------
+    def fetch(
+        self,
+        revision: str,
+        file: RemoteFile,
+        dest: Path,
+        *,
+        offset: int = 0,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        """Stream one member of the cached archive into ``dest``.
+
+        A gzip stream cannot seek, so resuming at ``offset`` decompresses and drops the
+        first ``offset`` bytes of the member before appending the rest. When a *cached*
+        archive yields other bytes than the lock's sha256 (a corrupt cache, or one filled
+        from a different upload of this version), the archive is downloaded once more;
+        bytes that still differ are written anyway, for the caller to refuse by name.
+        """
+        version = self._version(revision)
+        where = self._where(version)
+        path = safe_relpath(file.path, origin=where)
+        while True:
+            archive = self._archive(version)
+            digest = _copy_member(archive, path, dest, where, skip=offset, progress=progress)
+            if file.sha256 is None or digest == file.sha256 or archive in self._fresh:
+                return
+            log.warning("%s: cached archive does not match the lock; downloading it again", where)
+            self._discard(archive)
+            os.truncate(dest, offset)
+
+    # -- failure policy ----------------------------------------------------------------
+    def _with_retries(self, call: Callable[[], _T]) -> _T:
+        attempts = 1 + max(self.context.max_retries, 0)
+        for attempt in range(1, attempts + 1):
+            try:
+                return call()
+            except _Transient as exc:
+                if attempt == attempts:
+                    raise SourceError(
+                        f"{self.origin}: registry unreachable at {self.endpoint} after "
+                        f"{attempts} attempts: {exc.reason}",
+                        hint="check the network and registries.tfhub.endpoint",
+                    ) from None
+                time.sleep(min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_CAP_S))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _status_error(self, status: int, version: int | None) -> Exception:
+        """Map an HTTP status; raises ``_Transient`` for the retryable ones."""
+        if status == 429 or status >= 500:
+            return _Transient(f"HTTP {status}")
+        if status in (401, 403):
+            return self._auth_error(status)
+        if status == 404:
+            return self._not_found(version)
+        where = self._where(version) if version is not None else self.origin
+        return SourceError(f"{where}: {self.endpoint} answered HTTP {status}")
+
+    def _not_found(self, version: int | None) -> ModelMoraError:
+        if self.handle.kind == "tfhub":
+            return SourceNotFoundError(
+                f"{self._where(version) if version else self.origin}: not found at {self.endpoint}",
+                hint="check the handle and its version (tfhub.dev handles end with the "
+                "version number)",
+            )
+        if version is not None:
+            # The archive is missing: is it the model or only this version?
+            latest = self._latest_version()
+            return SourceNotFoundError(
+                f"{self.origin}: version {version} does not exist at {self.endpoint} "
+                f"(latest version: {latest})",
+                hint=f"use tfhub://{self.handle.path} to follow the latest version, or an "
+                "existing version number",
+            )
+        login = "" if self._auth_source else f"; private models need ${USERNAME_ENV} and ${KEY_ENV}"
+        return SourceNotFoundError(
+            f"{self.origin}: model not found at {self.endpoint}",
+            hint="check OWNER/MODEL/FRAMEWORK/VARIATION (as in kaggle.com/models/OWNER/MODEL/"
+            f"frameworks/FRAMEWORK/variations/VARIATION){login}",
+        )
+
+    def _auth_error(self, status: int) -> AuthenticationError:
+        if self._auth_source:
+            return AuthenticationError(
+                f"{self.origin}: {self.endpoint} rejected the credentials from "
+                f"{self._auth_source} (HTTP {status})",
+                hint=f"check that {self._auth_source} hold a valid Kaggle username and API "
+                "key with access to this model (and that its license was accepted)",
+            )
+        return AuthenticationError(
+            f"{self.origin}: {self.endpoint} requires authentication (HTTP {status})",
+            hint=f"set ${USERNAME_ENV} and ${KEY_ENV} (or registries.tfhub.token: "
+            "USERNAME:KEY from an env var)",
+        )
+
+
+# -- tar reading -------------------------------------------------------------------------
+
+
+@contextmanager
+def _open_stream(archive: Path, where: str) -> Iterator[tarfile.TarFile]:
+    """The archive as a forward-only stream: one decompression pass, never a seek back."""
+    try:
+        with tarfile.open(archive, mode="r|*") as tar:
+            yield tar
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise SourceError(f"{where}: the downloaded archive is not a valid tar.gz: {exc}") from exc
+
+
+def _member_path(name: str, where: str) -> str:
+    """``./variables/x`` → ``variables/x``; absolute and ``..`` names are refused."""
+    while name.startswith("./"):
+        name = name[2:]
+    return safe_relpath(name.rstrip("/"), origin=f"{where}: archive member")
+
+
+def _list_members(archive: Path, where: str) -> dict[str, _Member]:
+    """Every regular member with its size and sha256, in one pass over the archive."""
+    members: dict[str, _Member] = {}
+    with _open_stream(archive, where) as tar:
+        for info in tar:
+            if info.name.strip("/") in ("", "."):
+                continue
+            path = _member_path(info.name, where)
+            if info.isdir():
+                continue
+            if not info.isreg():
+                log.warning("%s: skipping archive member %r (not a regular file)", where, path)
+                continue
+            if path in members:
+                raise SourceError(f"{where}: the archive lists {path!r} twice")
+            reader = tar.extractfile(info)
+            digest, size = hashlib.sha256(), 0
+            if reader is not None:
+                while chunk := reader.read(_CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+            members[path] = _Member(size, digest.hexdigest())
+    return members
+
+
+def _copy_member(
+    archive: Path,
+    path: str,
+    dest: Path,
+    where: str,
+    *,
+    skip: int,
+    progress: ProgressCallback | None,
+) -> str:
+    """Write member ``path`` (minus its first ``skip`` bytes) to ``dest``; its sha256."""
+    with _open_stream(archive, where) as tar:
+        for info in tar:
+            if not info.isreg() or _member_path(info.name, where) != path:
+                continue
+            reader = tar.extractfile(info)
+            if reader is None:  # pragma: no cover (isreg() members always have data)
+                break
+            return _copy(reader, dest, skip=skip, progress=progress)
+    raise SourceNotFoundError(f"{where}: the archive has no file {path!r}")
+
+
+def _copy(reader: IO[bytes], dest: Path, *, skip: int, progress: ProgressCallback | None) -> str:
+    digest = hashlib.sha256()
+    with dest.open("ab" if skip else "wb") as fh:
+        while chunk := reader.read(_CHUNK):
+            digest.update(chunk)
+            if skip:
+                drop = min(skip, len(chunk))
+                chunk, skip = chunk[drop:], skip - drop
+                if not chunk:
+                    continue
+            fh.write(chunk)
+            if progress is not None:
+                progress(len(chunk))
+    return digest.hexdigest()
