@@ -1,0 +1,420 @@
+"""``s3://`` against moto's standalone S3 server, started as a real process on 127.0.0.1.
+
+The server runs with IAM authentication on (``INITIAL_NO_AUTH_ACTION_COUNT=3``: the fixture's
+first three IAM calls create a user, its access key and an allow-all policy; every later
+request must be signed with a key moto knows). So the credential tests are real: a wrong
+secret gets ``SignatureDoesNotMatch``, an unknown key ``InvalidAccessKeyId``, and a user
+without a policy ``AccessDenied``. Not covered: anonymous requests (no credentials at all
+go out unsigned), because moto's auth mode answers unsigned requests with HTTP 500.
+
+Each test gets its own bucket holding ``models/tiny/model.onnx`` (uploaded without a SHA-256
+checksum, so ``lock`` hashes it) and ``models/tiny/config.json`` (uploaded with one, so
+``lock`` takes S3's digest). The CLI runs as a child process with test AWS_* variables; the
+machine's ~/.aws files and instance metadata are switched off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from test_source_onnx_zoo import B, W, linear_onnx
+
+from modelmora.errors import SourceError
+from modelmora.lock import read_lock
+from modelmora.sources import SourceContext, make_source
+from modelmora.sources.base import RegistryConfig, RemoteFile
+from modelmora.testing.cli import run_cli
+
+boto3 = pytest.importorskip("boto3")
+
+pytestmark = pytest.mark.timeout(300)
+
+MOTO_SERVER = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "moto_server"
+CONFIG = b'{"labels": ["a", "b", "c"]}\n'
+ALLOW_ALL = json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+)
+
+
+@dataclass(frozen=True)
+class Moto:
+    url: str
+    key_id: str
+    secret: str
+    denied_key_id: str
+    denied_secret: str
+
+    def client(self, key_id: str | None = None, secret: str | None = None) -> Any:
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id=key_id or self.key_id,
+            aws_secret_access_key=secret or self.secret,
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[Moto]:
+    if not MOTO_SERVER.exists():
+        pytest.skip("moto[server] is not installed in .venv")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/moto-api/", timeout=1.0)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not start on {url}") from None
+                time.sleep(0.05)
+        iam = boto3.client(
+            "iam",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="bootstrap",
+            aws_secret_access_key="bootstrap",
+        )
+        iam.create_user(UserName="admin")
+        admin = iam.create_access_key(UserName="admin")["AccessKey"]
+        iam.put_user_policy(UserName="admin", PolicyName="all", PolicyDocument=ALLOW_ALL)
+        # From here on moto checks signatures and policies.
+        iam = boto3.client(
+            "iam",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id=admin["AccessKeyId"],
+            aws_secret_access_key=admin["SecretAccessKey"],
+        )
+        iam.create_user(UserName="nobody")
+        nobody = iam.create_access_key(UserName="nobody")["AccessKey"]
+        yield Moto(
+            url,
+            admin["AccessKeyId"],
+            admin["SecretAccessKey"],
+            nobody["AccessKeyId"],
+            nobody["SecretAccessKey"],
+        )
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def aws_env(moto: Moto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Test credentials in the environment the CLI children inherit; returns MODELMORA_HOME."""
+    for var in (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_DEFAULT_REGION",
+        "HF_HUB_OFFLINE",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto.key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto.secret)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("S3_ENDPOINT", moto.url)
+    home = tmp_path / "home"
+    monkeypatch.setenv("MODELMORA_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def bucket(moto: Moto, aws_env: Path) -> str:
+    name = f"models-{uuid.uuid4().hex[:12]}"
+    s3 = moto.client()
+    s3.create_bucket(Bucket=name)
+    s3.put_object(Bucket=name, Key="models/tiny/model.onnx", Body=linear_onnx())
+    s3.put_object(
+        Bucket=name, Key="models/tiny/config.json", Body=CONFIG, ChecksumAlgorithm="SHA256"
+    )
+    s3.put_object(Bucket=name, Key="models/tiny-other/README.md", Body=b"not in the prefix\n")
+    return name
+
+
+def write_project(root: Path, source: str, *, extra: str = "", registry: bool = True) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    registries = "registries:\n  s3: {endpoint: '${S3_ENDPOINT}'}\n" if registry else ""
+    (root / "modelmora.yml").write_text(
+        f"{registries}models:\n  tiny:\n    source: {source}\n{extra}"
+        "    benchmark: {batch_sizes: [1], seq_len: 8, warmup: 1, iterations: 2}\n"
+    )
+    return root
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def output(proc: subprocess.CompletedProcess[str]) -> str:
+    return proc.stdout + proc.stderr
+
+
+def blobs(home: Path) -> list[Path]:
+    return [p for p in (home / "blobs").rglob("*") if p.is_file()] if home.exists() else []
+
+
+def test_lock_pins_listing_etags_sizes_and_sha256_and_keeps_the_pin(
+    moto: Moto, bucket: str, tmp_path: Path
+) -> None:
+    root = write_project(tmp_path / "proj", f"s3://{bucket}/models/tiny")
+    proc = run_cli(root, "lock")
+    assert proc.returncode == 0, output(proc)
+    entry = read_lock(root / "modelmora.lock").models["tiny"]
+    assert entry.revision.startswith("s3-listing:") and len(entry.revision) == 11 + 64
+    files = {f.path: (f.size, f.sha256) for f in entry.files}
+    onnx = linear_onnx()
+    assert files == {
+        "config.json": (len(CONFIG), sha256(CONFIG)),
+        "model.onnx": (len(onnx), sha256(onnx)),
+    }
+    # moto's ETag of a single-part upload is the MD5 of the bytes, as on AWS.
+    assert entry.metadata == {
+        "etag:config.json": hashlib.md5(CONFIG).hexdigest(),
+        "etag:model.onnx": hashlib.md5(onnx).hexdigest(),
+    }
+    text = (root / "modelmora.lock").read_text()
+    assert moto.secret not in text and moto.key_id not in text and moto.url not in text
+
+    # The bucket moves: the pin holds until --upgrade.
+    moto.client().put_object(Bucket=bucket, Key="models/tiny/config.json", Body=b"{}\n")
+    assert run_cli(root, "lock").returncode == 0
+    assert read_lock(root / "modelmora.lock").models["tiny"].revision == entry.revision
+
+    # A new selection re-resolves at the pinned listing, which no longer exists.
+    manifest = root / "modelmora.yml"
+    manifest.write_text(
+        manifest.read_text().replace(
+            "    benchmark:", "    files: {exclude: ['*.md']}\n    benchmark:"
+        )
+    )
+    proc = run_cli(root, "lock")
+    assert proc.returncode == 1, output(proc)
+    assert "models.tiny: s3://" in output(proc) and "objects changed since" in output(proc)
+    assert "modelmora lock --upgrade" in output(proc) and "Traceback" not in output(proc)
+
+    proc = run_cli(root, "lock", "--upgrade")
+    assert proc.returncode == 0, output(proc)
+    upgraded = read_lock(root / "modelmora.lock").models["tiny"]
+    assert upgraded.revision != entry.revision
+    assert {f.path: f.sha256 for f in upgraded.files}["config.json"] == sha256(b"{}\n")
+
+
+def test_a_key_is_a_single_file_model(bucket: str, tmp_path: Path) -> None:
+    root = write_project(tmp_path / "proj", f"s3://{bucket}/models/tiny/config.json")
+    proc = run_cli(root, "lock")
+    assert proc.returncode == 0, output(proc)
+    entry = read_lock(root / "modelmora.lock").models["tiny"]
+    assert [(f.path, f.sha256) for f in entry.files] == [("config.json", sha256(CONFIG))]
+
+
+def test_install_passes_the_onnx_through_and_pull_fills_a_fresh_home(
+    bucket: str, aws_env: Path, tmp_path: Path
+) -> None:
+    root = write_project(tmp_path / "proj", f"s3://{bucket}/models/tiny")
+    proc = run_cli(root, "install", "--json")
+    assert proc.returncode == 0, output(proc)
+    model = json.loads(proc.stdout)["models"][0]
+    assert model["stages"]["convert"] == "ok" and model["stages"]["validate"] == "ok", model
+    artifact = model["artifacts"][0]
+    assert artifact["validated"] is True and artifact["max_abs_diff"] == 0.0
+    onnx_path = Path(artifact["path"]) / "model.onnx"
+    assert onnx_path.read_bytes() == linear_onnx()
+
+    import onnxruntime as ort
+
+    x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
+    (y,) = ort.InferenceSession(str(onnx_path)).run(None, {"x": x})
+    np.testing.assert_allclose(y, np.tanh(x @ W + B), atol=1e-6)
+
+    fresh = tmp_path / "home2"
+    proc = run_cli(root, "pull", "--json", env={"MODELMORA_HOME": str(fresh)})
+    assert proc.returncode == 0, output(proc)
+    snapshot = Path(json.loads(proc.stdout)["models"][0]["snapshot"])
+    assert (snapshot / "model.onnx").read_bytes() == linear_onnx()
+    assert (snapshot / "config.json").read_bytes() == CONFIG
+    assert len(blobs(fresh)) == 2
+
+
+@pytest.mark.parametrize(
+    ("key", "new_body", "message"),
+    [
+        (
+            "model.onnx",
+            linear_onnx(W * 2) + b"\0",
+            "model.onnx changed since modelmora.lock was written (now",
+        ),
+        # Same size, no S3 checksum: only the bytes can tell; the store refuses them.
+        ("model.onnx", linear_onnx(W * 2), "downloaded bytes do not match the lock"),
+        # Same size, but S3 has a SHA-256 checksum: refused before downloading.
+        (
+            "config.json",
+            CONFIG.replace(b'"a"', b'"z"'),
+            "config.json changed since modelmora.lock was written (S3's SHA-256",
+        ),
+    ],
+    ids=["size-changed", "same-size", "same-size-with-checksum"],
+)
+def test_pull_refuses_an_object_overwritten_after_lock(
+    moto: Moto, bucket: str, aws_env: Path, tmp_path: Path, key: str, new_body: bytes, message: str
+) -> None:
+    root = write_project(tmp_path / "proj", f"s3://{bucket}/models/tiny")
+    assert run_cli(root, "lock").returncode == 0
+    extra = {"ChecksumAlgorithm": "SHA256"} if key == "config.json" else {}
+    moto.client().put_object(Bucket=bucket, Key=f"models/tiny/{key}", Body=new_body, **extra)
+
+    proc = run_cli(root, "pull", "tiny")
+    assert proc.returncode == 1, output(proc)
+    assert message in output(proc) and key in output(proc), output(proc)
+    assert "Traceback" not in output(proc)
+    stored = {p.name for p in blobs(aws_env)}
+    locked = {f.path: f.sha256 for f in read_lock(root / "modelmora.lock").models["tiny"].files}
+    assert locked[key] not in stored and sha256(new_body) not in stored
+
+
+def test_fetch_sends_if_match_and_resumes_with_range(
+    moto: Moto, bucket: str, tmp_path: Path
+) -> None:
+    """In process: the ETag race (listing still matches, object replaced) and Range resume."""
+    context = SourceContext(
+        project_dir=tmp_path, registries={"s3": RegistryConfig(endpoint=moto.url)}
+    )
+    source = make_source({"source": f"s3://{bucket}/models/tiny"}, context)
+    resolution = source.resolve()
+    # config.json was uploaded with a SHA-256 checksum: S3's digest is used as is.
+    assert {f.path: f.sha256 for f in resolution.files} == {
+        "config.json": sha256(CONFIG),
+        "model.onnx": None,
+    }
+    onnx = linear_onnx()
+    file = RemoteFile(path="model.onnx", size=len(onnx), sha256=sha256(onnx))
+
+    dest = tmp_path / "part"
+    dest.write_bytes(onnx[:100])
+    seen: list[int] = []
+    source.fetch(resolution.revision, file, dest, offset=100, progress=seen.append)
+    assert dest.read_bytes() == onnx and sum(seen) == len(onnx) - 100
+
+    moto.client().put_object(Bucket=bucket, Key="models/tiny/model.onnx", Body=b"replaced")
+    with pytest.raises(
+        SourceError, match=r"model\.onnx changed since .* \(its ETag no longer matches\)"
+    ):
+        source.fetch(resolution.revision, file, tmp_path / "again")
+
+
+def test_lock_fails_clearly(moto: Moto, bucket: str, aws_env: Path, tmp_path: Path) -> None:
+    """One child process per failure; each must name the cause and never leak a secret."""
+    unused = free_port()
+    cases: list[tuple[str, dict[str, str], bool, int, str]] = [
+        # The endpoint from AWS_ENDPOINT_URL when the manifest has no `s3` registry block.
+        (
+            "s3://no-such-bucket/models",
+            {"AWS_ENDPOINT_URL": moto.url},
+            False,
+            2,
+            "bucket 'no-such-bucket' does not exist",
+        ),
+        (f"s3://{bucket}/models/nothing-here", {}, True, 2, "no objects under"),
+        (
+            f"s3://{bucket}/models/tiny",
+            {"AWS_SECRET_ACCESS_KEY": "wrong-secret"},
+            True,
+            2,
+            "rejected the credentials in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
+            "(SignatureDoesNotMatch)",
+        ),
+        (
+            f"s3://{bucket}/models/tiny",
+            {"AWS_ACCESS_KEY_ID": "AKIAUNKNOWN000000000"},
+            True,
+            2,
+            "(InvalidAccessKeyId)",
+        ),
+        (
+            f"s3://{bucket}/models/tiny",
+            {"AWS_ACCESS_KEY_ID": moto.denied_key_id, "AWS_SECRET_ACCESS_KEY": moto.denied_secret},
+            True,
+            2,
+            f"access to bucket '{bucket}' denied",
+        ),
+        (
+            f"s3://{bucket}/models/tiny",
+            {"S3_ENDPOINT": f"http://127.0.0.1:{unused}"},
+            True,
+            1,
+            f"S3 endpoint http://127.0.0.1:{unused} unreachable after 3 attempts: "
+            "could not connect",
+        ),
+        (f"s3://{bucket}/models/tiny", {"HF_HUB_OFFLINE": "1"}, True, 1, "offline mode"),
+        ("s3://Bad_Bucket/x", {}, True, 2, "expected s3://BUCKET[/PREFIX]"),
+    ]
+    for i, (source, env, registry, code, message) in enumerate(cases):
+        root = write_project(tmp_path / f"p{i}", source, registry=registry)
+        started = time.monotonic()
+        proc = run_cli(root, "lock", env=env)
+        text = output(proc)
+        assert (proc.returncode, message in text) == (code, True), (source, env, text)
+        assert "Traceback" not in text
+        # The lock step names the model; a malformed source string fails earlier, in parsing.
+        assert "models.tiny:" in text or "invalid s3 source" in text
+        assert moto.secret not in text and moto.denied_secret not in text
+        assert "wrong-secret" not in text
+        assert time.monotonic() - started < 20
+        assert not (root / "modelmora.lock").exists()
+    auth = run_cli(
+        write_project(tmp_path / "hint", f"s3://{bucket}/x"),
+        "lock",
+        env={"AWS_SECRET_ACCESS_KEY": "wrong-secret"},
+    )
+    assert "AWS_PROFILE" in output(auth)
+
+
+def test_missing_boto3_names_the_extra(bucket: str, tmp_path: Path) -> None:
+    """``sys.modules['boto3'] = None`` makes ``import boto3`` fail as if it were absent."""
+    import sys
+
+    root = write_project(tmp_path / "proj", f"s3://{bucket}/models/tiny")
+    code = "import sys; sys.modules['boto3'] = None; from modelmora.cli import main; main()"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "-C", str(root), "lock"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 2, output(proc)
+    assert "s3 sources need boto3" in output(proc)
+    assert "pip install 'modelmora[s3]'" in output(proc)
+    assert "Traceback" not in output(proc)
