@@ -117,3 +117,18 @@ def test_unknown_requested_output_is_400() -> None:
     )  # fmt: skip
     with pytest.raises(BadRequest, match="unknown output 'nope'"):
         encode_response(model_name="m", request=request, outputs={"y": np.zeros(1, np.float32)})
+
+
+def test_set_spin_reaches_the_worker_spec(artifacts: Artifacts) -> None:
+    """`--set NAME.spin=false` turns ORT thread spinning off for that model's worker only."""
+    from modelmora.cli.serve import _models
+    from modelmora.errors import UserInputError
+    from modelmora.serve.pool import worker_spec
+
+    models = _models((f"a={artifacts.emb}", f"b={artifacts.emb}"), ("a.spin=false", "b.threads=1"))
+    specs = {m.name: worker_spec(m) for m in models}
+    assert specs["a"].spin is False
+    assert specs["b"].spin is True  # ORT's default
+    assert specs["b"].threads == 1
+    with pytest.raises(UserInputError, match="spin"):
+        _models((f"a={artifacts.emb}",), ("a.spin=sometimes",))

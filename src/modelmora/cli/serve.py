@@ -13,7 +13,7 @@ from modelmora.cli.app import main
 from modelmora.errors import UserInputError
 
 _SERVE_FIELDS = ("max_batch_size", "max_queue_delay_ms", "max_queue_size", "priority", "keep_alive")
-_MODEL_FIELDS = ("task", "backend", "onnx_file", "threads")
+_MODEL_FIELDS = ("task", "backend", "onnx_file", "threads", "spin")
 
 
 def _split(arg: str, sep: str, option: str, form: str) -> tuple[str, str]:

@@ -9,8 +9,9 @@ a change to ``files`` re-resolves at the *locked* revision; only a changed ``sou
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,7 @@ from modelmora.sources import (
     SourceContext,
     is_builtin,
     make_source,
+    parse_source,
     safe_relpath,
 )
 
@@ -100,6 +102,20 @@ def resolve_lock(
     return LockResult(LockFile(models=models), tuple(changes))
 
 
+@contextmanager
+def _attributed(name: str, scheme: str) -> Iterator[None]:
+    """Errors name the model; a plugin's unexpected exception also names the plugin."""
+    try:
+        yield
+    except ModelMoraError as exc:
+        exc.message = f"models.{name}: {exc.message}"
+        raise
+    except Exception as exc:
+        if is_builtin(scheme):
+            raise  # our bug: keep the traceback
+        raise ModelMoraError(f"models.{name}: source plugin {scheme!r} failed: {exc}") from exc
+
+
 def _lock_one(
     name: str,
     spec: dict[str, Any],
@@ -107,7 +123,9 @@ def _lock_one(
     context: SourceContext,
     upgrade: bool,
 ) -> tuple[LockedModel, ModelChange]:
-    source = make_source(spec, context)
+    scheme = parse_source(str(spec["source"]))[0]
+    with _attributed(name, scheme):
+        source = make_source(spec, context)
     same_bytes_spec = old is not None and all(
         old.spec.get(k) == spec.get(k) for k in RESOLUTION_FIELDS
     )
@@ -120,18 +138,9 @@ def _lock_one(
     pinned = None
     if old is not None and not upgrade and old.source == spec["source"] and not source.local:
         pinned = old.revision  # files changed: same commit, new selection
-    try:
+    with _attributed(name, scheme):
         resolution = source.resolve(pinned)
         files = tuple(_locked_file(source, resolution.revision, f, name) for f in resolution.files)
-    except ModelMoraError as exc:
-        exc.message = f"models.{name}: {exc.message}"
-        raise
-    except Exception as exc:
-        if is_builtin(source.scheme):
-            raise  # our bug: keep the traceback
-        raise ModelMoraError(
-            f"models.{name}: source plugin {source.scheme!r} failed: {exc}"
-        ) from exc
     if not files:
         raise SourceError(f"models.{name}: {spec['source']} resolved to no files")
     entry = LockedModel(

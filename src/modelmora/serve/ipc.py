@@ -40,6 +40,7 @@ class WorkerSpec:
     task: str
     provider: str
     threads: int = 0
+    spin: bool = True
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from modelmora.serve.ipc import (
 )
 from modelmora.serve.metrics import ServeMetrics
 
-__all__ = ["WorkerFailure", "WorkerHandle", "WorkerPool"]
+__all__ = ["WorkerFailure", "WorkerHandle", "WorkerPool", "worker_spec"]
 
 log = logging.getLogger("modelmora.serve")
 
@@ -83,6 +83,19 @@ def _bare_main() -> Iterator[None]:
         sys.modules["__main__"] = real
 
 
+def worker_spec(model: ServedModel) -> WorkerSpec:
+    """What the worker process is told about its model (plain data, cheap to pickle)."""
+    return WorkerSpec(
+        name=model.name,
+        artifact_dir=str(model.artifact_dir),
+        onnx_file=model.onnx_file,
+        task=model.task,
+        provider=model.provider,
+        threads=model.threads,
+        spin=model.spin,
+    )
+
+
 class WorkerHandle:
     """The router's side of one worker process."""
 
@@ -109,17 +122,9 @@ class WorkerHandle:
 
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe(duplex=True)
-        spec = WorkerSpec(
-            name=self.model.name,
-            artifact_dir=str(self.model.artifact_dir),
-            onnx_file=self.model.onnx_file,
-            task=self.model.task,
-            provider=self.model.provider,
-            threads=self.model.threads,
-        )
         proc = ctx.Process(
             target=worker.main,
-            args=(child, spec),
+            args=(child, worker_spec(self.model)),
             name=f"modelmora-worker-{self.model.name}",
             daemon=True,
         )

@@ -107,9 +107,9 @@ class _Runner:
         options = ort.SessionOptions()
         if spec.threads > 0:
             options.intra_op_num_threads = spec.threads
-        # Idle ORT threads busy-wait by default; next to a router and other workers on the same
-        # cores that spinning steals the CPU the rest of the request path needs.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if spec.spin else "0"
+        )
         self.session = ort.InferenceSession(
             str(self.dir / spec.onnx_file), sess_options=options, providers=[spec.provider]
         )
