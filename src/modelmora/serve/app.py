@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -26,6 +25,7 @@ from modelmora.serve import openai_routes, v2_routes
 from modelmora.serve.config import ServedModel, ServerSettings
 from modelmora.serve.errors import ServeError
 from modelmora.serve.state import ServeState
+from modelmora.serve.wire import dumps
 
 __all__ = ["ServeApp", "create_app"]
 
@@ -42,7 +42,7 @@ def _error_body(path: str, status: int, message: str, code: str) -> bytes:
         }
     else:
         doc = {"error": message}
-    return json.dumps(doc).encode("utf-8")
+    return dumps(doc)
 
 
 def _error_response(

@@ -9,7 +9,6 @@ output, for clients that speak the Open Inference Protocol.
 from __future__ import annotations
 
 import base64
-import json
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelmora.serve.errors import BadRequest
 from modelmora.serve.state import ServeState, parse_priority, parse_timeout_ms
+from modelmora.serve.wire import dumps
 
 __all__ = [
     "ClassifyRequest",
@@ -58,12 +58,8 @@ def _state(request: Request) -> ServeState:
     return state
 
 
-def _dumps(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, separators=(",", ":")).encode("utf-8")
-
-
 def _json(doc: dict[str, Any]) -> Response:
-    return Response(content=_dumps(doc), media_type="application/json")
+    return Response(content=dumps(doc), media_type="application/json")
 
 
 def _model_entry(state: ServeState, name: str) -> dict[str, Any]:
@@ -131,9 +127,9 @@ async def embeddings_reply(
             if body.encoding_format == "base64":
                 value = base64.b64encode(row.astype("<f4").tobytes()).decode("ascii")
             else:
-                value = row.tolist()
+                value = row
             data.append({"object": "embedding", "index": i, "embedding": value})
-        return _dumps(
+        return dumps(
             {
                 "object": "list",
                 "data": data,
@@ -167,7 +163,7 @@ async def classify_reply(
                     "scores": scores,
                 }
             )
-        return _dumps(
+        return dumps(
             {
                 "object": "list",
                 "data": data,

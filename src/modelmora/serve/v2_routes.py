@@ -9,7 +9,6 @@ ONNX graph's own tensors. Request ``parameters.priority`` (larger = sooner) and
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ from modelmora.serve.errors import BadRequest
 from modelmora.serve.ipc import ModelInfo
 from modelmora.serve.state import ServeState, parse_priority, parse_timeout_ms
 from modelmora.serve.v2codec import DTYPES, InferRequest, decode_request, encode_response
+from modelmora.serve.wire import dumps
 
 __all__ = ["router"]
 
@@ -33,7 +33,7 @@ def _state(request: Request) -> ServeState:
 
 def _json(doc: Any, status: int = 200) -> Response:
     return Response(
-        content=json.dumps(doc, separators=(",", ":")).encode(),
+        content=dumps(doc),
         status_code=status,
         media_type="application/json",
     )

@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelmora.serve.errors import BadRequest
+from modelmora.serve.wire import dumps
 
 __all__ = [
     "DTYPES",
@@ -199,11 +200,10 @@ def _bytes_payload(arr: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def _json_data(arr: np.ndarray) -> list[Any]:
+def _json_data(arr: np.ndarray) -> list[Any] | np.ndarray:
     if arr.dtype == np.object_:
         return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in arr.reshape(-1)]
-    values: list[Any] = arr.reshape(-1).tolist()
-    return values
+    return np.ascontiguousarray(arr).reshape(-1)
 
 
 def encode_response(
@@ -250,7 +250,7 @@ def encode_response(
     doc: dict[str, Any] = {"model_name": model_name, "model_version": "1", "outputs": described}
     if request.id is not None:
         doc["id"] = request.id
-    head = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    head = dumps(doc)
     if not blobs:
         return head, {"Content-Type": "application/json"}
     return head + b"".join(blobs), {
