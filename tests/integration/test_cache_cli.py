@@ -40,6 +40,27 @@ def test_ls_and_path(hub: HubEmulator, home: Path, tmp_path: Path, run_cli: CliR
     assert missing.returncode == 2 and "not in modelmora.lock: zzz" in missing.stderr
 
 
+def test_first_pull_leaves_the_index_to_its_first_reader(
+    hub: HubEmulator, home: Path, tmp_path: Path, run_cli: CliRunner
+) -> None:
+    """A fresh home's first pull writes no index; the first reader builds it, silently."""
+    project = _pulled(hub, tmp_path, run_cli)
+    assert not (home / "index.duckdb").exists()
+    ls = run_cli(project.dir, "cache", "ls", "--json")
+    assert ls.returncode == 0, ls.stderr
+    assert [r["name"] for r in json.loads(ls.stdout)] == ["m"]
+    assert "warning" not in ls.stderr
+    assert (home / "index.duckdb").exists()
+
+    # From now on pulls keep it current: a second model appears without a rebuild.
+    more = write_hub_project(
+        hub, tmp_path / "proj2", {"n": ("org/n", {"config.json": b'{"n": 2}'})}
+    )
+    assert run_cli(more.dir, "pull").returncode == 0
+    rows = json.loads(run_cli(project.dir, "cache", "ls", "--json").stdout)
+    assert sorted(r["name"] for r in rows) == ["m", "n"]
+
+
 def test_corrupt_or_deleted_index_is_rebuilt_saying_so(
     hub: HubEmulator, home: Path, tmp_path: Path, run_cli: CliRunner
 ) -> None:

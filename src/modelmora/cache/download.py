@@ -359,7 +359,8 @@ def pull_entries(
 
     ``project`` (directory, lock path) registers the project so that ``cache gc`` keeps
     what its lock references; it is recorded before any download so a concurrent gc
-    cannot collect blobs this pull is about to link.
+    cannot collect blobs this pull is about to link. The index is updated only when the
+    store already has one (see :meth:`Index.was_created`).
     """
     if jobs < 1:
         raise ModelMoraError(f"--jobs must be at least 1 (got {jobs})")
@@ -450,11 +451,12 @@ def pull_entries(
             pulled.snapshot = store.snapshot_dir(entry.name, pulled.content_digest)
         report.models.append(pulled)
 
-    if record_index:
-        from modelmora.cache.index import Index
+    from modelmora.cache.index import Index
 
+    index = Index(store, notify=notify)
+    if record_index and index.was_created():
         try:
-            Index(store, notify=notify).record_pull(
+            index.record_pull(
                 project=project_record,
                 snapshots=snapshots,
                 blobs=[(sha, owners[sha][1].size) for sha in sorted(ready)],

@@ -191,6 +191,10 @@ def _utc(when: datetime | None = None) -> datetime:
     return when.replace(microsecond=0)
 
 
+_CREATED_MARKER = ".index-created"
+"""Written once an index exists, so a missing index file means "lost", not "never built"."""
+
+
 def _is_lock_conflict(exc: Exception) -> bool:
     return "lock" in str(exc).lower() and "conflicting" in str(exc).lower()
 
@@ -271,7 +275,7 @@ class Index:
         import duckdb
 
         # The marker tells "never had an index" (silent) from "the index was lost" (say so).
-        marker = self.store.root / ".index-created"
+        marker = self.store.root / _CREATED_MARKER
         reason = None if self.path.exists() or not marker.exists() else "missing"
         try:
             con = self._connect(self.path)
@@ -343,6 +347,16 @@ class Index:
         except OSError as exc:
             raise store_os_error("move aside the broken index", self.path, exc) from exc
         return f"{why}, moved to {aside.name}"
+
+    def was_created(self) -> bool:
+        """Whether this store has (or had) an index.
+
+        Until then there is nothing to keep up to date: the first command that reads the
+        index builds it from the store, which holds everything a pull records. So a first
+        pull on a fresh home (a CI job, a Docker layer) does not pay for importing DuckDB
+        and creating the schema (~0.2 s) after its last byte.
+        """
+        return self.path.exists() or (self.store.root / _CREATED_MARKER).exists()
 
     # -- writes ------------------------------------------------------------------------
     def record_pull(
@@ -436,7 +450,7 @@ class Index:
                 con.close()
             try:
                 os.replace(fresh, self.path)
-                (self.store.root / ".index-created").touch()
+                (self.store.root / _CREATED_MARKER).touch()
                 self.path.with_name(self.path.name + ".wal").unlink(missing_ok=True)
             except OSError as exc:
                 raise store_os_error("replace the index", self.path, exc) from exc
