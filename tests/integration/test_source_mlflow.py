@@ -33,12 +33,12 @@ import httpx
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
-from test_source_onnx_zoo import B, W, linear_onnx
 
 from modelmora.cli import main
 from modelmora.errors import SourceError
 from modelmora.lock import read_lock
 from modelmora.sources import RegistryConfig, RemoteFile, SourceContext, make_source
+from modelmora.testing.tiny_models import LINEAR_B, LINEAR_W, linear_onnx
 
 MLFLOW_BIN = Path(sys.executable).parent / "mlflow"
 pytestmark = [
@@ -160,7 +160,7 @@ def mlflow_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regist
         v1_dir.mkdir()
         (v1_dir / "model.onnx").write_bytes(linear_onnx())
         (v1_dir / "labels.txt").write_bytes(LABELS)
-        (root / "v2.onnx").write_bytes(linear_onnx(W * 2))
+        (root / "v2.onnx").write_bytes(linear_onnx(LINEAR_W * 2))
         register = subprocess.Popen(
             [sys.executable, "-c", REGISTER, url, str(v1_dir), str(root / "v2.onnx")],
             stdout=subprocess.PIPE,
@@ -332,7 +332,7 @@ def test_install_passes_the_registered_onnx_through_and_validates_it(
 
     x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
     (y,) = ort.InferenceSession(str(onnx_path)).run(None, {"x": x})
-    np.testing.assert_allclose(y, np.tanh(x @ W + B), atol=1e-6)
+    np.testing.assert_allclose(y, np.tanh(x @ LINEAR_W + LINEAR_B), atol=1e-6)
 
 
 def test_search_lists_registered_models_and_filters_on_the_task_tag(
@@ -514,7 +514,7 @@ def test_pull_refuses_an_artifact_changed_since_lock(
     assert locked["model.onnx"] == sha(linear_onnx())
 
     served = next(mlflow_registry.artifacts.rglob(f"{tamper['run_id']}/artifacts/model/model.onnx"))
-    served.write_bytes(linear_onnx(W * 3))  # same size, other weights
+    served.write_bytes(linear_onnx(LINEAR_W * 3))  # same size, other weights
     result = run(root, "pull", env=env)
     assert result.exit_code == 1, result.output
     assert "tampered/model.onnx: downloaded bytes do not match the lock" in result.output

@@ -21,31 +21,9 @@ from click.testing import CliRunner, Result
 from modelmora.cli import main
 from modelmora.lock import read_lock
 from modelmora.testing.hub_emulator import HubEmulator
+from modelmora.testing.tiny_models import LINEAR_B, LINEAR_W, linear_onnx
 
 pytestmark = pytest.mark.timeout(300)
-
-W = np.arange(12, dtype=np.float32).reshape(4, 3) / 10 - 0.5
-B = np.array([0.1, -0.2, 0.3], dtype=np.float32)
-
-
-def linear_onnx(w: np.ndarray = W) -> bytes:
-    """``y = tanh(x @ w + b)`` with a dynamic batch axis, opset 18."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "w"], ["xw"]),
-            helper.make_node("Add", ["xw", "b"], ["z"]),
-            helper.make_node("Tanh", ["z"], ["y"]),
-        ],
-        "tiny-linear",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
-        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(B, "b")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 8
-    return bytes(model.SerializeToString())
 
 
 @pytest.fixture
@@ -92,7 +70,7 @@ def test_lock_pins_commit_and_onnx_files_from_the_onnx_zoo_block(
     assert files["labels.txt"].sha256 == hashlib.sha256(b"a\nb\nc\n").hexdigest()
     assert entry.metadata["pipeline_tag"] == "image-classification"
 
-    hub.commit("onnxmodelzoo/tiny-linear", {"model.onnx": linear_onnx(W * 2)})
+    hub.commit("onnxmodelzoo/tiny-linear", {"model.onnx": linear_onnx(LINEAR_W * 2)})
     assert run(root, "lock", env=env).exit_code == 0
     assert read_lock(root / "modelmora.lock").models["linear"].revision == zoo["c1"]
 
@@ -142,4 +120,4 @@ def test_install_passes_the_zoo_graph_through_and_validates_it(
 
     x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
     (y,) = ort.InferenceSession(str(onnx_path)).run(None, {"x": x})
-    np.testing.assert_allclose(y, np.tanh(x @ W + B), atol=1e-6)
+    np.testing.assert_allclose(y, np.tanh(x @ LINEAR_W + LINEAR_B), atol=1e-6)

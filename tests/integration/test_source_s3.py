@@ -30,13 +30,13 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from test_source_onnx_zoo import B, W, linear_onnx
 
 from modelmora.errors import SourceError
 from modelmora.lock import read_lock
 from modelmora.sources import SourceContext, make_source
 from modelmora.sources.base import RegistryConfig, RemoteFile
 from modelmora.testing.cli import run_cli
+from modelmora.testing.tiny_models import LINEAR_B, LINEAR_W, linear_onnx
 
 boto3 = pytest.importorskip("boto3")
 
@@ -257,7 +257,7 @@ def test_install_passes_the_onnx_through_and_pull_fills_a_fresh_home(
 
     x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
     (y,) = ort.InferenceSession(str(onnx_path)).run(None, {"x": x})
-    np.testing.assert_allclose(y, np.tanh(x @ W + B), atol=1e-6)
+    np.testing.assert_allclose(y, np.tanh(x @ LINEAR_W + LINEAR_B), atol=1e-6)
 
     fresh = tmp_path / "home2"
     proc = run_cli(root, "pull", "--json", env={"MODELMORA_HOME": str(fresh)})
@@ -273,11 +273,11 @@ def test_install_passes_the_onnx_through_and_pull_fills_a_fresh_home(
     [
         (
             "model.onnx",
-            linear_onnx(W * 2) + b"\0",
+            linear_onnx(LINEAR_W * 2) + b"\0",
             "model.onnx changed since modelmora.lock was written (now",
         ),
         # Same size, no S3 checksum: only the bytes can tell; the store refuses them.
-        ("model.onnx", linear_onnx(W * 2), "downloaded bytes do not match the lock"),
+        ("model.onnx", linear_onnx(LINEAR_W * 2), "downloaded bytes do not match the lock"),
         # Same size, but S3 has a SHA-256 checksum: refused before downloading.
         (
             "config.json",

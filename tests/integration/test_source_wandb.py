@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 from pydantic import SecretStr
-from test_source_onnx_zoo import B, W, linear_onnx
 
 from modelmora.cli import main
 from modelmora.errors import AuthenticationError
@@ -31,6 +30,7 @@ from modelmora.lock import read_lock
 from modelmora.sources.base import RegistryConfig, RemoteFile, SourceContext
 from modelmora.sources.wandb import WandbSource
 from modelmora.testing.cli import run_cli
+from modelmora.testing.tiny_models import LINEAR_B, LINEAR_W, linear_onnx
 from modelmora.testing.wandb_emulator import PublishedVersion, WandbEmulator
 
 pytestmark = pytest.mark.timeout(120)
@@ -83,7 +83,10 @@ def test_lock_pins_the_alias_to_a_version_until_upgrade(
     wandb: WandbEmulator, v0: PublishedVersion, tmp_path: Path
 ) -> None:
     v1 = wandb.publish(
-        "acme", "vision", "tiny-linear", {"model.onnx": linear_onnx(W * 2), "labels.txt": LABELS}
+        "acme",
+        "vision",
+        "tiny-linear",
+        {"model.onnx": linear_onnx(LINEAR_W * 2), "labels.txt": LABELS},
     )  # latest → v1; production stays on v0
     root = write_project(tmp_path / "proj", f"{SOURCE}:production")
 
@@ -119,7 +122,7 @@ def test_lock_pins_the_alias_to_a_version_until_upgrade(
     assert upgraded.exit_code == 0, upgraded.output
     entry = read_lock(root / "modelmora.lock").models["linear"]
     assert (entry.revision, entry.metadata["wandb_artifact_id"]) == ("v1", v1.id)
-    assert [f.sha256 for f in entry.files] == [sha256(linear_onnx(W * 2))]
+    assert [f.sha256 for f in entry.files] == [sha256(linear_onnx(LINEAR_W * 2))]
 
 
 def test_install_passes_the_onnx_graph_through_and_validates_it(
@@ -149,7 +152,7 @@ def test_install_passes_the_onnx_graph_through_and_validates_it(
 
     x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
     (y,) = ort.InferenceSession(str(onnx_path)).run(None, {"x": x})
-    np.testing.assert_allclose(y, np.tanh(x @ W + B), atol=1e-6)
+    np.testing.assert_allclose(y, np.tanh(x @ LINEAR_W + LINEAR_B), atol=1e-6)
 
 
 def test_pull_refuses_bytes_changed_since_lock(
@@ -157,7 +160,7 @@ def test_pull_refuses_bytes_changed_since_lock(
 ) -> None:
     root = write_project(tmp_path / "proj", f"{SOURCE}:v0")
     assert lock(root, wandb).exit_code == 0
-    wandb.tamper("acme", "vision", "tiny-linear", "v0", "model.onnx", linear_onnx(W * 3))
+    wandb.tamper("acme", "vision", "tiny-linear", "v0", "model.onnx", linear_onnx(LINEAR_W * 3))
     proc = run_cli(root, "pull", env={"WB_URL": wandb.url, "WANDB_API_KEY": KEY}, timeout=120)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "linear/model.onnx: downloaded bytes do not match the lock" in proc.stderr

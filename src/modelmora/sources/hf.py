@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import os
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import quote
 
 from modelmora.errors import AuthenticationError, SourceError, SourceNotFoundError, UserInputError
@@ -31,7 +29,15 @@ from modelmora.sources.base import (
     SourceContext,
     safe_relpath,
 )
-from modelmora.sources.http import HttpStatusError, HttpTransportError, stream_to_file
+from modelmora.sources.http import (
+    HttpStatusError,
+    Transient,
+    raise_if_transient,
+    retrying,
+    short_reason,
+    stream_to_file,
+    transient_failures,
+)
 
 if TYPE_CHECKING:
     from modelmora.sources.search import SearchHit
@@ -39,29 +45,9 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_ENDPOINT", "HfSource", "hub_connection"]
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-BACKOFF_BASE_S = 0.2
-BACKOFF_CAP_S = 2.0
 _CHUNK = 1024 * 1024
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
-_ERRNO_RE = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
-_T = TypeVar("_T")
-
-
-class _Transient(Exception):
-    """A failure worth retrying; ``reason`` is short and safe to show."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class _HttpStatus(Exception):
-    """A non-success answer from the hub, carried to the shared error mapping."""
-
-    def __init__(self, status: int, error_code: str | None) -> None:
-        super().__init__(f"HTTP {status}")
-        self.status, self.error_code = status, error_code
 
 
 def _is_true(value: str | None) -> bool:
@@ -168,19 +154,20 @@ class HfSource(Source):
                     files_metadata=True,
                     timeout=self.context.timeout_s,
                 )
-            except requests.Timeout as exc:
-                raise _Transient(f"timed out after {self.context.timeout_s:g} s") from exc
+            except requests.Timeout:
+                raise Transient(f"timed out after {self.context.timeout_s:g} s") from None
             except requests.ConnectionError as exc:
-                raise _Transient(_short_reason(exc)) from exc
+                raise Transient(short_reason(exc)) from None
             except HfHubHTTPError as exc:
                 response = exc.response
                 if response is None:
                     raise
-                raise _HttpStatus(
-                    response.status_code, response.headers.get("X-Error-Code")
-                ) from exc
+                raise_if_transient(response.status_code)
+                raise self._status_error(
+                    response.status_code, response.headers.get("X-Error-Code"), revision, None
+                ) from None
 
-        info = self._with_retries(call, revision=revision, path=None)
+        info = retrying(call, retries=self.context.max_retries, unreachable=self._unreachable)
         sha = getattr(info, "sha", None)
         if not isinstance(sha, str) or not _SHA_RE.match(sha):
             raise SourceError(f"{self.origin}@{revision}: hub returned no valid commit sha")
@@ -257,43 +244,33 @@ class HfSource(Source):
             if start and start == file.size:
                 return
             try:
-                stream_to_file(
-                    url,
-                    dest,
-                    headers=headers,
-                    offset=start,
-                    timeout_s=self.context.timeout_s,
-                    progress=progress,
-                )
+                with transient_failures(self.context.timeout_s):
+                    stream_to_file(
+                        url,
+                        dest,
+                        headers=headers,
+                        offset=start,
+                        timeout_s=self.context.timeout_s,
+                        progress=progress,
+                    )
             except HttpStatusError as exc:
-                raise _HttpStatus(exc.status, exc.headers.get("X-Error-Code")) from None
-            except HttpTransportError as exc:
-                raise _Transient(str(exc)) from None
+                raise self._status_error(
+                    exc.status, exc.headers.get("X-Error-Code"), revision, path
+                ) from None
 
-        self._with_retries(call, revision=revision, path=path)
+        retrying(call, retries=self.context.max_retries, unreachable=self._unreachable)
 
-    # -- shared failure policy ---------------------------------------------------------
-    def _with_retries(self, call: Callable[[], _T], *, revision: str, path: str | None) -> _T:
-        attempts = 1 + max(self.context.max_retries, 0)
-        for attempt in range(1, attempts + 1):
-            try:
-                try:
-                    return call()
-                except _HttpStatus as exc:
-                    if exc.status >= 500 or exc.status == 429:
-                        raise _Transient(f"HTTP {exc.status}") from exc
-                    raise self._status_error(exc, revision, path) from None
-            except _Transient as exc:
-                if attempt == attempts:
-                    raise SourceError(
-                        f"hf hub unreachable at {self.endpoint} after {attempts} attempts: "
-                        f"{exc.reason}"
-                    ) from None
-                time.sleep(min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_CAP_S))
-        raise AssertionError("unreachable")  # pragma: no cover
+    # -- failures ----------------------------------------------------------------------
+    def _unreachable(self, attempts: int, reason: str) -> SourceError:
+        return SourceError(
+            f"hf hub unreachable at {self.endpoint} after {attempts} attempts: {reason}"
+        )
 
-    def _status_error(self, exc: _HttpStatus, revision: str, path: str | None) -> SourceError:
-        status, code, where = exc.status, exc.error_code, f"{self.origin}@{revision}"
+    def _status_error(
+        self, status: int, code: str | None, revision: str, path: str | None
+    ) -> SourceError:
+        """A final (not 429/5xx) answer as a message naming the repo, revision or file."""
+        where = f"{self.origin}@{revision}"
         if status in (401, 403):
             return self._auth_error(status)
         if status == 404 and code == "RevisionNotFound":
@@ -323,12 +300,3 @@ class HfSource(Source):
             "repository is private, gated, or does not exist",
             hint=f"set ${env} to a token with read access to {self.repo_id}",
         )
-
-
-def _short_reason(exc: BaseException) -> str:
-    """``[Errno 111] Connection refused`` → ``Connection refused`` (no URLs, no headers)."""
-    text = str(exc)
-    m = _ERRNO_RE.search(text)
-    if m:
-        return m.group(1).strip()
-    return type(exc).__name__ if len(text) > 200 or not text else text

@@ -1,22 +1,36 @@
-"""HTTP shared by every source: one pooled client for small requests, one byte pump for files.
+"""HTTP shared by every source: one pooled client, one byte pump, one retry policy.
 
 Creating an ``httpx.Client`` costs ~30 ms (it loads the CA bundle), so small requests share
 one, keyed on ``SSL_CERT_FILE``/``SSL_CERT_DIR`` so a changed trust store is honoured.
 File bodies go through urllib3 with 4 MiB reads instead: httpx reads 64 KiB at a time,
 which caps a single download at a fraction of what curl gets from the same server.
+
+Every registry fails the same way: a request that hit a timeout, a dropped connection, 429
+or 5xx is tried again (``1 + context.max_retries`` attempts, capped exponential backoff),
+then the source says which registry was unreachable where, after how many attempts, and
+the last short reason (:func:`retrying`, :class:`Transient`). Anything else fails at once,
+mapped by the source to its own message.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import urllib3
 
 READ_SIZE = 4 << 20
+BACKOFF_BASE_S = 0.2
+BACKOFF_CAP_S = 2.0
+_ERRNO_RE = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
+_T = TypeVar("_T")
 
 
 class HttpStatusError(Exception):
@@ -109,3 +123,75 @@ def stream_to_file(
 def _reason(exc: BaseException) -> str:
     reason = getattr(exc, "reason", None)
     return str(reason or exc).split(": ", 1)[-1][:200]
+
+
+class Transient(Exception):
+    """A failure another attempt may cure; ``reason`` is short and safe to show.
+
+    Safe means no URL, header or token: it ends up in the final "unreachable" message.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def short_reason(exc: BaseException) -> str:
+    """``[Errno 111] Connection refused`` → ``Connection refused``.
+
+    httpx and requests wrap the socket error in text that can carry the URL (with a query
+    string that may hold a signed credential); the errno text is what a user needs.
+    """
+    text = str(exc)
+    m = _ERRNO_RE.search(text)
+    if m:
+        return m.group(1).strip()
+    return type(exc).__name__ if len(text) > 200 or not text else text
+
+
+def raise_if_transient(status: int) -> None:
+    """429 and 5xx: the server is throttling or restarting, so a later attempt may succeed."""
+    if status == 429 or status >= 500:
+        raise Transient(f"HTTP {status}")
+
+
+@contextmanager
+def transient_failures(timeout_s: float) -> Iterator[None]:
+    """Turn what the shared client and :func:`stream_to_file` raise on a failure worth
+    retrying into :class:`Transient`: timeouts, connection errors, 429/5xx file answers.
+
+    Other ``HttpStatusError`` answers pass through, for the source to map (401, 404 …).
+    """
+    try:
+        yield
+    except httpx.TimeoutException:
+        raise Transient(f"timed out after {timeout_s:g} s") from None
+    except httpx.TransportError as exc:
+        raise Transient(short_reason(exc)) from None
+    except HttpTransportError as exc:
+        raise Transient(str(exc)) from None
+    except HttpStatusError as exc:
+        raise_if_transient(exc.status)
+        raise
+
+
+def retrying(
+    call: Callable[[], _T], *, retries: int, unreachable: Callable[[int, str], Exception]
+) -> _T:
+    """``call()``, again after each :class:`Transient` up to ``1 + retries`` attempts.
+
+    Backoff doubles from 0.2 s up to 2 s, so a blip costs well under a second while a dead
+    host fails in bounded time. After the last attempt, raises
+    ``unreachable(attempts, last reason)``: the registry's own wording and hint. Any other
+    exception ends the attempts at once.
+    """
+    attempts = 1 + max(retries, 0)
+    reason = ""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Transient as exc:
+            reason = exc.reason
+        if attempt < attempts:
+            time.sleep(min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_CAP_S))
+    raise unreachable(attempts, reason)

@@ -24,7 +24,6 @@ import os
 import posixpath
 import re
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,12 +43,13 @@ from modelmora.sources.base import (
     SourceContext,
     safe_relpath,
 )
-from modelmora.sources.hf import _short_reason
 from modelmora.sources.http import (
     HttpStatusError,
-    HttpTransportError,
+    raise_if_transient,
+    retrying,
     shared_client,
     stream_to_file,
+    transient_failures,
 )
 
 if TYPE_CHECKING:
@@ -63,8 +63,6 @@ SEARCH_ALIAS = "champion"
 """Search hits point at this alias when a model has it (MLflow's documented convention)."""
 TOKEN_ENV = "MLFLOW_TRACKING_TOKEN"
 BASIC_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-BACKOFF_BASE_S = 0.2
-BACKOFF_CAP_S = 2.0
 MAX_FILES = 10_000
 MAX_SEARCH = 1000
 _NAME_RE = re.compile(r"^[^/:@\s][^/:]*$")
@@ -255,14 +253,6 @@ def _connection(context: SourceContext, registry: str, origin: str) -> _Connecti
     return _Connection(endpoint.rstrip("/"), {}, env, False)
 
 
-class _Transient(Exception):
-    """Worth a retry; ``reason`` is short and safe to show."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 class _ApiError(Exception):
     """A final non-success answer, mapped to a user message by the caller."""
 
@@ -283,40 +273,29 @@ class _Api:
     """What auth errors say access is needed to (a model name, or "the registry")."""
 
     def with_retries(self, call: Callable[[], _T]) -> _T:
-        attempts = 1 + max(self.context.max_retries, 0)
-        for attempt in range(1, attempts + 1):
-            try:
-                return call()
-            except _Transient as exc:
-                if attempt == attempts:
-                    raise SourceError(
-                        f"{self.origin}: MLflow tracking server unreachable at "
-                        f"{self.conn.endpoint} after {attempts} attempts: {exc.reason}",
-                        hint="check that `mlflow server` runs there (and the endpoint / "
-                        "$MLFLOW_TRACKING_URI)",
-                    ) from None
-                time.sleep(min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_CAP_S))
-        raise AssertionError("unreachable")  # pragma: no cover
+        return retrying(call, retries=self.context.max_retries, unreachable=self._unreachable)
+
+    def _unreachable(self, attempts: int, reason: str) -> SourceError:
+        return SourceError(
+            f"{self.origin}: MLflow tracking server unreachable at {self.conn.endpoint} "
+            f"after {attempts} attempts: {reason}",
+            hint="check that `mlflow server` runs there (and the endpoint / $MLFLOW_TRACKING_URI)",
+        )
 
     def get(self, path: str, params: Mapping[str, str], schema: type[_W]) -> _W:
         url = f"{self.conn.endpoint}{path}"
 
         def call() -> httpx.Response:
-            try:
+            with transient_failures(self.context.timeout_s):
                 resp = shared_client().get(
                     url, params=params, headers=self.conn.headers, timeout=self.context.timeout_s
                 )
-            except httpx.TimeoutException:
-                raise _Transient(f"timed out after {self.context.timeout_s:g} s") from None
-            except httpx.TransportError as exc:
-                raise _Transient(_short_reason(exc)) from None
             if resp.status_code == 503 and "--serve-artifacts" in resp.text:
                 raise SourceError(
                     f"{self.origin}: {self.conn.endpoint} does not serve artifacts",
                     hint="restart it with `mlflow server --serve-artifacts`",
                 )
-            if resp.status_code >= 500 or resp.status_code == 429:
-                raise _Transient(f"HTTP {resp.status_code}")
+            raise_if_transient(resp.status_code)
             return resp
 
         resp = self.with_retries(call)
@@ -638,19 +617,16 @@ class MlflowSource(Source):
             if start and start == file.size:
                 return
             try:
-                stream_to_file(
-                    url,
-                    dest,
-                    headers=api.conn.headers,
-                    offset=start,
-                    timeout_s=self.context.timeout_s,
-                    progress=progress,
-                )
-            except HttpTransportError as exc:
-                raise _Transient(str(exc)) from None
+                with transient_failures(self.context.timeout_s):
+                    stream_to_file(
+                        url,
+                        dest,
+                        headers=api.conn.headers,
+                        offset=start,
+                        timeout_s=self.context.timeout_s,
+                        progress=progress,
+                    )
             except HttpStatusError as exc:
-                if exc.status >= 500 or exc.status == 429:
-                    raise _Transient(f"HTTP {exc.status}") from None
                 if exc.status in (401, 403):
                     raise api.auth_error(exc.status) from None
                 if exc.status == 404:

@@ -13,7 +13,6 @@ fail in bounded time like every other ModelMora request.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -32,8 +31,6 @@ __all__ = [
     "search_targets",
 ]
 
-BACKOFF_BASE_S = 0.2
-BACKOFF_CAP_S = 2.0
 MAX_LIMIT = 1000
 
 
@@ -106,37 +103,37 @@ def search_hub(
     if author:
         params["author"] = author
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    from modelmora.sources.http import shared_client
+    from modelmora.sources.http import (
+        raise_if_transient,
+        retrying,
+        shared_client,
+        transient_failures,
+    )
 
     url = f"{endpoint}/api/models"
-    attempts = 1 + max(context.max_retries, 0)
-    reason = ""
-    for attempt in range(1, attempts + 1):
-        try:
+
+    def call() -> list[SearchHit]:
+        with transient_failures(context.timeout_s):
             resp = shared_client().get(
                 url, params=params, headers=headers, timeout=context.timeout_s
             )
-        except httpx.TimeoutException:
-            reason = f"timed out after {context.timeout_s:g} s"
-        except httpx.TransportError as exc:
-            reason = type(exc).__name__ if not str(exc) else str(exc)[:200]
-        else:
-            if resp.status_code in (401, 403):
-                why = f"rejected the token from ${token_env}" if token else "requires a token"
-                raise AuthenticationError(
-                    f"{registry}: {endpoint} {why} (HTTP {resp.status_code})",
-                    hint=f"set ${token_env} to a valid token with read access",
-                )
-            if resp.status_code == 200:
-                return _hits(resp, registry=registry, to_source=to_source, endpoint=endpoint)
-            if resp.status_code < 500 and resp.status_code != 429:
-                raise SourceError(f"{registry}: {endpoint} answered HTTP {resp.status_code}")
-            reason = f"HTTP {resp.status_code}"
-        if attempt < attempts:
-            time.sleep(min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_CAP_S))
-    raise SourceError(
-        f"{registry}: hub unreachable at {endpoint} after {attempts} attempts: {reason}"
-    )
+        if resp.status_code in (401, 403):
+            why = f"rejected the token from ${token_env}" if token else "requires a token"
+            raise AuthenticationError(
+                f"{registry}: {endpoint} {why} (HTTP {resp.status_code})",
+                hint=f"set ${token_env} to a valid token with read access",
+            )
+        if resp.status_code == 200:
+            return _hits(resp, registry=registry, to_source=to_source, endpoint=endpoint)
+        raise_if_transient(resp.status_code)
+        raise SourceError(f"{registry}: {endpoint} answered HTTP {resp.status_code}")
+
+    def unreachable(attempts: int, reason: str) -> SourceError:
+        return SourceError(
+            f"{registry}: hub unreachable at {endpoint} after {attempts} attempts: {reason}"
+        )
+
+    return retrying(call, retries=context.max_retries, unreachable=unreachable)
 
 
 def _hits(

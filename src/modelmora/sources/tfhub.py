@@ -36,15 +36,13 @@ import os
 import re
 import tarfile
 import tempfile
-import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal, TypeVar
+from typing import IO, Literal
 
-import httpx
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -65,12 +63,13 @@ from modelmora.sources.base import (
     Source,
     safe_relpath,
 )
-from modelmora.sources.hf import _short_reason
 from modelmora.sources.http import (
     HttpStatusError,
-    HttpTransportError,
+    raise_if_transient,
+    retrying,
     shared_client,
     stream_to_file,
+    transient_failures,
 )
 
 __all__ = ["DEFAULT_KAGGLE_ENDPOINT", "DEFAULT_TFHUB_ENDPOINT", "TfHubSource", "parse_handle"]
@@ -81,8 +80,6 @@ DEFAULT_KAGGLE_ENDPOINT = "https://www.kaggle.com"
 DEFAULT_TFHUB_ENDPOINT = "https://tfhub.dev"
 USERNAME_ENV = "KAGGLE_USERNAME"
 KEY_ENV = "KAGGLE_KEY"
-BACKOFF_BASE_S = 0.2
-BACKOFF_CAP_S = 2.0
 _CHUNK = 1 << 20
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _VERSION = re.compile(r"^[1-9][0-9]{0,8}$")
@@ -121,7 +118,6 @@ _FORMS = (
     "tfhub://PUBLISHER/NAME/…/VERSION (a tfhub.dev handle, e.g. "
     "google/imagenet/mobilenet_v2_100_224/feature_vector/5)"
 )
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -157,14 +153,6 @@ class _ModelInstance(BaseModel):
 
     version_number: int = Field(alias="versionNumber", ge=1)
     """The instance's current (latest) version."""
-
-
-class _Transient(Exception):
-    """Worth a retry (connection error, timeout, 429, 5xx); ``reason`` is safe to show."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -280,12 +268,9 @@ class TfHubSource(Source):
         url = f"{self.endpoint}/api/v1/models/{self.handle.path}/get"
 
         def call() -> int:
-            try:
+            with transient_failures(self.context.timeout_s):
                 resp = shared_client().get(url, headers=self._auth, timeout=self.context.timeout_s)
-            except httpx.TimeoutException as exc:
-                raise _Transient(f"timed out after {self.context.timeout_s:g} s") from exc
-            except httpx.TransportError as exc:
-                raise _Transient(_short_reason(exc)) from exc
+            raise_if_transient(resp.status_code)
             if resp.status_code != 200:
                 raise self._status_error(resp.status_code, None)
             try:
@@ -296,7 +281,7 @@ class TfHubSource(Source):
                     f"(no valid versionNumber): {exc.errors()[0]['msg']}"
                 ) from None
 
-        return self._with_retries(call)
+        return retrying(call, retries=self.context.max_retries, unreachable=self._unreachable)
 
     # -- the archive cache ---------------------------------------------------------------
     def _cache_path(self, version: int) -> Path:
@@ -343,16 +328,15 @@ class TfHubSource(Source):
         def call() -> None:
             have = tmp.stat().st_size  # a retry resumes what the last attempt wrote
             try:
-                stream_to_file(
-                    url, tmp, headers=self._auth, offset=have, timeout_s=self.context.timeout_s
-                )
+                with transient_failures(self.context.timeout_s):
+                    stream_to_file(
+                        url, tmp, headers=self._auth, offset=have, timeout_s=self.context.timeout_s
+                    )
             except HttpStatusError as exc:
                 raise self._status_error(exc.status, version) from None
-            except HttpTransportError as exc:
-                raise _Transient(str(exc)) from None
 
         try:
-            self._with_retries(call)
+            retrying(call, retries=self.context.max_retries, unreachable=self._unreachable)
             with tmp.open("rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
@@ -389,26 +373,16 @@ class TfHubSource(Source):
             self._discard(archive)
             os.truncate(dest, offset)
 
-    # -- failure policy ----------------------------------------------------------------
-    def _with_retries(self, call: Callable[[], _T]) -> _T:
-        attempts = 1 + max(self.context.max_retries, 0)
-        for attempt in range(1, attempts + 1):
-            try:
-                return call()
-            except _Transient as exc:
-                if attempt == attempts:
-                    raise SourceError(
-                        f"{self.origin}: registry unreachable at {self.endpoint} after "
-                        f"{attempts} attempts: {exc.reason}",
-                        hint="check the network and registries.tfhub.endpoint",
-                    ) from None
-                time.sleep(min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_CAP_S))
-        raise AssertionError("unreachable")  # pragma: no cover
+    # -- failures ----------------------------------------------------------------------
+    def _unreachable(self, attempts: int, reason: str) -> SourceError:
+        return SourceError(
+            f"{self.origin}: registry unreachable at {self.endpoint} after {attempts} "
+            f"attempts: {reason}",
+            hint="check the network and registries.tfhub.endpoint",
+        )
 
-    def _status_error(self, status: int, version: int | None) -> Exception:
-        """Map an HTTP status; raises ``_Transient`` for the retryable ones."""
-        if status == 429 or status >= 500:
-            return _Transient(f"HTTP {status}")
+    def _status_error(self, status: int, version: int | None) -> ModelMoraError:
+        """A final (not 429/5xx) answer as a message naming the model or version."""
         if status in (401, 403):
             return self._auth_error(status)
         if status == 404:

@@ -25,7 +25,6 @@ import json
 import os
 import re
 import subprocess
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +46,6 @@ __all__ = ["DEFAULT_ENDPOINT", "TorchHubSource", "descriptor_bytes", "parse_loca
 
 DEFAULT_ENDPOINT = "https://github.com"
 HUBCONF = "hubconf.py"
-BACKOFF_BASE_S = 0.2
-BACKOFF_CAP_S = 2.0
 FETCH_TIMEOUT_FACTOR = 20
 """``git fetch`` moves whole packs: it gets ``timeout_s × 20`` (10 min by default)."""
 
@@ -419,35 +416,38 @@ class TorchHubSource(Source):
 
     def _git_remote(self, args: Sequence[str], *, fetch: bool = False) -> bytes:
         """Run a git command that talks to the remote, retrying transient failures."""
+        # Imported here: sources.http loads httpx (~70 ms), which git-only work never needs.
+        from modelmora.sources.http import Transient, retrying
+
         timeout = self.context.timeout_s * (FETCH_TIMEOUT_FACTOR if fetch else 1)
         command = ["git", *([f"--git-dir={self.mirror}"] if fetch else []), *args]
-        attempts = 1 + max(self.context.max_retries, 0)
-        reason = ""
-        for attempt in range(1, attempts + 1):
+
+        def call() -> bytes:
             try:
                 proc = _run(command, timeout=timeout)
             except subprocess.TimeoutExpired:
-                reason = f"timed out after {timeout:g} s"
-            else:
-                if proc.returncode == 0:
-                    return proc.stdout
-                stderr = proc.stderr.decode(errors="replace")
-                reason = _redact(_last_line(stderr))
-                if any(marker in stderr.lower() for marker in _NOT_FOUND):
-                    if fetch:
-                        raise SourceNotFoundError(
-                            f"{self.origin}: cannot fetch {args[-1]} from {self.shown_url}: "
-                            f"{reason}"
-                        )
+                raise Transient(f"timed out after {timeout:g} s") from None
+            if proc.returncode == 0:
+                return proc.stdout
+            stderr = proc.stderr.decode(errors="replace")
+            reason = _redact(_last_line(stderr))
+            if any(marker in stderr.lower() for marker in _NOT_FOUND):
+                if fetch:
                     raise SourceNotFoundError(
-                        f"{self.origin}: repository not found at {self.shown_url}",
-                        hint="check OWNER/REPO and registries.torchhub.endpoint",
+                        f"{self.origin}: cannot fetch {args[-1]} from {self.shown_url}: {reason}"
                     )
-            if attempt < attempts:
-                time.sleep(min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_CAP_S))
-        raise SourceError(
-            f"git remote {self.shown_url} unreachable after {attempts} attempts: {reason}"
-        )
+                raise SourceNotFoundError(
+                    f"{self.origin}: repository not found at {self.shown_url}",
+                    hint="check OWNER/REPO and registries.torchhub.endpoint",
+                )
+            raise Transient(reason)
+
+        def unreachable(attempts: int, reason: str) -> SourceError:
+            return SourceError(
+                f"git remote {self.shown_url} unreachable after {attempts} attempts: {reason}"
+            )
+
+        return retrying(call, retries=self.context.max_retries, unreachable=unreachable)
 
 
 def _git_env() -> dict[str, str]:

@@ -7,7 +7,6 @@ the revision; ``lock`` asks the server for the size and ``pull`` verifies the by
 from __future__ import annotations
 
 import posixpath
-import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -18,8 +17,11 @@ from modelmora.sources.base import ProgressCallback, RemoteFile, Resolution, Sou
 from modelmora.sources.http import (
     HttpStatusError,
     HttpTransportError,
+    raise_if_transient,
+    retrying,
     shared_client,
     stream_to_file,
+    transient_failures,
 )
 
 
@@ -54,33 +56,34 @@ class HttpsSource(Source):
         )
 
     def _request_size(self) -> int:
-        last: Exception | None = None
-        for attempt in range(self.context.max_retries):
-            try:
-                return self._size_once()
-            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
-                last = exc
-                time.sleep(min(0.2 * 2**attempt, 2.0))
-        raise SourceError(
-            f"{self.url}: unreachable after {self.context.max_retries} attempts: {last}"
-        )
+        def unreachable(attempts: int, reason: str) -> SourceError:
+            return SourceError(f"{self.url}: unreachable after {attempts} attempts: {reason}")
+
+        return retrying(self._size_once, retries=self.context.max_retries, unreachable=unreachable)
 
     def _size_once(self) -> int:
         client = shared_client()
-        resp = client.head(self.url, timeout=self.context.timeout_s)
+        with transient_failures(self.context.timeout_s):
+            resp = client.head(self.url, timeout=self.context.timeout_s)
+            self._check(resp)
+            length = resp.headers.get("content-length")
+            if length is not None:
+                return int(length)
+            # No length on HEAD: count the body once (the lock needs a size).
+            total = 0
+            with client.stream("GET", self.url, timeout=self.context.timeout_s) as body:
+                self._check(body)
+                for chunk in body.iter_bytes():
+                    total += len(chunk)
+            return total
+
+    def _check(self, resp: httpx.Response) -> None:
+        """404 and other final answers fail at once; 429/5xx are tried again."""
         if resp.status_code == 404:
             raise SourceNotFoundError(f"{self.url}: not found (HTTP 404)")
-        resp.raise_for_status()
-        length = resp.headers.get("content-length")
-        if length is not None:
-            return int(length)
-        # No length on HEAD: count the body once (the lock needs a size).
-        total = 0
-        with client.stream("GET", self.url, timeout=self.context.timeout_s) as body:
-            body.raise_for_status()
-            for chunk in body.iter_bytes():
-                total += len(chunk)
-        return total
+        raise_if_transient(resp.status_code)
+        if not resp.is_success:
+            raise SourceError(f"{self.url}: HTTP {resp.status_code}")
 
     def fetch(
         self,

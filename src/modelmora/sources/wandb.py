@@ -19,7 +19,8 @@ of the bytes W&B recorded. Later pulls are verified against the lock's sha256.
 
 Files are fetched from their ``directUrl`` (a signed storage URL, usually on another host:
 it gets *no* API key) or, when the server gives none, from ``url`` on the API host (with
-the key). Offline mode, retries and error mapping follow :mod:`modelmora.sources.hf`.
+the key). Offline mode and error mapping follow :mod:`modelmora.sources.hf`; retries are
+the shared policy of :mod:`modelmora.sources.http`.
 """
 
 from __future__ import annotations
@@ -29,14 +30,11 @@ import hashlib
 import os
 import re
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
@@ -55,12 +53,14 @@ from modelmora.sources.base import (
     SourceContext,
     safe_relpath,
 )
-from modelmora.sources.hf import BACKOFF_BASE_S, BACKOFF_CAP_S, _short_reason
 from modelmora.sources.http import (
     HttpStatusError,
-    HttpTransportError,
+    Transient,
+    raise_if_transient,
+    retrying,
     shared_client,
     stream_to_file,
+    transient_failures,
 )
 
 __all__ = ["DEFAULT_ENDPOINT", "TOKEN_ENV", "WandbLocation", "WandbSource", "parse_location"]
@@ -77,7 +77,6 @@ _LOCATION_RE = re.compile(
 )
 _VERSION_RE = re.compile(r"^v(\d+)$")
 _T = TypeVar("_T", bound=BaseModel)
-_R = TypeVar("_R")
 
 # What the wandb client asks to turn ``NAME:ALIAS`` into a version: the collection's
 # membership for the alias. Its ``versionIndex`` counts within *this* collection, which
@@ -273,14 +272,6 @@ def _md5_b64(path: Path) -> str:
     return base64.b64encode(h.digest()).decode()
 
 
-class _Transient(Exception):
-    """A failure worth retrying; ``reason`` is short and safe to show."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 class WandbSource(Source):
     """A W&B artifact version; revision = ``vN``. Every file of the artifact by default."""
 
@@ -452,32 +443,29 @@ class WandbSource(Source):
             if start and start == file.size:
                 return
             try:
-                stream_to_file(
-                    url,
-                    dest,
-                    headers=self._auth_headers() if same_host else {},
-                    offset=start,
-                    timeout_s=self.context.timeout_s,
-                    progress=progress,
-                )
+                with transient_failures(self.context.timeout_s):
+                    stream_to_file(
+                        url,
+                        dest,
+                        headers=self._auth_headers() if same_host else {},
+                        offset=start,
+                        timeout_s=self.context.timeout_s,
+                        progress=progress,
+                    )
             except HttpStatusError as exc:
                 status = exc.status
-                if status >= 500 or status == 429:
-                    raise _Transient(f"HTTP {status}") from None
                 if status in (401, 403) and same_host:
                     raise self._auth_error(status) from None
                 if status in (400, 401, 403) and not same_host:
                     # A signed storage URL expired: ask W&B for fresh ones and try again.
                     with self._listings_lock:
                         self._listings.pop(revision, None)
-                    raise _Transient(f"storage refused the signed URL (HTTP {status})") from None
+                    raise Transient(f"storage refused the signed URL (HTTP {status})") from None
                 if status == 404:
                     raise SourceNotFoundError(f"{where}: file {path!r} not found") from None
                 raise SourceError(f"{where}: downloading {path!r} failed: HTTP {status}") from None
-            except HttpTransportError as exc:
-                raise _Transient(str(exc)) from None
 
-        self._with_retries(call)
+        retrying(call, retries=self.context.max_retries, unreachable=self._unreachable)
         node = node_box[0] if node_box else None
         if file.sha256 is None and node is not None and node.digest:
             actual = _md5_b64(dest)
@@ -499,20 +487,15 @@ class WandbSource(Source):
         url = f"{self.endpoint}/graphql"
 
         def call() -> _T:
-            try:
+            with transient_failures(self.context.timeout_s):
                 resp = shared_client().post(
                     url,
                     json={"query": query, "variables": variables},
                     headers={"User-Agent": "modelmora", **self._auth_headers()},
                     timeout=self.context.timeout_s,
                 )
-            except httpx.TimeoutException as exc:
-                raise _Transient(f"timed out after {self.context.timeout_s:g} s") from exc
-            except httpx.TransportError as exc:
-                raise _Transient(_short_reason(exc)) from exc
             status = resp.status_code
-            if status >= 500 or status == 429:
-                raise _Transient(f"HTTP {status}")
+            raise_if_transient(status)
             if status in (401, 403):
                 raise self._auth_error(status)
             try:
@@ -533,21 +516,12 @@ class WandbSource(Source):
                 )
             return data
 
-        return self._with_retries(call)
+        return retrying(call, retries=self.context.max_retries, unreachable=self._unreachable)
 
-    def _with_retries(self, call: Callable[[], _R]) -> _R:
-        attempts = 1 + max(self.context.max_retries, 0)
-        for attempt in range(1, attempts + 1):
-            try:
-                return call()
-            except _Transient as exc:
-                if attempt == attempts:
-                    raise SourceError(
-                        f"{self.origin}: W&B unreachable at {self.endpoint} after {attempts} "
-                        f"attempts: {exc.reason}"
-                    ) from None
-                time.sleep(min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_CAP_S))
-        raise AssertionError("unreachable")  # pragma: no cover
+    def _unreachable(self, attempts: int, reason: str) -> SourceError:
+        return SourceError(
+            f"{self.origin}: W&B unreachable at {self.endpoint} after {attempts} attempts: {reason}"
+        )
 
     def _auth_error(self, status: int) -> AuthenticationError:
         env = self.token_env

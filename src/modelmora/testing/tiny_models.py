@@ -1,4 +1,4 @@
-"""Tiny, seeded Hugging Face models for tests: built locally, never downloaded.
+"""Tiny, seeded models for tests: built locally, never downloaded.
 
 A tiny BERT (2 layers, hidden 32, 1000-token WordPiece vocab of plain English words) exports
 to ONNX and validates in well under a second, so tests can exercise the real pipeline
@@ -7,6 +7,9 @@ to ONNX and validates in well under a second, so tests can exercise the real pip
 Building a model costs a torch + transformers import (seconds). The bytes of every model
 built in this process are kept in memory, keyed by the arguments, so later calls only write
 files; the same arguments always give the same bytes.
+
+:func:`linear_onnx` is smaller still: a three-node ONNX graph for tests of sources and
+installs, which need real, loadable model bytes but no tokenizer or framework.
 """
 
 from __future__ import annotations
@@ -18,7 +21,25 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TINY_BERT_CONFIG", "TINY_SENTENCES", "make_tiny_bert", "make_tiny_classifier"]
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "LINEAR_B",
+    "LINEAR_W",
+    "TINY_BERT_CONFIG",
+    "TINY_SENTENCES",
+    "linear_onnx",
+    "make_tiny_bert",
+    "make_tiny_classifier",
+]
+
+LINEAR_W: npt.NDArray[np.float32] = (
+    np.arange(12, dtype=np.float32).reshape(4, 3) / 10 - 0.5
+).astype(np.float32)
+"""Default weights of :func:`linear_onnx` (4 inputs → 3 outputs)."""
+LINEAR_B: npt.NDArray[np.float32] = np.array([0.1, -0.2, 0.3], dtype=np.float32)
+"""Bias of :func:`linear_onnx`: ``y = tanh(x @ w + LINEAR_B)``."""
 
 TINY_BERT_CONFIG: dict[str, Any] = {
     "vocab_size": 1000,
@@ -226,3 +247,28 @@ def make_tiny_classifier(
         raise ValueError(f"labels must be at least two distinct names, got {list(labels)!r}")
     key = ("classifier", seed, tuple(labels))
     return _materialize(key, lambda out: _build_classifier(out, seed, labels), dest)
+
+
+def linear_onnx(w: npt.NDArray[np.float32] = LINEAR_W) -> bytes:
+    """``y = tanh(x @ w + LINEAR_B)``, ``x`` of shape ``(batch, 4)``, opset 18, as bytes.
+
+    Deterministic, so tests can compare digests; pass other weights of the same shape
+    (e.g. ``LINEAR_W * 2``) for a file of the same size with other bytes, the case a
+    registry that changed behind a lock produces.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], ["z"]),
+            helper.make_node("Tanh", ["z"], ["y"]),
+        ],
+        "tiny-linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(LINEAR_B, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
