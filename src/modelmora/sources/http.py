@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import httpx
 import urllib3
+
+if TYPE_CHECKING:
+    import httpx
 
 READ_SIZE = 4 << 20
 BACKOFF_BASE_S = 0.2
@@ -52,6 +55,9 @@ def shared_client() -> httpx.Client:
 
 @cache
 def _client(cert_file: str | None, cert_dir: str | None) -> httpx.Client:
+    # Imported here: httpx costs ~60 ms, and downloads (urllib3) never need it.
+    import httpx
+
     return httpx.Client(
         follow_redirects=True,
         limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
@@ -164,14 +170,18 @@ def transient_failures(timeout_s: float) -> Iterator[None]:
     """
     try:
         yield
-    except httpx.TimeoutException:
-        raise Transient(f"timed out after {timeout_s:g} s") from None
-    except httpx.TransportError as exc:
-        raise Transient(short_reason(exc)) from None
     except HttpTransportError as exc:
         raise Transient(str(exc)) from None
     except HttpStatusError as exc:
         raise_if_transient(exc.status)
+        raise
+    except Exception as exc:
+        # Only a client that was imported can have raised: no need to import httpx here.
+        httpx = sys.modules.get("httpx")
+        if httpx is not None and isinstance(exc, httpx.TimeoutException):
+            raise Transient(f"timed out after {timeout_s:g} s") from None
+        if httpx is not None and isinstance(exc, httpx.TransportError):
+            raise Transient(short_reason(exc)) from None
         raise
 
 
