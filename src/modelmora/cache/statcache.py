@@ -86,7 +86,10 @@ class StatCache:
             for sha in remove:
                 entries.pop(sha, None)
             payload = {"version": _VERSION, "entries": {k: list(v) for k, v in entries.items()}}
-            atomic_write_bytes(self.path, json.dumps(payload, sort_keys=True).encode())
+            # A cache: torn by a crash it reads as empty and blobs are simply re-hashed.
+            atomic_write_bytes(
+                self.path, json.dumps(payload, sort_keys=True).encode(), durable=False
+            )
             self._entries = entries
 
     def clear(self) -> None:

@@ -294,9 +294,12 @@ class Store:
                 link_mode=_overall_mode(modes),
                 created_at=_now(),
             )
+            # Not fsynced: a record a crash leaves torn reads as "no snapshot" and the next
+            # pull re-links it from the (fsynced) blobs.
             atomic_write_bytes(
                 self.snapshot_record_path(entry.name, digest),
                 record.model_dump_json(indent=2).encode(),
+                durable=False,
             )
             return record
 
