@@ -150,6 +150,22 @@ def test_snapshot_is_a_plain_directory_of_the_repo_layout(tmp_path: Path, mode: 
     assert not any(p.name.startswith(".tmp-") for p in snap.parent.iterdir())
 
 
+def test_snapshot_torn_by_a_crash_is_rebuilt_by_the_next_pull(tmp_path: Path, store: Store) -> None:
+    """Snapshot records are not fsynced: an empty one (what a crash can leave) is no record."""
+    files = {"config.json": b'{"a": 1}', "w.bin": os.urandom(999)}
+    entry, src = make_model(tmp_path, "m", files)
+    pull_entries([entry], lambda e: source_for(tmp_path, src), store, record_index=False)
+    digest = entry.content_digest()
+    store.snapshot_record_path("m", digest).write_bytes(b"")
+    assert store.read_snapshot("m", digest) is None
+    source = source_for(tmp_path, src)
+    report = pull_entries([entry], lambda e: source, store, record_index=False)
+    assert source.calls == []  # the blobs were fine: nothing downloaded again
+    record = store.read_snapshot("m", digest)
+    assert record is not None and record.content_digest == digest
+    assert (report.models[0].snapshot / "w.bin").read_bytes() == files["w.bin"]
+
+
 def test_identical_files_across_models_are_stored_once(tmp_path: Path, store: Store) -> None:
     shared = os.urandom(5000)
     a, src_a = make_model(tmp_path, "a", {"shared.bin": shared, "a.txt": b"a"})
