@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -132,3 +133,34 @@ def test_set_spin_reaches_the_worker_spec(artifacts: Artifacts) -> None:
     assert specs["b"].threads == 1
     with pytest.raises(UserInputError, match="spin"):
         _models((f"a={artifacts.emb}",), ("a.spin=sometimes",))
+
+
+def test_pipe_messages_keep_small_arrays_in_band_and_large_ones_raw() -> None:
+    """One frame for an embedding-sized answer; raw out-of-band frames for big tensors."""
+    from multiprocessing import Pipe
+
+    from modelmora.serve.ipc import Output, recv_msg, send_msg
+
+    small = np.arange(384, dtype=np.float32)[None, :]
+    large = np.random.default_rng(0).random((64, 1024), dtype=np.float32)  # 256 KiB
+    a, b = Pipe()
+
+    def send(arrays: dict[str, np.ndarray]) -> threading.Thread:
+        # A big message outgrows the pipe's buffer: the writer needs a reader meanwhile.
+        t = threading.Thread(target=send_msg, args=(a, Output(arrays, np.array([3]))))
+        t.start()
+        return t
+
+    for arrays, frames in (({"embedding": small}, 0), ({"big": large, "e": small}, 1)):
+        sender = send(arrays)
+        raw = b.recv_bytes()
+        assert int.from_bytes(raw[:4], "little") == frames
+        extra = [b.recv_bytes() for _ in range(frames)]
+        sender.join()
+        assert all(len(f) == large.nbytes for f in extra)
+        sender = send(arrays)
+        got = recv_msg(b)
+        sender.join()
+        assert isinstance(got, Output)
+        for name, arr in arrays.items():
+            assert np.array_equal(got.arrays[name], arr) and got.arrays[name].dtype == arr.dtype

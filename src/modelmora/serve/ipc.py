@@ -1,9 +1,10 @@
 """What crosses the pipe between the router and a worker, and how.
 
-Messages are small frozen dataclasses pickled with protocol 5; numpy arrays travel as
-out-of-band buffers (their bytes are written to the pipe as-is, never copied into the pickle
-stream, never turned into JSON). Only the standard library and numpy are imported here
-because the worker imports this module before anything else.
+Messages are small frozen dataclasses pickled with protocol 5; numpy arrays of 64 KiB or
+more travel as out-of-band buffers (their bytes are written to the pipe as-is, never copied
+into the pickle stream), smaller ones inside it; none is ever turned into JSON. Only the
+standard library and numpy are imported here because the worker imports this module before
+anything else.
 """
 
 from __future__ import annotations
@@ -105,10 +106,22 @@ class Failed:
 Message = WorkerSpec | RunText | RunTensors | Stop | Ready | Output | Failed
 
 
+_IN_BAND_MAX = 64 * 1024
+"""Arrays smaller than this travel inside the pickle: one frame instead of three is worth
+more than the copy of, say, one 384-float embedding."""
+
+
 def send_msg(conn: Connection, msg: Message) -> None:
-    """Send ``msg`` as one header frame plus one raw frame per out-of-band buffer."""
+    """Send ``msg`` as one header frame plus one raw frame per large out-of-band buffer."""
     buffers: list[pickle.PickleBuffer] = []
-    header = pickle.dumps(msg, protocol=5, buffer_callback=buffers.append)
+
+    def in_band(buf: pickle.PickleBuffer) -> bool:
+        if buf.raw().nbytes < _IN_BAND_MAX:
+            return True
+        buffers.append(buf)
+        return False
+
+    header = pickle.dumps(msg, protocol=5, buffer_callback=in_band)
     conn.send_bytes(len(buffers).to_bytes(4, "little") + header)
     for buf in buffers:
         conn.send_bytes(buf.raw())
