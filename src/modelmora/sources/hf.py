@@ -30,13 +30,11 @@ from modelmora.sources.base import (
     safe_relpath,
 )
 from modelmora.sources.http import (
-    HttpStatusError,
     Transient,
+    download_resuming,
     raise_if_transient,
     retrying,
     short_reason,
-    stream_to_file,
-    transient_failures,
 )
 
 if TYPE_CHECKING:
@@ -235,30 +233,19 @@ class HfSource(Source):
             f"{quote(path, safe='/')}"
         )
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
-        starts = [offset]
-
-        def call() -> None:
-            start = starts.pop() if starts else (dest.stat().st_size if dest.exists() else 0)
-            if start > file.size:
-                start = 0
-            if start and start == file.size:
-                return
-            try:
-                with transient_failures(self.context.timeout_s):
-                    stream_to_file(
-                        url,
-                        dest,
-                        headers=headers,
-                        offset=start,
-                        timeout_s=self.context.timeout_s,
-                        progress=progress,
-                    )
-            except HttpStatusError as exc:
-                raise self._status_error(
-                    exc.status, exc.headers.get("X-Error-Code"), revision, path
-                ) from None
-
-        retrying(call, retries=self.context.max_retries, unreachable=self._unreachable)
+        download_resuming(
+            lambda: (url, headers),
+            dest,
+            size=file.size,
+            offset=offset,
+            timeout_s=self.context.timeout_s,
+            retries=self.context.max_retries,
+            refused=lambda exc: self._status_error(
+                exc.status, exc.headers.get("X-Error-Code"), revision, path
+            ),
+            unreachable=self._unreachable,
+            progress=progress,
+        )
 
     # -- failures ----------------------------------------------------------------------
     def _unreachable(self, attempts: int, reason: str) -> SourceError:

@@ -205,3 +205,43 @@ def retrying(
         if attempt < attempts:
             time.sleep(min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_CAP_S))
     raise unreachable(attempts, reason)
+
+
+def download_resuming(
+    target: Callable[[], tuple[str, Mapping[str, str]]],
+    dest: Path,
+    *,
+    size: int,
+    offset: int,
+    timeout_s: float,
+    retries: int,
+    refused: Callable[[HttpStatusError], Exception],
+    unreachable: Callable[[int, str], Exception],
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Download one file of known ``size`` into ``dest`` under the shared retry policy.
+
+    The first attempt appends from ``offset`` (what the caller already has); every later
+    one resumes from what is in ``dest`` by then, so a connection dropped at 90 % costs the
+    last 10 %. ``target()`` gives the URL and headers per attempt (registries that sign
+    URLs hand out fresh ones); ``refused`` maps a non-retryable HTTP answer to the
+    registry's error, and may return :class:`Transient` to ask for another attempt.
+    """
+    first = [offset]
+
+    def attempt() -> None:
+        url, headers = target()
+        start = first.pop() if first else (dest.stat().st_size if dest.exists() else 0)
+        if start > size:  # not a prefix of this file: start over
+            start = 0
+        if start and start == size:
+            return
+        try:
+            with transient_failures(timeout_s):
+                stream_to_file(
+                    url, dest, headers=headers, offset=start, timeout_s=timeout_s, progress=progress
+                )
+        except HttpStatusError as exc:
+            raise refused(exc) from None
+
+    retrying(attempt, retries=retries, unreachable=unreachable)

@@ -45,10 +45,10 @@ from modelmora.sources.base import (
 )
 from modelmora.sources.http import (
     HttpStatusError,
+    download_resuming,
     raise_if_transient,
     retrying,
     shared_client,
-    stream_to_file,
     transient_failures,
 )
 
@@ -273,9 +273,9 @@ class _Api:
     """What auth errors say access is needed to (a model name, or "the registry")."""
 
     def with_retries(self, call: Callable[[], _T]) -> _T:
-        return retrying(call, retries=self.context.max_retries, unreachable=self._unreachable)
+        return retrying(call, retries=self.context.max_retries, unreachable=self.unreachable)
 
-    def _unreachable(self, attempts: int, reason: str) -> SourceError:
+    def unreachable(self, attempts: int, reason: str) -> SourceError:
         return SourceError(
             f"{self.origin}: MLflow tracking server unreachable at {self.conn.endpoint} "
             f"after {attempts} attempts: {reason}",
@@ -608,38 +608,31 @@ class MlflowSource(Source):
                 self._roots[revision] = root
         api = self.api
         url = f"{api.conn.endpoint}{ARTIFACTS}/{quote(posixpath.join(root, path), safe='/')}"
-        starts = [offset]
 
-        def call() -> None:
-            start = starts.pop() if starts else (dest.stat().st_size if dest.exists() else 0)
-            if start > file.size:
-                start = 0
-            if start and start == file.size:
-                return
-            try:
-                with transient_failures(self.context.timeout_s):
-                    stream_to_file(
-                        url,
-                        dest,
-                        headers=api.conn.headers,
-                        offset=start,
-                        timeout_s=self.context.timeout_s,
-                        progress=progress,
-                    )
-            except HttpStatusError as exc:
-                if exc.status in (401, 403):
-                    raise api.auth_error(exc.status) from None
-                if exc.status == 404:
-                    raise SourceNotFoundError(
-                        f"{self.origin} ({revision}): file {path!r} no longer exists on "
-                        f"{api.conn.endpoint}",
-                        hint="run `modelmora lock --upgrade` if the model version changed",
-                    ) from None
-                raise SourceError(
-                    f"{self.origin} ({revision}): downloading {path!r} failed: HTTP {exc.status}"
-                ) from None
+        def refused(exc: HttpStatusError) -> Exception:
+            if exc.status in (401, 403):
+                return api.auth_error(exc.status)
+            if exc.status == 404:
+                return SourceNotFoundError(
+                    f"{self.origin} ({revision}): file {path!r} no longer exists on "
+                    f"{api.conn.endpoint}",
+                    hint="run `modelmora lock --upgrade` if the model version changed",
+                )
+            return SourceError(
+                f"{self.origin} ({revision}): downloading {path!r} failed: HTTP {exc.status}"
+            )
 
-        api.with_retries(call)
+        download_resuming(
+            lambda: (url, api.conn.headers),
+            dest,
+            size=file.size,
+            offset=offset,
+            timeout_s=self.context.timeout_s,
+            retries=self.context.max_retries,
+            refused=refused,
+            unreachable=api.unreachable,
+            progress=progress,
+        )
 
     # -- search ------------------------------------------------------------------------
     @classmethod

@@ -30,6 +30,7 @@ import hashlib
 import os
 import re
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,10 +57,10 @@ from modelmora.sources.base import (
 from modelmora.sources.http import (
     HttpStatusError,
     Transient,
+    download_resuming,
     raise_if_transient,
     retrying,
     shared_client,
-    stream_to_file,
     transient_failures,
 )
 
@@ -422,10 +423,10 @@ class WandbSource(Source):
         self._refuse_offline(f"download {file.path}")
         where = f"{self.origin}:{revision}"
         path = safe_relpath(file.path, origin=where)
-        starts = [offset]
         node_box: list[_FileNode] = []
+        same_host = [False]
 
-        def call() -> None:
+        def target() -> tuple[str, Mapping[str, str]]:
             node = self._listing(revision).get(path)
             if node is None:
                 raise SourceNotFoundError(f"{where}: W&B lists no file {path!r}")
@@ -436,36 +437,33 @@ class WandbSource(Source):
                     f"{where}: {path!r} has no download URL (a reference to external "
                     "storage?); only files stored in W&B are supported"
                 )
-            same_host = _origin(url) == _origin(self.endpoint)
-            start = starts.pop() if starts else (dest.stat().st_size if dest.exists() else 0)
-            if start > file.size:
-                start = 0
-            if start and start == file.size:
-                return
-            try:
-                with transient_failures(self.context.timeout_s):
-                    stream_to_file(
-                        url,
-                        dest,
-                        headers=self._auth_headers() if same_host else {},
-                        offset=start,
-                        timeout_s=self.context.timeout_s,
-                        progress=progress,
-                    )
-            except HttpStatusError as exc:
-                status = exc.status
-                if status in (401, 403) and same_host:
-                    raise self._auth_error(status) from None
-                if status in (400, 401, 403) and not same_host:
-                    # A signed storage URL expired: ask W&B for fresh ones and try again.
-                    with self._listings_lock:
-                        self._listings.pop(revision, None)
-                    raise Transient(f"storage refused the signed URL (HTTP {status})") from None
-                if status == 404:
-                    raise SourceNotFoundError(f"{where}: file {path!r} not found") from None
-                raise SourceError(f"{where}: downloading {path!r} failed: HTTP {status}") from None
+            same_host[0] = _origin(url) == _origin(self.endpoint)
+            return url, self._auth_headers() if same_host[0] else {}
 
-        retrying(call, retries=self.context.max_retries, unreachable=self._unreachable)
+        def refused(exc: HttpStatusError) -> Exception:
+            status = exc.status
+            if status in (401, 403) and same_host[0]:
+                return self._auth_error(status)
+            if status in (400, 401, 403) and not same_host[0]:
+                # A signed storage URL expired: ask W&B for fresh ones and try again.
+                with self._listings_lock:
+                    self._listings.pop(revision, None)
+                return Transient(f"storage refused the signed URL (HTTP {status})")
+            if status == 404:
+                return SourceNotFoundError(f"{where}: file {path!r} not found")
+            return SourceError(f"{where}: downloading {path!r} failed: HTTP {status}")
+
+        download_resuming(
+            target,
+            dest,
+            size=file.size,
+            offset=offset,
+            timeout_s=self.context.timeout_s,
+            retries=self.context.max_retries,
+            refused=refused,
+            unreachable=self._unreachable,
+            progress=progress,
+        )
         node = node_box[0] if node_box else None
         if file.sha256 is None and node is not None and node.digest:
             actual = _md5_b64(dest)
