@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
-import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
@@ -38,7 +37,7 @@ from modelmora.cli import main
 from modelmora.errors import SourceError
 from modelmora.lock import read_lock
 from modelmora.sources import RegistryConfig, RemoteFile, SourceContext, make_source
-from modelmora.testing.tiny_models import LINEAR_B, LINEAR_W, linear_onnx
+from modelmora.testing.tiny_models import LINEAR_W, check_linear_install, linear_onnx
 
 MLFLOW_BIN = Path(sys.executable).parent / "mlflow"
 pytestmark = [
@@ -321,18 +320,7 @@ def test_install_passes_the_registered_onnx_through_and_validates_it(
         timeout=240,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    model = json.loads(proc.stdout)["models"][0]
-    assert model["stages"]["convert"] == "ok" and model["stages"]["validate"] == "ok", model
-    artifact = model["artifacts"][0]
-    assert artifact["validated"] is True and artifact["max_abs_diff"] == 0.0
-    onnx_path = Path(artifact["path"]) / "model.onnx"
-    assert onnx_path.read_bytes() == linear_onnx()
-
-    import onnxruntime as ort
-
-    x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
-    (y,) = ort.InferenceSession(str(onnx_path)).run(None, {"x": x})
-    np.testing.assert_allclose(y, np.tanh(x @ LINEAR_W + LINEAR_B), atol=1e-6)
+    check_linear_install(proc.stdout)
 
 
 def test_search_lists_registered_models_and_filters_on_the_task_tag(

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 
 from modelmora.errors import SourceError
@@ -36,7 +35,7 @@ from modelmora.lock import read_lock
 from modelmora.sources import SourceContext, make_source
 from modelmora.sources.base import RegistryConfig, RemoteFile
 from modelmora.testing.cli import run_cli
-from modelmora.testing.tiny_models import LINEAR_B, LINEAR_W, linear_onnx
+from modelmora.testing.tiny_models import LINEAR_W, check_linear_install, linear_onnx
 
 boto3 = pytest.importorskip("boto3")
 
@@ -246,18 +245,7 @@ def test_install_passes_the_onnx_through_and_pull_fills_a_fresh_home(
     root = write_project(tmp_path / "proj", f"s3://{bucket}/models/tiny")
     proc = run_cli(root, "install", "--json")
     assert proc.returncode == 0, output(proc)
-    model = json.loads(proc.stdout)["models"][0]
-    assert model["stages"]["convert"] == "ok" and model["stages"]["validate"] == "ok", model
-    artifact = model["artifacts"][0]
-    assert artifact["validated"] is True and artifact["max_abs_diff"] == 0.0
-    onnx_path = Path(artifact["path"]) / "model.onnx"
-    assert onnx_path.read_bytes() == linear_onnx()
-
-    import onnxruntime as ort
-
-    x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
-    (y,) = ort.InferenceSession(str(onnx_path)).run(None, {"x": x})
-    np.testing.assert_allclose(y, np.tanh(x @ LINEAR_W + LINEAR_B), atol=1e-6)
+    check_linear_install(proc.stdout)
 
     fresh = tmp_path / "home2"
     proc = run_cli(root, "pull", "--json", env={"MODELMORA_HOME": str(fresh)})

@@ -272,3 +272,25 @@ def linear_onnx(w: npt.NDArray[np.float32] = LINEAR_W) -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
     return bytes(model.SerializeToString())
+
+
+def check_linear_install(install_json: str) -> Path:
+    """Check what ``modelmora install --json`` reported for a source serving :func:`linear_onnx`.
+
+    The registry tests share the end of their story: convert and validate ok, the ONNX passed
+    through byte for byte, and the installed file computes ``tanh(x @ w + b)`` in ONNX
+    Runtime. Returns the installed ``model.onnx`` for any further checks.
+    """
+    import onnxruntime as ort
+
+    model = json.loads(install_json)["models"][0]
+    stages = model["stages"]
+    assert stages["convert"] == "ok" and stages["validate"] == "ok", model
+    artifact = model["artifacts"][0]
+    assert artifact["validated"] is True and artifact["max_abs_diff"] == 0.0, artifact
+    onnx_path = Path(artifact["path"]) / "model.onnx"
+    assert onnx_path.read_bytes() == linear_onnx(), "the ONNX file was not passed through"
+    x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
+    (y,) = ort.InferenceSession(str(onnx_path)).run(None, {"x": x})
+    np.testing.assert_allclose(y, np.tanh(x @ LINEAR_W + LINEAR_B), atol=1e-6)
+    return onnx_path
