@@ -44,6 +44,13 @@ class Broken(Source):
 
     def fetch(self, revision, file, dest, *, offset=0, progress=None):
         raise RuntimeError("unreachable")
+
+
+class Picky(Broken):
+    scheme = "picky"
+
+    def configure(self):
+        raise ValueError(f"cannot parse {self.location!r}")
 """
 
 
@@ -60,6 +67,7 @@ def make_plugin(root: Path) -> Path:
             [modelmora.sources]
             acme = acme_models:AcmeSource
             broken = acme_models:Broken
+            picky = acme_models:Picky
             missing = acme_models.nowhere:Nothing
             """
         )
@@ -93,6 +101,12 @@ def test_failing_plugins_are_named(tmp_path: Path) -> None:
     assert raised.returncode == 1
     assert "source plugin 'broken'" in raised.stderr and "the acme API changed" in raised.stderr
     assert "Traceback" not in raised.stderr
+
+    (project / "modelmora.yml").write_text("models:\n  m:\n    source: picky://x\n")
+    refused = modelmora(project, site, "lock")
+    assert refused.returncode == 1
+    assert "models.m: source plugin 'picky' failed: cannot parse 'x'" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
     (project / "modelmora.yml").write_text("models:\n  m:\n    source: missing://x\n")
     unloadable = modelmora(project, site, "lock")
