@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from click.testing import CliRunner, Result
 
 from modelmora.cli import main
@@ -274,6 +275,34 @@ def test_bad_specs_fail_clearly_and_write_no_lock(
     assert message in result.output
     assert "Traceback" not in result.output
     assert not (root / "modelmora.lock").exists()
+
+
+def test_add_sets_trust_remote_code_and_registry_then_locks(
+    repos: Path, git_daemon: str, tmp_path: Path
+) -> None:
+    """`modelmora add` can write the two fields a torchhub model needs, then lock it."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "modelmora.yml").write_text(
+        f"registries:\n  mirror: {{endpoint: '{git_daemon}'}}\nmodels: {{}}\n"
+    )
+    refused = run(root, "add", "torchhub://acme/tinyhub/tiny", "--registry", "mirror")
+    assert refused.exit_code == 2 and "trust_remote_code: true" in refused.output
+    assert "tinyhub" not in (root / "modelmora.yml").read_text()  # restored
+
+    added = run(
+        root, "add", "torchhub://acme/tinyhub:v1/tiny", "--name", "tiny",
+        "--registry", "mirror", "--trust-remote-code",
+    )  # fmt: skip
+    assert added.exit_code == 0, added.output
+    spec = yaml.safe_load((root / "modelmora.yml").read_text())["models"]["tiny"]
+    assert spec == {
+        "source": "torchhub://acme/tinyhub:v1/tiny",
+        "registry": "mirror",
+        "trust_remote_code": True,
+    }
+    entry = read_lock(root / "modelmora.lock").models["tiny"]
+    assert entry.spec["trust_remote_code"] is True and len(entry.revision) == 40
 
 
 def test_install_runs_hubconf_exports_with_torch_and_passes_the_gate(

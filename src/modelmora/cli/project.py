@@ -36,6 +36,12 @@ def init(ctx: click.Context) -> None:
 @click.option("--name", help="Model name in modelmora.yml (default: derived from SOURCE).")
 @click.option("--task", help="Task, e.g. feature-extraction, text-classification.")
 @click.option("--sha256", help="Expected sha256 (required for https:// sources).")
+@click.option("--registry", help="Registry block of modelmora.yml to use (endpoint, token).")
+@click.option(
+    "--trust-remote-code",
+    is_flag=True,
+    help="Allow running the model's own code (required for torchhub:// sources).",
+)
 @click.option("--no-lock", is_flag=True, help="Only edit modelmora.yml; do not lock.")
 @click.pass_context
 def add(
@@ -44,6 +50,8 @@ def add(
     name: str | None,
     task: str | None,
     sha256: str | None,
+    registry: str | None,
+    trust_remote_code: bool,
     no_lock: bool,
 ) -> None:
     """Add a model to modelmora.yml (comments and order kept), then lock it.
@@ -58,6 +66,10 @@ def add(
         spec["task"] = task
     if sha256:
         spec["sha256"] = sha256
+    if registry:
+        spec["registry"] = registry
+    if trust_remote_code:
+        spec["trust_remote_code"] = True
     original = project.manifest_path.read_bytes()
     add_model(project.manifest_path, name, spec)
     click.echo(f"Added {name} ({source}) to {project.manifest_path.name}")
