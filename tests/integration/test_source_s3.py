@@ -10,7 +10,11 @@ go out unsigned), because moto's auth mode answers unsigned requests with HTTP 5
 Each test gets its own bucket holding ``models/tiny/model.onnx`` (uploaded without a SHA-256
 checksum, so ``lock`` hashes it) and ``models/tiny/config.json`` (uploaded with one, so
 ``lock`` takes S3's digest). The CLI runs as a child process with test AWS_* variables; the
-machine's ~/.aws files and instance metadata are switched off.
+machine's ~/.aws files and instance metadata are switched off. Tests that count S3 requests
+pull in process, with a botocore ``before-parameter-build`` hook on the source's client.
+
+"Old-style" locks are locks without the per-file ``etag`` field (written before it
+existed): pulls from them must still work, through the listing fallback.
 """
 
 from __future__ import annotations
@@ -30,10 +34,13 @@ from typing import Any
 import httpx
 import pytest
 
+from modelmora.cache import Store, pull
 from modelmora.errors import SourceError
-from modelmora.lock import read_lock
+from modelmora.lock import LockFile, read_lock, write_lock
+from modelmora.project import Project
 from modelmora.sources import SourceContext, make_source
-from modelmora.sources.base import RegistryConfig, RemoteFile
+from modelmora.sources.base import RegistryConfig
+from modelmora.sources.s3 import S3Source
 from modelmora.testing.cli import run_cli
 from modelmora.testing.tiny_models import LINEAR_W, check_linear_install, linear_onnx
 
@@ -185,6 +192,42 @@ def blobs(home: Path) -> list[Path]:
     return [p for p in (home / "blobs").rglob("*") if p.is_file()] if home.exists() else []
 
 
+def strip_etags(lock_path: Path) -> None:
+    """Rewrite the lock as modelmora wrote it before files carried an ``etag``."""
+    lock = read_lock(lock_path)
+    models = {
+        name: entry.model_copy(
+            update={"files": tuple(f.model_copy(update={"etag": None}) for f in entry.files)}
+        )
+        for name, entry in lock.models.items()
+    }
+    write_lock(lock_path, LockFile(models=models))
+    assert "etag" not in lock_path.read_text()
+
+
+@pytest.fixture
+def s3_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """(operation, key or prefix) of every S3 request in-process sources make from now on."""
+    calls: list[tuple[str, str]] = []
+    make_client = S3Source._make_client
+
+    def counting(self: S3Source) -> Any:
+        client = make_client(self)
+
+        def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+            calls.append((model.name, str(params.get("Key", params.get("Prefix", "")))))
+
+        client.meta.events.register("before-parameter-build.s3", record)
+        return client
+
+    monkeypatch.setattr(S3Source, "_make_client", counting)
+    return calls
+
+
+def lists(calls: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [c for c in calls if c[0].startswith("ListObjects")]
+
+
 def test_lock_pins_listing_etags_sizes_and_sha256_and_keeps_the_pin(
     moto: Moto, bucket: str, tmp_path: Path
 ) -> None:
@@ -193,18 +236,16 @@ def test_lock_pins_listing_etags_sizes_and_sha256_and_keeps_the_pin(
     assert proc.returncode == 0, output(proc)
     entry = read_lock(root / "modelmora.lock").models["tiny"]
     assert entry.revision.startswith("s3-listing:") and len(entry.revision) == 11 + 64
-    files = {f.path: (f.size, f.sha256) for f in entry.files}
+    files = {f.path: (f.size, f.sha256, f.etag) for f in entry.files}
     onnx = linear_onnx()
-    assert files == {
-        "config.json": (len(CONFIG), sha256(CONFIG)),
-        "model.onnx": (len(onnx), sha256(onnx)),
-    }
     # moto's ETag of a single-part upload is the MD5 of the bytes, as on AWS.
-    assert entry.metadata == {
-        "etag:config.json": hashlib.md5(CONFIG).hexdigest(),
-        "etag:model.onnx": hashlib.md5(onnx).hexdigest(),
+    assert files == {
+        "config.json": (len(CONFIG), sha256(CONFIG), hashlib.md5(CONFIG).hexdigest()),
+        "model.onnx": (len(onnx), sha256(onnx), hashlib.md5(onnx).hexdigest()),
     }
+    assert entry.metadata == {}
     text = (root / "modelmora.lock").read_text()
+    assert f'etag = "{hashlib.md5(CONFIG).hexdigest()}"' in text
     assert moto.secret not in text and moto.key_id not in text and moto.url not in text
 
     # The bucket moves: the pin holds until --upgrade.
@@ -231,12 +272,36 @@ def test_lock_pins_listing_etags_sizes_and_sha256_and_keeps_the_pin(
     assert {f.path: f.sha256 for f in upgraded.files}["config.json"] == sha256(b"{}\n")
 
 
-def test_a_key_is_a_single_file_model(bucket: str, tmp_path: Path) -> None:
+def test_a_key_is_a_single_file_model(
+    bucket: str, aws_env: Path, tmp_path: Path, s3_calls: list[tuple[str, str]]
+) -> None:
     root = write_project(tmp_path / "proj", f"s3://{bucket}/models/tiny/config.json")
     proc = run_cli(root, "lock")
     assert proc.returncode == 0, output(proc)
     entry = read_lock(root / "modelmora.lock").models["tiny"]
     assert [(f.path, f.sha256) for f in entry.files] == [("config.json", sha256(CONFIG))]
+
+    snapshot = pull(Project(root), store=Store(aws_env)).models[0].snapshot
+    assert snapshot is not None and (snapshot / "config.json").read_bytes() == CONFIG
+    assert s3_calls == [("GetObject", "models/tiny/config.json")]
+
+
+def test_a_file_named_like_its_directory_is_fetched_from_inside_it(
+    moto: Moto, bucket: str, tmp_path: Path, s3_calls: list[tuple[str, str]]
+) -> None:
+    """``s3://B/models/dup`` holding ``models/dup/dup``: the locked path is ``dup``, as for
+    a single-object model ``models/dup``; with no such object, fetch looks inside."""
+    moto.client().put_object(Bucket=bucket, Key="models/dup/dup", Body=CONFIG)
+    context = SourceContext(
+        project_dir=tmp_path, registries={"s3": RegistryConfig(endpoint=moto.url)}
+    )
+    (file,) = make_source({"source": f"s3://{bucket}/models/dup"}, context).resolve().files
+    assert (file.path, file.etag) == ("dup", hashlib.md5(CONFIG).hexdigest())
+    s3_calls.clear()
+    fresh = make_source({"source": f"s3://{bucket}/models/dup"}, context)
+    fresh.fetch("unused: the etag pins the bytes", file, tmp_path / "dup")
+    assert (tmp_path / "dup").read_bytes() == CONFIG
+    assert s3_calls == [("GetObject", "models/dup"), ("GetObject", "models/dup/dup")]
 
 
 def test_install_passes_the_onnx_through_and_pull_fills_a_fresh_home(
@@ -256,30 +321,78 @@ def test_install_passes_the_onnx_through_and_pull_fills_a_fresh_home(
     assert len(blobs(fresh)) == 2
 
 
-@pytest.mark.parametrize(
-    ("key", "new_body", "message"),
-    [
-        (
-            "model.onnx",
-            linear_onnx(LINEAR_W * 2) + b"\0",
-            "model.onnx changed since modelmora.lock was written (now",
-        ),
-        # Same size, no S3 checksum: only the bytes can tell; the store refuses them.
-        ("model.onnx", linear_onnx(LINEAR_W * 2), "downloaded bytes do not match the lock"),
-        # Same size, but S3 has a SHA-256 checksum: refused before downloading.
-        (
-            "config.json",
-            CONFIG.replace(b'"a"', b'"z"'),
-            "config.json changed since modelmora.lock was written (S3's SHA-256",
-        ),
-    ],
-    ids=["size-changed", "same-size", "same-size-with-checksum"],
-)
-def test_pull_refuses_an_object_overwritten_after_lock(
-    moto: Moto, bucket: str, aws_env: Path, tmp_path: Path, key: str, new_body: bytes, message: str
+@pytest.mark.parametrize("old_style", [False, True], ids=["etag-lock", "old-style-lock"])
+def test_pull_lists_the_prefix_only_for_old_style_locks(
+    bucket: str, tmp_path: Path, s3_calls: list[tuple[str, str]], old_style: bool
 ) -> None:
     root = write_project(tmp_path / "proj", f"s3://{bucket}/models/tiny")
     assert run_cli(root, "lock").returncode == 0
+    if old_style:
+        strip_etags(root / "modelmora.lock")
+    digest = read_lock(root / "modelmora.lock").models["tiny"].content_digest()
+
+    snapshot = pull(Project(root), store=Store(tmp_path / "home3")).models[0].snapshot
+    assert snapshot is not None
+    assert (snapshot / "model.onnx").read_bytes() == linear_onnx()
+    assert (snapshot / "config.json").read_bytes() == CONFIG
+    assert snapshot.name == digest  # the etag field does not rename the snapshot
+    gets = sorted(c for c in s3_calls if c[0] == "GetObject")
+    assert gets == [
+        ("GetObject", "models/tiny/config.json"),
+        ("GetObject", "models/tiny/model.onnx"),
+    ]
+    assert lists(s3_calls) == ([("ListObjectsV2", "models/tiny/")] if old_style else [])
+
+
+ETAG_MISMATCH = "changed since modelmora.lock was written (its ETag no longer matches)"
+
+
+@pytest.mark.parametrize(
+    ("key", "new_body", "old_style", "message"),
+    [
+        # With the lock's etag, If-Match refuses every overwrite before any byte arrives.
+        ("model.onnx", linear_onnx(LINEAR_W * 2) + b"\0", False, ETAG_MISMATCH),
+        ("model.onnx", linear_onnx(LINEAR_W * 2), False, ETAG_MISMATCH),
+        ("config.json", CONFIG.replace(b'"a"', b'"z"'), False, ETAG_MISMATCH),
+        # Old-style lock: the listing moved, so only size or S3's checksum can tell ...
+        (
+            "model.onnx",
+            linear_onnx(LINEAR_W * 2) + b"\0",
+            True,
+            "model.onnx changed since modelmora.lock was written (now",
+        ),
+        # ... or, with neither, the bytes: the store refuses them.
+        ("model.onnx", linear_onnx(LINEAR_W * 2), True, "downloaded bytes do not match the lock"),
+        (
+            "config.json",
+            CONFIG.replace(b'"a"', b'"z"'),
+            True,
+            "config.json changed since modelmora.lock was written (S3's SHA-256",
+        ),
+    ],
+    ids=[
+        "size-changed",
+        "same-size",
+        "same-size-with-checksum",
+        "old-style-size-changed",
+        "old-style-same-size",
+        "old-style-same-size-with-checksum",
+    ],
+)
+def test_pull_refuses_an_object_overwritten_after_lock(
+    moto: Moto,
+    bucket: str,
+    aws_env: Path,
+    tmp_path: Path,
+    key: str,
+    new_body: bytes,
+    old_style: bool,
+    message: str,
+) -> None:
+    root = write_project(tmp_path / "proj", f"s3://{bucket}/models/tiny")
+    assert run_cli(root, "lock").returncode == 0
+    if old_style:
+        strip_etags(root / "modelmora.lock")
     extra = {"ChecksumAlgorithm": "SHA256"} if key == "config.json" else {}
     moto.client().put_object(Bucket=bucket, Key=f"models/tiny/{key}", Body=new_body, **extra)
 
@@ -292,10 +405,12 @@ def test_pull_refuses_an_object_overwritten_after_lock(
     assert locked[key] not in stored and sha256(new_body) not in stored
 
 
+@pytest.mark.parametrize("old_style", [False, True], ids=["etag-lock", "old-style-lock"])
 def test_fetch_sends_if_match_and_resumes_with_range(
-    moto: Moto, bucket: str, tmp_path: Path
+    moto: Moto, bucket: str, tmp_path: Path, old_style: bool
 ) -> None:
-    """In process: the ETag race (listing still matches, object replaced) and Range resume."""
+    """In process: Range resume, and the ETag race (for an old-style lock: the listing still
+    matches, but the object is replaced before the GET)."""
     context = SourceContext(
         project_dir=tmp_path, registries={"s3": RegistryConfig(endpoint=moto.url)}
     )
@@ -307,7 +422,11 @@ def test_fetch_sends_if_match_and_resumes_with_range(
         "model.onnx": None,
     }
     onnx = linear_onnx()
-    file = RemoteFile(path="model.onnx", size=len(onnx), sha256=sha256(onnx))
+    listed = {f.path: f for f in resolution.files}["model.onnx"]
+    assert listed.etag == hashlib.md5(onnx).hexdigest()
+    file = listed.model_copy(
+        update={"sha256": sha256(onnx), "etag": None if old_style else listed.etag}
+    )
 
     dest = tmp_path / "part"
     dest.write_bytes(onnx[:100])

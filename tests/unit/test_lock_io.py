@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,31 @@ def test_duplicate_model_is_refused() -> None:
 def test_missing_lock_says_what_to_run(tmp_path: Path) -> None:
     with pytest.raises(LockFileError, match="modelmora lock"):
         read_lock(tmp_path / "modelmora.lock")
+
+
+def test_etag_is_written_only_when_known_and_stays_out_of_the_digests() -> None:
+    """Locks of sources without ETags keep their bytes; an etag never renames a snapshot."""
+    plain = _entry("a", "config.json", "model.onnx")
+    assert "etag" not in dumps_lock(LockFile(models={"a": plain}))
+    tagged = plain.model_copy(
+        update={"files": tuple(f.model_copy(update={"etag": f"md5-{f.path}"}) for f in plain.files)}
+    )
+    text = dumps_lock(LockFile(models={"a": tagged}))
+    assert 'etag = "md5-config.json"' in text
+    assert loads_lock(text).models["a"] == tagged
+    assert tagged != plain
+    assert tagged.content_digest() == plain.content_digest()
+    assert tagged.entry_digest() == plain.entry_digest()
+
+
+def test_content_digest_formula_is_unchanged_by_the_etag_field() -> None:
+    """Snapshot directories and artifact keys of existing stores are named by this formula."""
+    entry = _entry("a", "model.onnx")
+    tagged = entry.model_copy(
+        update={"files": tuple(f.model_copy(update={"etag": "x"}) for f in entry.files)}
+    )
+    files = [{"path": "model.onnx", "size": len("model.onnx"), "sha256": SHA_A}]
+    payload = json.dumps(
+        {"revision": entry.revision, "files": files}, sort_keys=True, separators=(",", ":")
+    )
+    assert tagged.content_digest() == hashlib.sha256(payload.encode()).hexdigest()

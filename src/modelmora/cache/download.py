@@ -215,7 +215,7 @@ def _download(
     label: str,
 ) -> BlobResult:
     partial = store.partial_path(file.sha256)
-    remote = RemoteFile(path=file.path, size=file.size, sha256=file.sha256)
+    remote = RemoteFile(path=file.path, size=file.size, sha256=file.sha256, etag=file.etag)
     first_offset: int | None = None
     downloaded = 0
     transient_left = _RESUME_ATTEMPTS
@@ -309,7 +309,7 @@ class ModelPull:
             "fetched": self.fetched,
             "bytes_fetched": self.bytes_fetched,
             "snapshot": str(self.snapshot) if self.snapshot else None,
-            "missing": [f.model_dump() for f in self.missing],
+            "missing": [f.model_dump(exclude_none=True) for f in self.missing],
         }
 
 

@@ -289,7 +289,12 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
     (status,) = _statuses(ctx, (name,))
     entry = Project(find_project_dir(ctx)).read_lock().models[name]
     if as_json:
-        echo_json({**status.to_json(), "files_detail": [f.model_dump() for f in entry.files]})
+        echo_json(
+            {
+                **status.to_json(),
+                "files_detail": [f.model_dump(exclude_none=True) for f in entry.files],
+            }
+        )
         return
     from rich.console import Console
     from rich.table import Table

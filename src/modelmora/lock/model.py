@@ -25,6 +25,14 @@ class LockedFile(BaseModel):
     path: str
     size: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    etag: str | None = None
+    """The version tag the registry gave these bytes at lock time; a source may send it as
+    ``If-Match``. A transport hint, not identity: it stays out of both digests below, so
+    adding it never renames a snapshot or invalidates an artifact."""
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that say which bytes these are (what the digests cover)."""
+        return {"path": self.path, "size": self.size, "sha256": self.sha256}
 
 
 class LockedModel(BaseModel):
@@ -43,7 +51,7 @@ class LockedModel(BaseModel):
     def content_digest(self) -> str:
         """sha256 over revision + files: identifies the exact bytes of this model."""
         payload = json.dumps(
-            {"revision": self.revision, "files": [f.model_dump() for f in self.files]},
+            {"revision": self.revision, "files": [f.identity() for f in self.files]},
             sort_keys=True,
             separators=(",", ":"),
         )
@@ -51,7 +59,8 @@ class LockedModel(BaseModel):
 
     def entry_digest(self) -> str:
         """sha256 over the whole entry (bytes + spec): what install keys its work on."""
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        entry = self.model_dump(mode="json") | {"files": [f.identity() for f in self.files]}
+        payload = json.dumps(entry, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()
 
 

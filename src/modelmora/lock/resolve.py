@@ -162,7 +162,7 @@ def _lock_one(
 def _locked_file(source: Source, revision: str, file: RemoteFile, name: str) -> LockedFile:
     path = safe_relpath(file.path, origin=f"models.{name}")
     if file.sha256 is not None:
-        return LockedFile(path=path, size=file.size, sha256=file.sha256)
+        return LockedFile(path=path, size=file.size, sha256=file.sha256, etag=file.etag)
     # The registry publishes no sha256 (small non-LFS files on the HF Hub): fetch and hash.
     with tempfile.TemporaryDirectory(prefix="modelmora-lock-") as tmp:
         dest = Path(tmp) / "blob"
@@ -172,4 +172,4 @@ def _locked_file(source: Source, revision: str, file: RemoteFile, name: str) -> 
             raise IntegrityError(
                 f"models.{name}: {path}: registry says {file.size} bytes but sent {size}"
             )
-        return LockedFile(path=path, size=size, sha256=sha256_file(dest))
+        return LockedFile(path=path, size=size, sha256=sha256_file(dest), etag=file.etag)

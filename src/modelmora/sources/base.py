@@ -36,6 +36,10 @@ class RemoteFile(BaseModel):
     sha256: str | None = None
     """Hex digest. ``None`` only when the registry does not publish one; the lock step then
     fetches and hashes the file so that the lock always carries a digest."""
+    etag: str | None = None
+    """The version tag the registry gave these bytes at lock time (bare, without quotes); a
+    source may send it as ``If-Match`` so that replaced bytes are refused, not downloaded.
+    ``None`` for registries without one and in locks written before the field existed."""
 
 
 class Resolution(BaseModel):

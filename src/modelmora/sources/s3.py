@@ -6,16 +6,21 @@ sha256 over the sorted ``(path, ETag, size)`` of *every* object under it (not on
 selected ones, so that changing ``files:`` keeps the revision). Any overwrite, addition or
 deletion changes it, which is what lets a pinned re-resolve notice that the bucket moved
 under the lock. Object VersionIds would be stronger on versioned buckets, but most buckets
-are not versioned and ``fetch`` could not use them: it only receives ``(revision, path,
-size, sha256)``.
+are not versioned, so they are not used.
 
-That is also why ``fetch`` lists the prefix again (once per source) before downloading:
-when the listing still hashes to the locked revision, every ETag is the one seen at lock
-time and the download sends ``If-Match: <that ETag>``, so an object replaced since is
+Each locked file also carries the ETag it had at lock time (``etag`` in the lock), and
+``fetch`` sends it as ``If-Match`` without listing anything: an object replaced since is
 refused with a message naming it instead of being downloaded and rejected by the store.
-When the listing moved, a file whose size (or S3 SHA-256 checksum) differs from the lock is
-refused the same way; one that still looks the same is downloaded, pinned to its current
-ETag for resume consistency, and the store's sha256 check has the last word.
+A locked path maps to ``PREFIX/PATH``, except that a single-object model's only file (the
+key's base name) may also be the prefix key itself; that ambiguous case tries the prefix
+key first and ``PREFIX/PATH`` on a miss or mismatch, both guarded by the same ETag.
+
+Locks written before the ``etag`` field have no ETag to send, so ``fetch`` lists the
+prefix again (once per source): when the listing still hashes to the locked revision, every
+ETag is the one seen at lock time and is sent as above. When the listing moved, a file
+whose size (or S3 SHA-256 checksum) differs from the lock is refused the same way; one that
+still looks the same is downloaded, pinned to its current ETag for resume consistency, and
+the store's sha256 check has the last word.
 
 sha256: S3 only knows a file's sha256 when it was uploaded with a *full-object* SHA-256
 checksum (``ChecksumSHA256``; composite multipart checksums are a hash of part hashes, not
@@ -53,8 +58,6 @@ __all__ = ["S3Source"]
 
 INSTALL_HINT = "install the extra: pip install 'modelmora[s3]'"
 REVISION_PREFIX = "s3-listing:"
-ETAG_METADATA_PREFIX = "etag:"
-"""Lock metadata key per file (``etag:PATH``): the ETag each locked file had."""
 MAX_ATTEMPTS = 3
 """Cap on botocore attempts per request: S3 errors worth retrying rarely outlast two retries,
 and an unreachable endpoint should fail in seconds."""
@@ -75,6 +78,14 @@ _CREDENTIALS_HINT = (
     "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (plus AWS_SESSION_TOKEN for temporary "
     "credentials), or AWS_PROFILE, to credentials that may list and read {bucket}"
 )
+
+
+class _ObjectChanged(SourceError):
+    """A locked object is gone (``missing``) or holds other bytes than at lock time."""
+
+    def __init__(self, message: str, *, hint: str, missing: bool) -> None:
+        super().__init__(message, hint=hint)
+        self.missing = missing
 
 
 @dataclass(frozen=True)
@@ -134,6 +145,7 @@ class S3Source(Source):
             )
         self._endpoint = endpoint
         self._lock = threading.Lock()
+        self._listing_lock = threading.Lock()
         self._client_cache: Any = None
         self._credentials: str = ""
         self._listing: _Listing | None = None
@@ -162,7 +174,7 @@ class S3Source(Source):
                 "work offline",
             )
         listing = self._list()
-        with self._lock:
+        with self._listing_lock:
             self._listing = listing
         if pinned_revision is not None and pinned_revision != listing.revision:
             raise SourceError(
@@ -178,14 +190,13 @@ class S3Source(Source):
                 f"(include={list(self.include)}, exclude={list(self.exclude)}); "
                 f"available: {', '.join(some[:8])}{', …' if len(some) > 8 else ''}"
             )
-        files, metadata = [], {}
+        files = []
         for rel in chosen:
             obj = listing.objects[rel]
             path = safe_relpath(rel, origin=self.origin)
             sha256 = self._published_sha256(obj, path) if obj.has_sha256 else None
-            files.append(RemoteFile(path=path, size=obj.size, sha256=sha256))
-            metadata[ETAG_METADATA_PREFIX + path] = obj.bare_etag
-        return Resolution(revision=listing.revision, files=tuple(files), metadata=metadata)
+            files.append(RemoteFile(path=path, size=obj.size, sha256=sha256, etag=obj.bare_etag))
+        return Resolution(revision=listing.revision, files=tuple(files))
 
     def _list(self) -> _Listing:
         client = self._client()
@@ -251,11 +262,15 @@ class S3Source(Source):
             raise SourceError(f"{self.origin}: cannot download {file.path} offline")
         if offset and offset >= file.size:
             return
-        obj = self._locked_object(revision, file)
-        request: dict[str, Any] = {"Bucket": self.bucket, "Key": obj.key, "IfMatch": obj.etag}
+        if file.etag is not None:
+            keys, etag = self._keys(file.path), f'"{file.etag}"'
+        else:  # a lock from before the etag field: recover it from a listing
+            obj = self._locked_object(revision, file)
+            keys, etag = (obj.key,), obj.etag
+        request: dict[str, Any] = {"Bucket": self.bucket, "IfMatch": etag}
         if offset:
             request["Range"] = f"bytes={offset}-"
-        response = self._call(lambda: self._client().get_object(**request), path=file.path)
+        response = self._get(keys, request, file.path)
         if offset and not response.get("ContentRange"):
             offset = 0  # the server ignored Range and sends the whole object
         with dest.open("ab" if offset else "wb") as fh:
@@ -270,17 +285,36 @@ class S3Source(Source):
                 if progress is not None:
                     progress(len(chunk))
 
+    def _keys(self, path: str) -> tuple[str, ...]:
+        """The keys a locked path may live at, the likelier first (see the module docstring)."""
+        nested = f"{self.prefix}/{path}" if self.prefix else path
+        if self.directory_only or path != posixpath.basename(self.prefix):
+            return (nested,)
+        return (self.prefix, nested)
+
+    def _get(self, keys: tuple[str, ...], request: dict[str, Any], path: str) -> Any:
+        """GET the first key that still holds the locked bytes; else say why the first failed."""
+        failure: _ObjectChanged | None = None
+        for key in keys:
+            try:
+                return self._call(
+                    lambda key=key: self._client().get_object(Key=key, **request), path=path
+                )
+            except _ObjectChanged as exc:
+                if failure is None or failure.missing:
+                    failure = exc  # a mismatch says more than a miss
+        assert failure is not None
+        raise failure
+
     def _locked_object(self, revision: str, file: RemoteFile) -> _Object:
         """The object to download for ``file``, refusing one provably changed since lock."""
-        with self._lock:
+        with self._listing_lock:  # parallel fetches share one listing
             listing = self._listing
-        if listing is None:
-            listing = self._list()
-            with self._lock:
-                self._listing = listing
+            if listing is None:
+                listing = self._listing = self._list()
         obj = listing.objects.get(file.path)
         if obj is None:
-            raise self._changed(file.path, "deleted from the bucket")
+            raise self._changed(file.path, "deleted from the bucket", missing=True)
         if listing.revision == revision:
             return obj  # same listing digest: this is the ETag seen at lock time
         if obj.size != file.size:
@@ -293,12 +327,13 @@ class S3Source(Source):
                 )
         return obj
 
-    def _changed(self, path: str, detail: str) -> SourceError:
-        return SourceError(
+    def _changed(self, path: str, detail: str, *, missing: bool = False) -> _ObjectChanged:
+        return _ObjectChanged(
             f"{self.origin}: {path} changed since modelmora.lock was written ({detail}); "
             "refusing to download bytes other than the locked ones",
             hint="if the new objects are intended, run `modelmora lock --upgrade` and "
             "install again",
+            missing=missing,
         )
 
     # -- client and error mapping ------------------------------------------------------
@@ -409,7 +444,7 @@ class S3Source(Source):
         if code == "PreconditionFailed" or status == 412:
             return self._changed(path or self.prefix, "its ETag no longer matches")
         if path is not None and (code == "NoSuchKey" or status == 404):
-            return self._changed(path, "deleted from the bucket")
+            return self._changed(path, "deleted from the bucket", missing=True)
         if code in _REJECTED_CREDENTIALS:
             return self._auth_error(f"{self.endpoint} rejected {self._credentials} ({code})")
         if code in ("AccessDenied", "AllAccessDisabled") or status == 403:
