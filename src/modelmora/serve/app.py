@@ -188,17 +188,10 @@ class ServeApp(FastAPI):
             await super().__call__(scope, _replay(bytes(body)), send)
             return
         state: ServeState = self.state.serve
-        extra: Mapping[str, str] = {}
+        priority, timeout = _header(headers, b"x-priority"), _header(headers, b"x-timeout-ms")
+        status, extra = 200, {}
         try:
-            status, content = (
-                200,
-                await reply(
-                    state,
-                    request,
-                    _header(headers, b"x-priority"),
-                    _header(headers, b"x-timeout-ms"),
-                ),
-            )
+            content = await reply(state, request, priority, timeout)
         except ServeError as exc:
             status, extra = exc.status, exc.headers
             content = _error_body(scope["path"], exc.status, exc.message, exc.code)
