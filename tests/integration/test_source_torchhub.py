@@ -15,7 +15,6 @@ import os
 import socketserver
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from modelmora.convert import convert
 from modelmora.errors import UserInputError
 from modelmora.lock import read_lock
 from modelmora.manifest.model import ConvertSpec
+from modelmora.testing.servers import BackgroundServer
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -141,14 +141,8 @@ def git_daemon(repos: Path) -> Iterator[str]:
     """``git://127.0.0.1:PORT`` serving ``repos/`` (ephemeral port, no port race)."""
     server = _Daemon(("127.0.0.1", 0), _Inetd)
     server.base = repos
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"git://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with BackgroundServer(server, "git-daemon") as running:
+        yield running.url("git")
 
 
 def project(tmp_path: Path, endpoint: str, source: str, *, trust: bool = True) -> Path:

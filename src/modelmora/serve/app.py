@@ -56,6 +56,20 @@ def _error_response(
     )
 
 
+_RawHeaders = list[tuple[bytes, bytes]]
+
+
+async def _send_json(send: Send, status: int, body: bytes, extra: _RawHeaders) -> None:
+    """A whole JSON response straight through ASGI, for the paths that bypass FastAPI."""
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *extra,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class Guard:
     """Pure ASGI: bearer API key (constant-time compare) and request body limit (413)."""
 
@@ -65,13 +79,9 @@ class Guard:
         self.max_body = max_body_bytes
 
     async def _reject(
-        self, send: Send, path: str, status: int, message: str, code: str, extra: list[Any]
+        self, send: Send, path: str, status: int, message: str, code: str, extra: _RawHeaders
     ) -> None:
-        body = _error_body(path, status, message, code)
-        headers = [(b"content-type", b"application/json"), *extra]
-        headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await _send_json(send, status, _error_body(path, status, message, code), extra)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -144,7 +154,6 @@ _HOT_ROUTES: dict[str, tuple[type[BaseModel], _Reply]] = {
     "/v1/embeddings": (openai_routes.EmbeddingsRequest, openai_routes.embeddings_reply),
     "/v1/classify": (openai_routes.ClassifyRequest, openai_routes.classify_reply),
 }
-_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class ServeApp(FastAPI):
@@ -199,13 +208,8 @@ class ServeApp(FastAPI):
             log.exception("unexpected error answering %s", scope["path"])
             status = 500
             content = _error_body(scope["path"], 500, "internal server error", "internal_error")
-        response_headers = [
-            *_JSON_HEADERS,
-            (b"content-length", str(len(content)).encode()),
-            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": content})
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+        await _send_json(send, status, content, raw)
 
 
 def _header(headers: Mapping[bytes, bytes], name: bytes) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import fnmatch
+import os
 import posixpath
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -78,6 +79,21 @@ class SourceContext:
 
     def registry(self, name: str) -> RegistryConfig:
         return self.registries.get(name) or RegistryConfig()
+
+    def connection(
+        self, registry: str, *, endpoint_env: str, default_endpoint: str, token_env: str
+    ) -> tuple[str, str | None, str]:
+        """``(endpoint, token, env var named in auth errors)`` of a registry block.
+
+        The manifest's block wins, then the registry's conventional env vars. Login files
+        of the registry's own CLI (``hf auth login``, ``wandb login``, ``~/.netrc``) are
+        deliberately not read: a lock must not depend on whoever is logged in here.
+        """
+        block = self.registry(registry)
+        endpoint = block.endpoint or os.environ.get(endpoint_env) or default_endpoint
+        secret = block.token.get_secret_value() if block.token is not None else None
+        token = secret or os.environ.get(token_env) or None
+        return endpoint.rstrip("/"), token, block.token_env or token_env
 
 
 class Source(abc.ABC):

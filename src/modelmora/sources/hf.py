@@ -66,15 +66,13 @@ def parse_location(location: str) -> tuple[str, str]:
 
 
 def hub_connection(context: SourceContext, registry: str) -> tuple[str, str | None, str]:
-    """``(endpoint, token, token env var name)`` of a hub registry block."""
-    block = context.registry(registry)
-    endpoint = block.endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
-    # The manifest's registry token wins; otherwise HF_TOKEN, like the hf CLI. The token
-    # stored by `hf auth login` is deliberately not read: locks must not depend on
-    # whoever happens to be logged in on this machine.
-    secret = block.token.get_secret_value() if block.token is not None else None
-    token = secret or os.environ.get("HF_TOKEN") or None
-    return endpoint.rstrip("/"), token, block.token_env or "HF_TOKEN"
+    """``(endpoint, token, token env var name)`` of a hub registry block (``HF_*`` env)."""
+    return context.connection(
+        registry,
+        endpoint_env="HF_ENDPOINT",
+        default_endpoint=DEFAULT_ENDPOINT,
+        token_env="HF_TOKEN",
+    )
 
 
 class HfSource(Source):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
 import threading
 from collections.abc import Mapping
@@ -51,7 +50,6 @@ from modelmora.sources.base import (
     RemoteFile,
     Resolution,
     Source,
-    SourceContext,
     safe_relpath,
 )
 from modelmora.sources.http import (
@@ -247,17 +245,6 @@ def parse_location(location: str) -> WandbLocation:
     return WandbLocation(m["entity"], m["project"], m["artifact"], m["alias"] or "latest")
 
 
-def wandb_connection(context: SourceContext, registry: str) -> tuple[str, str | None, str]:
-    """``(endpoint, API key, env var named in errors)`` of a W&B registry block."""
-    block = context.registry(registry)
-    endpoint = block.endpoint or os.environ.get("WANDB_BASE_URL") or DEFAULT_ENDPOINT
-    # Like HfSource: the manifest's token, else the env var; never ~/.netrc (`wandb login`),
-    # so that a lock does not depend on whoever is logged in on this machine.
-    secret = block.token.get_secret_value() if block.token is not None else None
-    key = secret or os.environ.get(TOKEN_ENV) or None
-    return endpoint.rstrip("/"), key, block.token_env or TOKEN_ENV
-
-
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     default = {"http": 80, "https": 443}.get(parts.scheme)
@@ -281,7 +268,12 @@ class WandbSource(Source):
     def configure(self) -> None:
         self.where = parse_location(self.location)
         registry = str(self.options.get("registry") or "wandb")
-        self.endpoint, self._key, self.token_env = wandb_connection(self.context, registry)
+        self.endpoint, self._key, self.token_env = self.context.connection(
+            registry,
+            endpoint_env="WANDB_BASE_URL",
+            default_endpoint=DEFAULT_ENDPOINT,
+            token_env=TOKEN_ENV,
+        )
         self._listings: dict[str, dict[str, _FileNode]] = {}
         self._listings_lock = threading.Lock()
 

@@ -48,6 +48,7 @@ from modelmora.testing._hub_store import (
     make_commit,
     utcnow,
 )
+from modelmora.testing.servers import BackgroundServer
 
 __all__ = ["HubEmulator", "RequestLog", "RequestRecord", "files_from_dir"]
 
@@ -137,35 +138,26 @@ class HubEmulator:
         self._failures: list[int] = []
         self._served: dict[tuple[str, str], int] = {}
         self._closing = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._running: BackgroundServer | None = None
         self.delay_s: float = 0.0
         self.throttle_bytes_per_s: int | None = None
         self.requests = RequestLog()
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> HubEmulator:
-        if self._server is not None:
+        if self._running is not None:
             return self
         server = _Server((self._host, self._port), _Handler)
         server.emulator = self
-        self._server = server
-        # A short poll interval keeps close() (and so every test teardown) fast.
-        self._thread = threading.Thread(
-            target=server.serve_forever, args=(0.05,), name="hub-emulator", daemon=True
-        )
-        self._thread.start()
+        self._running = BackgroundServer(server, "hub-emulator")
         return self
 
     def close(self) -> None:
         """Stop serving; in-flight delayed or throttled responses are cut short."""
         self._closing.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = self._thread = None
+        if self._running is not None:
+            self._running.stop()
+        self._running = None
 
     def __enter__(self) -> HubEmulator:
         return self.start()
@@ -177,10 +169,9 @@ class HubEmulator:
 
     @property
     def url(self) -> str:
-        if self._server is None:
+        if self._running is None:
             raise RuntimeError("HubEmulator is not started (use it as a context manager)")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._running.url()
 
     # -- content -----------------------------------------------------------------------
     def create_repo(

@@ -42,6 +42,7 @@ from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
 from modelmora.testing.hub_emulator import RequestLog, RequestRecord, _parse_range
+from modelmora.testing.servers import BackgroundServer
 
 __all__ = ["PublishedVersion", "RequestLog", "RequestRecord", "WandbEmulator"]
 
@@ -112,8 +113,7 @@ class WandbEmulator:
         self._blobs: dict[str, bytes] = {}
         self._ids = 0
         self._lock = threading.RLock()
-        self._servers: dict[str, _Server] = {}
-        self._threads: list[threading.Thread] = []
+        self._servers: dict[str, BackgroundServer] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> WandbEmulator:
@@ -123,21 +123,13 @@ class WandbEmulator:
         for role in roles:
             server = _Server(("127.0.0.1", 0), _Handler)
             server.emulator, server.role = self, role
-            self._servers[role] = server
-            thread = threading.Thread(
-                target=server.serve_forever, args=(0.05,), name=f"wandb-{role}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+            self._servers[role] = BackgroundServer(server, f"wandb-{role}")
         return self
 
     def close(self) -> None:
-        for server in self._servers.values():
-            server.shutdown()
-            server.server_close()
-        for thread in self._threads:
-            thread.join()
-        self._servers, self._threads = {}, []
+        for running in self._servers.values():
+            running.stop()
+        self._servers = {}
 
     def __enter__(self) -> WandbEmulator:
         return self.start()
@@ -157,11 +149,10 @@ class WandbEmulator:
         return self._base("storage")
 
     def _base(self, role: str) -> str:
-        server = self._servers.get(role)
-        if server is None:
+        running = self._servers.get(role)
+        if running is None:
             raise RuntimeError("WandbEmulator is not started (use it as a context manager)")
-        host, port = server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return running.url()
 
     # -- content -----------------------------------------------------------------------
     def publish(
