@@ -12,8 +12,11 @@ What it does, in one run (everything on 127.0.0.1, nothing leaves the machine):
    (same bytes written to disk), ``HfSource.fetch`` alone (the HTTP client), ``ensure_blob``
    (fetch + sha256 while writing + fsync + rename, in process) and ``modelmora pull`` into a
    fresh MODELMORA_HOME (the CLI process end to end: start-up, imports, HTTP, hashing,
-   fsync, snapshot, index); prints medians and each speed relative to curl;
-3. pulls extra files until the cache holds ``--warm-gb`` GB, then times ``cache verify``
+   fsync, snapshot, index); prints medians, each speed relative to curl, and the CPU
+   seconds the client and the emulator spent;
+3. prints the CPU budget of a pull: sha256 speed, the CPU the transfer needs divided by the
+   cores, the import time of our libraries, and the fastest CLI pull those allow;
+4. pulls extra files until the cache holds ``--warm-gb`` GB, then times ``cache verify``
    (stat-cache fast path, in process and as a CLI process) and ``cache verify --full``.
 
 The machine is shared and noisy: compare the side-by-side medians, not absolute numbers.
@@ -25,12 +28,15 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -42,6 +48,8 @@ from modelmora.project import Project
 from modelmora.sources import RemoteFile
 
 MB = 1_000_000
+FLOOR_IMPORTS = "import click, pydantic, urllib3, filelock"
+"""What any Python CLI built on our libraries imports before it can send a request."""
 LABELS = {
     "curl": "curl -s -o /dev/null",
     "curl-file": "curl -s -o FILE",
@@ -104,10 +112,97 @@ def write_project(
     return lock
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
-    start = time.perf_counter()
+def run_quietly(cmd: list[str], env: dict[str, str] | None = None) -> None:
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class Run:
+    wall: float
+    client_cpu: float
+    """CPU seconds (user + system, all threads) of this process and the children it waited for."""
+    server_cpu: float | None
+    """CPU seconds the emulator process used meanwhile (None where /proc is missing)."""
+
+
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds a running process has used so far, from /proc (Linux only)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(action: Callable[[], None], server_pid: int | None) -> Run:
+    server0 = process_cpu(server_pid) if server_pid else None
+    own0, children0 = time.process_time(), children_cpu()
+    start = time.perf_counter()
+    action()
+    wall = time.perf_counter() - start
+    client = time.process_time() - own0 + children_cpu() - children0
+    server1 = process_cpu(server_pid) if server_pid else None
+    server = server1 - server0 if server0 is not None and server1 is not None else None
+    return Run(wall, client, server)
+
+
+def sha256_speed() -> float:
+    """MB/s of hashlib's sha256 on bytes already in memory: the floor of verification."""
+    block = os.urandom(CHUNK)
+    digest = hashlib.sha256()
+    start = time.perf_counter()
+    for _ in range(16):
+        digest.update(block)
+    return 16 * CHUNK / (time.perf_counter() - start) / MB
+
+
+def print_cpu_budget(
+    runs: dict[str, list[Run]],
+    wall: dict[str, float],
+    size: int,
+    pull_present: list[str],
+    env: dict[str, str],
+) -> None:
+    """Why the CLI cannot reach curl's speed on this machine, in measured numbers.
+
+    During the transfer three things need a core each: the emulator sending, our client
+    receiving and writing, and sha256 over every byte. Their CPU seconds divided by the
+    cores is the fastest the transfer can finish; a CLI process adds the imports of its
+    libraries before it can read the lock and send the first request.
+    """
+    cores = os.cpu_count() or 1
+    ensure = runs["ensure"]
+    server = [r.server_cpu for r in ensure if r.server_cpu is not None]
+    transfer_cpu = statistics.median(r.client_cpu for r in ensure) + (
+        statistics.median(server) if server else 0.0
+    )
+    imports = statistics.median(
+        measure(lambda: run_quietly([sys.executable, "-c", FLOOR_IMPORTS]), None).wall
+        for _ in range(5)
+    )
+    present = statistics.median(
+        measure(lambda: run_quietly(pull_present, env), None).wall for _ in range(5)
+    )
+    best = imports + transfer_cpu / cores
+    print()
+    print(f"# CPU budget of a pull on this machine ({cores} cores)")
+    print(f"sha256 over bytes in memory:                     {sha256_speed():.0f} MB/s")
+    print(
+        f"ensure_blob CPU, client + emulator:              {transfer_cpu:.3f} s "
+        f"-> at least {transfer_cpu / cores:.3f} s on {cores} cores"
+    )
+    print(f"python -c 'import {FLOOR_IMPORTS[7:]}': {imports:.3f} s")
+    print(f"modelmora pull of a present blob (fixed cost):   {present:.3f} s")
+    print(
+        f"fastest CLI pull these allow (imports + CPU/cores): {best:.3f} s "
+        f"= {wall['curl'] / best:.2f}x curl -o /dev/null, "
+        f"{wall['curl-file'] / best:.2f}x curl -o FILE"
+    )
 
 
 def stream_with_urllib3(url: str, dest: Path) -> None:
@@ -170,45 +265,63 @@ def main() -> None:
         source = Project(project).source_for(lock.models["big"])
         locked_file = lock.models["big"].files[0]
         remote = RemoteFile(path=locked_file.path, size=size, sha256=big_sha)
-        times: dict[str, list[float]] = {label: [] for label in LABELS}
-        for i in range(args.rounds):
-            times["curl"].append(timed(["curl", "-s", "-f", "-o", "/dev/null", file_url]))
-            out = work / f"curl-{i}.bin"
-            times["curl-file"].append(timed(["curl", "-s", "-f", "-o", str(out), file_url]))
-            out.unlink()
-            start = time.perf_counter()
-            stream_with_urllib3(file_url, out)
-            times["urllib3"].append(time.perf_counter() - start)
-            out.unlink()
-            start = time.perf_counter()
-            source.fetch(lock.models["big"].revision, remote, out)
-            times["fetch"].append(time.perf_counter() - start)
-            out.unlink()
-            store = Store(work / f"lib-home-{i}")
-            store.ensure_layout()
-            start = time.perf_counter()
-            ensure_blob(source, lock.models["big"].revision, locked_file, store)
-            times["ensure"].append(time.perf_counter() - start)
-            shutil.rmtree(store.root)
-            home = work / f"home-{i}"
-            env = {**os.environ, "MODELMORA_HOME": str(home)}
-            times["cli"].append(timed(modelmora("-C", str(project), "pull", "-q", "big"), env))
-            if i < args.rounds - 1:
-                shutil.rmtree(home)
+        revision = lock.models["big"].revision
+        pull_big = modelmora("-C", str(project), "pull", "-q", "big")
 
-        def speed(label: str) -> float:
-            return float(size / statistics.median(times[label]) / MB)
+        def to_file(action: Callable[[Path], object]) -> Callable[[], None]:
+            def run() -> None:
+                out = work / "out.bin"
+                action(out)
+                out.unlink()
+
+            return run
+
+        def ensure() -> None:
+            store = Store(work / "lib-home")
+            store.ensure_layout()
+            ensure_blob(source, revision, locked_file, store)
+            shutil.rmtree(store.root)
+
+        def cli() -> None:
+            home = work / "cli-home"
+            run_quietly(pull_big, {**os.environ, "MODELMORA_HOME": str(home)})
+            shutil.rmtree(home)
+
+        clients: dict[str, Callable[[], None]] = {
+            "curl": lambda: run_quietly(["curl", "-s", "-f", "-o", "/dev/null", file_url]),
+            "curl-file": to_file(
+                lambda out: run_quietly(["curl", "-s", "-f", "-o", str(out), file_url])
+            ),
+            "urllib3": to_file(lambda out: stream_with_urllib3(file_url, out)),
+            "fetch": to_file(lambda out: source.fetch(revision, remote, out)),
+            "ensure": ensure,
+            "cli": cli,
+        }
+        runs: dict[str, list[Run]] = {label: [] for label in LABELS}
+        for _ in range(args.rounds):
+            for label, action in clients.items():
+                runs[label].append(measure(action, hub_proc.pid))
+        wall = {label: statistics.median(r.wall for r in rs) for label, rs in runs.items()}
 
         print(f"# download of one {args.size_mb} MB file, median of {args.rounds} rounds")
-        print(f"{'client':<52} {'median s':>9} {'MB/s':>7} {'vs curl':>8}")
+        print(
+            f"{'client':<52} {'median s':>9} {'MB/s':>7} {'vs curl':>8} "
+            f"{'client CPU s':>13} {'emulator CPU s':>15}"
+        )
         for label, text in LABELS.items():
+            client_cpu = statistics.median(r.client_cpu for r in runs[label])
+            server = [r.server_cpu for r in runs[label] if r.server_cpu is not None]
+            server_text = f"{statistics.median(server):.3f}" if server else "n/a"
             print(
-                f"{text:<52} {statistics.median(times[label]):>9.3f} {speed(label):>7.0f} "
-                f"{speed(label) / speed('curl'):>7.2f}x"
+                f"{text:<52} {wall[label]:>9.3f} {size / wall[label] / MB:>7.0f} "
+                f"{wall['curl'] / wall[label]:>7.2f}x {client_cpu:>13.3f} {server_text:>15}"
             )
+        print_cpu_budget(
+            runs, wall, size, pull_big, {**os.environ, "MODELMORA_HOME": str(work / "cli-home")}
+        )
 
         # -- warm cache verify ------------------------------------------------------------
-        home = work / f"home-{args.rounds - 1}"
+        home = work / "cli-home"
         env = {**os.environ, "MODELMORA_HOME": str(home)}
         subprocess.run(modelmora("-C", str(project), "pull", "-q"), check=True, env=env)
         store = Store(home)
@@ -218,11 +331,11 @@ def main() -> None:
             report = verify_store(store)
             fast.append(time.perf_counter() - start)
             assert report.ok and report.rehashed == 0, report.to_json()
-        cli = subprocess.run(
+        verify_cli = subprocess.run(
             modelmora("cache", "verify", "--json"), env=env, check=True, capture_output=True
         )
-        cli_json = json.loads(cli.stdout)
-        cli_wall = timed(modelmora("cache", "verify"), env)
+        cli_json = json.loads(verify_cli.stdout)
+        cli_wall = measure(lambda: run_quietly(modelmora("cache", "verify"), env), None).wall
         start = time.perf_counter()
         full = verify_store(store, full=True)
         full_s = time.perf_counter() - start
