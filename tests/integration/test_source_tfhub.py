@@ -38,6 +38,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
+from modelmora.cache import Store, verify_store
+from modelmora.cache.source_caches import using
 from modelmora.cli import main
 from modelmora.lock import read_lock
 from modelmora.sources import RegistryConfig, SourceContext, make_source
@@ -261,6 +263,48 @@ def test_pull_into_a_fresh_cache_downloads_and_verifies_members(hub: _Hub, tmp_p
         "variables.data-00000-of-00001",
         "variables.index",
     ]
+
+
+def test_cache_gc_deletes_the_archive_only_when_every_member_is_stored_and_none_reads_it(
+    hub: _Hub, tmp_path: Path
+) -> None:
+    publish(hub, f"kaggle/{KAGGLE}", 1, targz(model_files("v1")))
+    root = project(tmp_path, endpoint(hub), f"tfhub://{KAGGLE}")
+    assert run(root, "lock").exit_code == 0
+    assert run(root, "pull").exit_code == 0
+    home = tmp_path / "home"
+    (archive,) = (home / "tfhub").rglob("1.tar.gz")
+    relpath = archive.relative_to(home).as_posix()
+
+    # A member missing from the store (an interrupted pull): its next pull needs the archive.
+    entry = read_lock(root / "modelmora.lock").models["tiny"]
+    store = Store(home)
+    store.discard_blob(entry.files[0].sha256)
+    kept = json.loads(run(root, "cache", "gc", "--json").output)
+    assert kept["kept_source_caches"] == [{"cache": "tfhub", "needed_by": "tiny"}]
+    assert kept["source_caches"] == [] and archive.is_file()
+    hub.log.clear()
+    assert run(root, "pull").exit_code == 0
+    assert hub.log == []  # the member came out of the cached archive
+
+    # A source reading the archive holds its use claim: gc skips it, without waiting.
+    with using(archive):
+        busy = json.loads(run(root, "cache", "gc", "--json").output)
+    assert busy["skipped_busy"] == [relpath] and busy["source_caches"] == []
+    assert archive.is_file()
+
+    dry = run(root, "cache", "gc", "--dry-run")
+    assert f"would remove source cache {relpath}" in dry.output and archive.is_file()
+    done = json.loads(run(root, "cache", "gc", "--json").output)
+    assert done["source_caches"] == [{"path": relpath, "size": len(targz(model_files("v1")))}]
+    assert done["freed_bytes"] == done["source_caches"][0]["size"]
+    assert not archive.exists()
+
+    # Nothing a locked project needs went with it: lock and pull work without the registry.
+    hub.log.clear()
+    assert run(root, "lock").exit_code == 0
+    assert run(root, "pull", "--offline").exit_code == 0
+    assert hub.log == [] and verify_store(store).ok
 
 
 def test_fetch_resumes_a_member_at_an_offset(hub: _Hub, tmp_path: Path) -> None:

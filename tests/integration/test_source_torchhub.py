@@ -245,6 +245,23 @@ def test_annotated_tag_resolves_to_its_commit_and_pull_fetches_verified_bytes(
     assert not marker.exists() and not (tmp_path / "out").exists()
 
 
+def test_cache_gc_deletes_the_git_mirror_once_the_pull_is_complete(
+    repos: Path, git_daemon: str, tmp_path: Path
+) -> None:
+    root = project(tmp_path, git_daemon, "torchhub://acme/tinyhub/tiny")
+    assert run(root, "lock").exit_code == 0
+    assert run(root, "pull").exit_code == 0
+    home = Path(os.environ["MODELMORA_HOME"])
+    (mirror,) = (home / "git").glob("*.git")
+
+    result = run(root, "cache", "gc", "--json")
+    assert result.exit_code == 0, result.output
+    removed = json.loads(result.output)["source_caches"]
+    assert [r["path"] for r in removed] == [f"git/{mirror.name}"] and removed[0]["size"] > 0
+    assert not mirror.exists()
+    assert run(root, "pull", "--offline").exit_code == 0  # the snapshot needs only blobs
+
+
 @pytest.mark.parametrize(
     ("source", "trust", "code", "message"),
     [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -297,3 +298,17 @@ def test_rich_progress_counts_every_downloaded_byte(tmp_path: Path, store: Store
         )
     text = out.getvalue()
     assert "total" in text and "5.0/5.0 kB" in text  # 3000 + 2000 bytes, all finished
+
+
+def test_gc_removes_source_download_leftovers_only_once_they_are_stale(store: Store) -> None:
+    """A killed tfhub download leaves ``.NAME.*.tmp``; one younger than an hour may be live."""
+    key_dir = store.root / "tfhub" / "k"
+    key_dir.mkdir(parents=True)
+    stale, live = key_dir / ".1.tar.gz.a.tmp", key_dir / ".1.tar.gz.b.tmp"
+    stale.write_bytes(b"x" * 10)
+    live.write_bytes(b"y" * 20)
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    report = collect_garbage(store, record_index=False)
+    assert report.source_caches == [("tfhub/k/.1.tar.gz.a.tmp", 10)]
+    assert not stale.exists() and live.exists()

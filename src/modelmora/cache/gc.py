@@ -1,10 +1,12 @@
 """``cache gc``: delete what no registered project's lock references any more.
 
 A project registers itself on every ``pull``. Garbage is every snapshot, blob and partial
-download that none of the still-existing registered projects' locks mention. A project
-whose directory is gone is unregistered; a project whose lock cannot be read stops the
-collection (we cannot know what it needs, so we delete nothing). Blobs and partials that
-a running ``pull`` holds the lock of are skipped, never waited for.
+download that none of the still-existing registered projects' locks mention, and the
+sources' download caches (tfhub archives, git mirrors) that no unfinished pull needs (see
+:mod:`modelmora.cache.source_caches`). A project whose directory is gone is unregistered;
+a project whose lock cannot be read stops the collection (we cannot know what it needs, so
+we delete nothing). Blobs, partials and source caches that a running ``lock`` or ``pull``
+holds are skipped, never waited for.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from modelmora.cache.source_caches import find_items, remove_unless_in_use
 from modelmora.cache.store import Store
 from modelmora.errors import LockFileError, ModelMoraError
 from modelmora.lock import read_lock
@@ -33,11 +36,15 @@ class GcReport:
     snapshots: list[tuple[str, str]] = field(default_factory=list)
     blobs: list[tuple[str, int]] = field(default_factory=list)
     partials: list[tuple[str, int]] = field(default_factory=list)
+    source_caches: list[tuple[str, int]] = field(default_factory=list)
+    """Archives and mirrors (path under the home, bytes)."""
+    kept_source_caches: list[tuple[str, str]] = field(default_factory=list)
+    """(cache directory, model) pairs: kept because that model's blobs are not all stored."""
     skipped_busy: list[str] = field(default_factory=list)
 
     @property
     def freed_bytes(self) -> int:
-        return sum(s for _, s in self.blobs) + sum(s for _, s in self.partials)
+        return sum(s for _, s in [*self.blobs, *self.partials, *self.source_caches])
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,6 +54,10 @@ class GcReport:
             "snapshots": [{"name": n, "content_digest": d} for n, d in self.snapshots],
             "blobs": [{"sha256": s, "size": n} for s, n in self.blobs],
             "partials": [{"sha256": s, "size": n} for s, n in self.partials],
+            "source_caches": [{"path": p, "size": n} for p, n in self.source_caches],
+            "kept_source_caches": [
+                {"cache": c, "needed_by": m} for c, m in self.kept_source_caches
+            ],
             "skipped_busy": self.skipped_busy,
             "freed_bytes": self.freed_bytes,
         }
@@ -70,6 +81,7 @@ def collect_garbage(
     report = GcReport(dry_run=dry_run)
     keep_blobs: set[str] = set()
     keep_snapshots: set[tuple[str, str]] = set()
+    unfinished: dict[str, str] = {}  # source scheme -> a model of it with blobs missing
     for project in store.projects():
         if not Path(project.project_dir).is_dir():
             report.dropped_projects.append(project.project_dir)
@@ -89,6 +101,8 @@ def collect_garbage(
         for entry in locked.models.values():
             keep_snapshots.add((entry.name, entry.content_digest()))
             keep_blobs.update(f.sha256 for f in entry.files)
+            if not all(store.blob_path(f.sha256).is_file() for f in entry.files):
+                unfinished.setdefault(entry.source.split("://", 1)[0], entry.name)
 
     for record in store.iter_snapshots():
         key = (record.name, record.content_digest)
@@ -101,6 +115,12 @@ def collect_garbage(
         for part in sorted(store.partial_dir.glob("*.part")):
             if part.stem not in keep_blobs:
                 report.partials.append((part.stem, part.stat().st_size))
+    for item in find_items(store.root):
+        needed_by = unfinished.get(item.cache.scheme)
+        if needed_by is None:
+            report.source_caches.append((item.path.relative_to(store.root).as_posix(), item.size))
+        elif (item.cache.directory, needed_by) not in report.kept_source_caches:
+            report.kept_source_caches.append((item.cache.directory, needed_by))
     if dry_run:
         return report
 
@@ -133,6 +153,13 @@ def collect_garbage(
         finally:
             lock.release()
     report.partials = removed_partials
+    removed_caches: list[tuple[str, int]] = []
+    for relpath, size in report.source_caches:
+        if remove_unless_in_use(store.root / relpath):
+            removed_caches.append((relpath, size))
+        else:
+            report.skipped_busy.append(relpath)
+    report.source_caches = removed_caches
     if record_index and (report.snapshots or report.blobs or report.dropped_projects):
         from modelmora.cache.index import Index
 

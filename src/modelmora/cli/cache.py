@@ -207,7 +207,11 @@ def verify_command(full: bool, repair: bool, as_json: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def gc_command(dry_run: bool, as_json: bool) -> None:
-    """Delete snapshots and blobs no registered project's lock references."""
+    """Delete snapshots and blobs no registered project's lock references.
+
+    Also deletes the sources' download caches (tfhub archives, git mirrors) once every
+    model that came from them is in the store.
+    """
     report = collect_garbage(Store(), dry_run=dry_run, notify=_warn)
     if as_json:
         echo_json(report.to_json())
@@ -217,11 +221,16 @@ def gc_command(dry_run: bool, as_json: bool) -> None:
         click.echo(f"{'would forget' if dry_run else 'forgot'} project {project_dir} (gone)")
     for name, digest in report.snapshots:
         click.echo(f"{verb} snapshot {name}@{digest[:12]}")
-    for sha in report.skipped_busy:
-        click.echo(f"skipped {sha[:12]}: a pull is using it", err=True)
+    for relpath, _ in report.source_caches:
+        click.echo(f"{verb} source cache {relpath}")
+    for cache, model in report.kept_source_caches:
+        click.echo(f"kept {cache}/: {model}'s blobs are not all in the store yet (run `pull`)")
+    for what in report.skipped_busy:
+        click.echo(f"skipped {what[:40]}: a lock or pull is using it", err=True)
     click.echo(
         f"{verb} {len(report.snapshots)} snapshot(s), {len(report.blobs)} blob(s), "
-        f"{len(report.partials)} partial download(s): {_human(report.freed_bytes)}; "
+        f"{len(report.partials)} partial download(s), {len(report.source_caches)} source "
+        f"cache(s): {_human(report.freed_bytes)}; "
         f"kept what {len(report.projects)} registered project(s) reference"
     )
 

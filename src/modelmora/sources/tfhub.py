@@ -47,6 +47,7 @@ from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelmora.cache.home import modelmora_home
+from modelmora.cache.source_caches import using
 from modelmora.errors import (
     AuthenticationError,
     ModelMoraError,
@@ -220,6 +221,10 @@ class TfHubSource(Source):
     # -- resolve -----------------------------------------------------------------------
     def resolve(self, pinned_revision: str | None = None) -> Resolution:
         version = self._version(pinned_revision)
+        with using(self._cache_path(version)):
+            return self._resolve_version(version)
+
+    def _resolve_version(self, version: int) -> Resolution:
         where = self._where(version)
         archive = self._archive(version)
         members = _list_members(archive, where)
@@ -364,14 +369,17 @@ class TfHubSource(Source):
         version = self._version(revision)
         where = self._where(version)
         path = safe_relpath(file.path, origin=where)
-        while True:
-            archive = self._archive(version)
-            digest = _copy_member(archive, path, dest, where, skip=offset, progress=progress)
-            if file.sha256 is None or digest == file.sha256 or archive in self._fresh:
-                return
-            log.warning("%s: cached archive does not match the lock; downloading it again", where)
-            self._discard(archive)
-            os.truncate(dest, offset)
+        with using(self._cache_path(version)):
+            while True:
+                archive = self._archive(version)
+                digest = _copy_member(archive, path, dest, where, skip=offset, progress=progress)
+                if file.sha256 is None or digest == file.sha256 or archive in self._fresh:
+                    return
+                log.warning(
+                    "%s: cached archive does not match the lock; downloading it again", where
+                )
+                self._discard(archive)
+                os.truncate(dest, offset)
 
     # -- failures ----------------------------------------------------------------------
     def _unreachable(self, attempts: int, reason: str) -> SourceError:

@@ -32,6 +32,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from modelmora.cache.home import modelmora_home
+from modelmora.cache.source_caches import using
 from modelmora.convert.detect import TORCHHUB_DESCRIPTOR
 from modelmora.errors import SourceError, SourceNotFoundError, UserInputError
 from modelmora.sources.base import (
@@ -189,6 +190,10 @@ class TorchHubSource(Source):
         wanted = pinned_revision or self._resolve_ref()
         if not _SHA_RE.match(wanted):
             raise SourceError(f"{self.origin}: locked revision {wanted!r} is not a commit sha")
+        with using(self.mirror):
+            return self._resolve_commit(wanted, pinned_revision)
+
+    def _resolve_commit(self, wanted: str, pinned_revision: str | None) -> Resolution:
         self._ensure_commit(wanted)
         # A tag object names its commit only once peeled; the lock records the commit.
         commit = self._git_local(["rev-parse", "--verify", f"{wanted}^{{commit}}"]).decode().strip()
@@ -339,7 +344,18 @@ class TorchHubSource(Source):
             return
         if not _SHA_RE.match(revision):
             raise SourceError(f"{self.origin}: locked revision {revision!r} is not a commit sha")
-        self._ensure_commit(revision)
+        with using(self.mirror):
+            self._ensure_commit(revision)
+            self._cat_file(revision, path, dest, offset, progress)
+
+    def _cat_file(
+        self,
+        revision: str,
+        path: str,
+        dest: Path,
+        offset: int,
+        progress: ProgressCallback | None,
+    ) -> None:
         proc = subprocess.Popen(
             ["git", f"--git-dir={self.mirror}", "cat-file", "blob", f"{revision}:{path}"],
             stdout=subprocess.PIPE,

@@ -1,0 +1,121 @@
+"""Download caches that sources keep beside the store: tfhub archives and git mirrors.
+
+They are not content-addressed and no lock references them: a locked model needs its
+blobs, and ``pull`` copies those out of these caches into ``blobs/``. Once every blob of a
+model is stored, its archive or mirror is a second copy of the same bytes, so ``cache gc``
+deletes it — except
+
+* while a source uses it: a source holds a shared *use claim* (:func:`using`) while it
+  creates or reads an item, and gc deletes an item only if it can take the claim
+  exclusively without waiting, so nothing disappears under a running ``lock`` or ``pull``;
+* while a registered lock has a model from that kind of source whose blobs are not all
+  stored (a lock not pulled yet, or an interrupted pull): its next ``pull``, maybe
+  offline, reads the cache.
+
+The claim is filelock's SQLite-backed reader/writer lock, in a ``<item>.claim`` file that
+is never deleted (deleting a lock file someone may be opening would let two processes
+hold "the" lock at once).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import ReadWriteLock, Timeout
+
+_STALE_DOWNLOAD_S = 3600.0
+"""A temporary download older than this belongs to a process that is gone."""
+
+
+@dataclass(frozen=True)
+class SourceCache:
+    directory: str
+    """Under ``MODELMORA_HOME``."""
+    item_glob: str
+    """One archive or mirror, relative to ``directory``."""
+    leftover_glob: str | None
+    """Temporary downloads a killed process may have left, relative to ``directory``."""
+    scheme: str
+    """The source scheme whose ``lock`` and ``pull`` fill and read this cache."""
+
+
+SOURCE_CACHES = (
+    SourceCache("tfhub", "*/*.tar.gz", "*/.*.tmp", "tfhub"),
+    SourceCache("git", "*.git", None, "torchhub"),
+)
+
+
+@dataclass(frozen=True)
+class CacheItem:
+    cache: SourceCache
+    path: Path
+    size: int
+
+
+def _claim(item: Path) -> ReadWriteLock:
+    return ReadWriteLock(f"{item}.claim", is_singleton=False)
+
+
+@contextmanager
+def using(item: Path) -> Iterator[Path]:
+    """Hold a shared use claim on ``item`` (which may not exist yet) for the block."""
+    item.parent.mkdir(parents=True, exist_ok=True)
+    claim = _claim(item)
+    try:
+        with claim.read_lock():
+            yield item
+    finally:
+        claim.close()
+
+
+def _size(path: Path) -> int:
+    if not path.is_dir():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def find_items(home: Path) -> list[CacheItem]:
+    """Every archive and mirror in the source caches, and leftovers old enough to be dead."""
+    items: list[CacheItem] = []
+    cutoff = time.time() - _STALE_DOWNLOAD_S
+    for cache in SOURCE_CACHES:
+        root = home / cache.directory
+        if not root.is_dir():
+            continue
+        try:
+            found = sorted(root.glob(cache.item_glob))
+            if cache.leftover_glob:
+                leftovers = root.glob(cache.leftover_glob)
+                found += sorted(p for p in leftovers if p.stat().st_mtime < cutoff)
+            items += [CacheItem(cache, p, _size(p)) for p in found]
+        except FileNotFoundError:  # a concurrent gc or source replaced something: skip it
+            continue
+    return items
+
+
+def remove_unless_in_use(item: Path) -> bool:
+    """Delete ``item`` if no source holds its claim; never waits. False when in use."""
+    claim = _claim(item)
+    try:
+        try:
+            claim.acquire_write(blocking=False)
+        except Timeout:
+            return False
+        try:
+            if item.is_dir():
+                shutil.rmtree(item)
+            else:
+                os.unlink(item)
+        except FileNotFoundError:
+            pass
+        finally:
+            claim.release()
+        return True
+    finally:
+        claim.close()
