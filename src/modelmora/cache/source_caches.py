@@ -26,8 +26,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from filelock import ReadWriteLock, Timeout
+if TYPE_CHECKING:
+    from filelock import ReadWriteLock
 
 _STALE_DOWNLOAD_S = 3600.0
 """A temporary download older than this belongs to a process that is gone."""
@@ -59,6 +61,10 @@ class CacheItem:
 
 
 def _claim(item: Path) -> ReadWriteLock:
+    # Imported here: the SQLite-backed lock costs ~10 ms to import, and every CLI command
+    # imports this module through `cache gc`; only tfhub, torchhub and gc need it.
+    from filelock import ReadWriteLock
+
     return ReadWriteLock(f"{item}.claim", is_singleton=False)
 
 
@@ -101,6 +107,8 @@ def find_items(home: Path) -> list[CacheItem]:
 
 def remove_unless_in_use(item: Path) -> bool:
     """Delete ``item`` if no source holds its claim; never waits. False when in use."""
+    from filelock import Timeout
+
     claim = _claim(item)
     try:
         try:
