@@ -525,3 +525,106 @@ def test_missing_boto3_names_the_extra(bucket: str, tmp_path: Path) -> None:
     assert "s3 sources need boto3" in output(proc)
     assert "pip install 'modelmora[s3]'" in output(proc)
     assert "Traceback" not in output(proc)
+
+
+# -- versioned buckets -------------------------------------------------------------------
+
+
+@pytest.fixture
+def versioned(moto: Moto, bucket: str) -> str:
+    """``bucket`` with versioning on, its two model objects uploaded again as versions."""
+    s3 = moto.client()
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket=bucket, Key="models/tiny/model.onnx", Body=linear_onnx())
+    s3.put_object(
+        Bucket=bucket, Key="models/tiny/config.json", Body=CONFIG, ChecksumAlgorithm="SHA256"
+    )
+    return bucket
+
+
+def reader(moto: Moto, actions: list[str]) -> dict[str, str]:
+    """AWS_* variables of a new IAM user allowed only ``actions``."""
+    iam = boto3.client(
+        "iam",
+        endpoint_url=moto.url,
+        region_name="us-east-1",
+        aws_access_key_id=moto.key_id,
+        aws_secret_access_key=moto.secret,
+    )
+    name = f"reader-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=name)
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
+    }
+    iam.put_user_policy(UserName=name, PolicyName="read", PolicyDocument=json.dumps(policy))
+    return {
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+    }
+
+
+def latest_versions(moto: Moto, bucket: str) -> dict[str, str]:
+    listing = moto.client().list_object_versions(Bucket=bucket, Prefix="models/tiny/")
+    return {v["Key"]: v["VersionId"] for v in listing["Versions"] if v["IsLatest"]}
+
+
+def test_a_versioned_bucket_pins_version_ids_and_an_overwrite_loses_nothing(
+    moto: Moto, versioned: str, tmp_path: Path
+) -> None:
+    root = write_project(tmp_path / "proj", f"s3://{versioned}/models/tiny")
+    proc = run_cli(root, "lock")
+    assert proc.returncode == 0, output(proc)
+    entry = read_lock(root / "modelmora.lock").models["tiny"]
+    ids = latest_versions(moto, versioned)
+    assert {f.path: f.version_id for f in entry.files} == {
+        "config.json": ids["models/tiny/config.json"],
+        "model.onnx": ids["models/tiny/model.onnx"],
+    }
+    digest = entry.content_digest()
+
+    moto.client().put_object(Bucket=versioned, Key="models/tiny/model.onnx", Body=b"retrained")
+    proc = run_cli(root, "pull", "--json", env={"MODELMORA_HOME": str(tmp_path / "home2")})
+    assert proc.returncode == 0, output(proc)
+    pulled = json.loads(proc.stdout)["models"][0]
+    assert (Path(pulled["snapshot"]) / "model.onnx").read_bytes() == linear_onnx()
+    assert pulled["content_digest"] == digest  # version ids are not part of the identity
+
+    moto.client().delete_object(
+        Bucket=versioned, Key="models/tiny/model.onnx", VersionId=ids["models/tiny/model.onnx"]
+    )
+    proc = run_cli(root, "pull", env={"MODELMORA_HOME": str(tmp_path / "home3")})
+    assert proc.returncode == 1, output(proc)
+    assert "model.onnx changed since modelmora.lock was written" in output(proc)
+    assert "its locked version was deleted" in output(proc) and "Traceback" not in output(proc)
+
+
+def test_read_only_credentials_without_version_rights_still_lock_and_pull(
+    moto: Moto, versioned: str, tmp_path: Path
+) -> None:
+    """``s3:GetObject`` + ``s3:ListBucket`` only: no ids at lock, the ETag guard at pull."""
+    minimal = reader(moto, ["s3:GetObject", "s3:ListBucket"])
+    mine = write_project(tmp_path / "mine", f"s3://{versioned}/models/tiny")
+    proc = run_cli(mine, "lock", env=minimal)
+    assert proc.returncode == 0, output(proc)
+    assert "version_id" not in (mine / "modelmora.lock").read_text()
+
+    # A lock with version ids (written by a user who may list them), pulled by this one.
+    theirs = write_project(tmp_path / "theirs", f"s3://{versioned}/models/tiny")
+    assert run_cli(theirs, "lock").returncode == 0
+    assert "version_id" in (theirs / "modelmora.lock").read_text()
+    proc = run_cli(
+        theirs, "pull", "--json", env={**minimal, "MODELMORA_HOME": str(tmp_path / "h2")}
+    )
+    assert proc.returncode == 0, output(proc)
+    assert "s3:GetObjectVersion" in proc.stderr
+    snapshot = Path(json.loads(proc.stdout)["models"][0]["snapshot"])
+    assert (snapshot / "model.onnx").read_bytes() == linear_onnx()
+
+    # Without version rights an overwrite is refused by name, never downloaded.
+    moto.client().put_object(Bucket=versioned, Key="models/tiny/model.onnx", Body=b"retrained")
+    proc = run_cli(theirs, "pull", env={**minimal, "MODELMORA_HOME": str(tmp_path / "h3")})
+    assert proc.returncode == 1, output(proc)
+    assert "model.onnx changed since modelmora.lock was written" in output(proc)
+    assert all(b.read_bytes() != b"retrained" for b in blobs(tmp_path / "h3"))

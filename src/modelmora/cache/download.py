@@ -215,7 +215,13 @@ def _download(
     label: str,
 ) -> BlobResult:
     partial = store.partial_path(file.sha256)
-    remote = RemoteFile(path=file.path, size=file.size, sha256=file.sha256, etag=file.etag)
+    remote = RemoteFile(
+        path=file.path,
+        size=file.size,
+        sha256=file.sha256,
+        etag=file.etag,
+        version_id=file.version_id,
+    )
     first_offset: int | None = None
     downloaded = 0
     transient_left = _RESUME_ATTEMPTS

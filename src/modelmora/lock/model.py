@@ -29,6 +29,10 @@ class LockedFile(BaseModel):
     """The version tag the registry gave these bytes at lock time; a source may send it as
     ``If-Match``. A transport hint, not identity: it stays out of both digests below, so
     adding it never renames a snapshot or invalidates an artifact."""
+    version_id: str | None = None
+    """The registry's id for this version of the object (S3 VersionId on a versioned
+    bucket): the bytes stay reachable after the object is overwritten. A transport hint
+    like ``etag``, out of both digests."""
 
     def identity(self) -> dict[str, Any]:
         """The fields that say which bytes these are (what the digests cover)."""

@@ -161,8 +161,9 @@ def _lock_one(
 
 def _locked_file(source: Source, revision: str, file: RemoteFile, name: str) -> LockedFile:
     path = safe_relpath(file.path, origin=f"models.{name}")
+    hints = {"etag": file.etag, "version_id": file.version_id}
     if file.sha256 is not None:
-        return LockedFile(path=path, size=file.size, sha256=file.sha256, etag=file.etag)
+        return LockedFile(path=path, size=file.size, sha256=file.sha256, **hints)
     # The registry publishes no sha256 (small non-LFS files on the HF Hub): fetch and hash.
     with tempfile.TemporaryDirectory(prefix="modelmora-lock-") as tmp:
         dest = Path(tmp) / "blob"
@@ -172,4 +173,4 @@ def _locked_file(source: Source, revision: str, file: RemoteFile, name: str) -> 
             raise IntegrityError(
                 f"models.{name}: {path}: registry says {file.size} bytes but sent {size}"
             )
-        return LockedFile(path=path, size=size, sha256=sha256_file(dest), etag=file.etag)
+        return LockedFile(path=path, size=size, sha256=sha256_file(dest), **hints)

@@ -41,6 +41,9 @@ class RemoteFile(BaseModel):
     """The version tag the registry gave these bytes at lock time (bare, without quotes); a
     source may send it as ``If-Match`` so that replaced bytes are refused, not downloaded.
     ``None`` for registries without one and in locks written before the field existed."""
+    version_id: str | None = None
+    """The registry's id of this object version (S3 VersionId on a versioned bucket); a
+    source asks for exactly this version, so an overwrite does not lose the locked bytes."""
 
 
 class Resolution(BaseModel):

@@ -5,8 +5,14 @@ single-file model. S3 has no commits, so the revision is a digest of the prefix'
 sha256 over the sorted ``(path, ETag, size)`` of *every* object under it (not only the
 selected ones, so that changing ``files:`` keeps the revision). Any overwrite, addition or
 deletion changes it, which is what lets a pinned re-resolve notice that the bucket moved
-under the lock. Object VersionIds would be stronger on versioned buckets, but most buckets
-are not versioned, so they are not used.
+under the lock.
+
+On a *versioned* bucket each locked file also carries its VersionId (``version_id`` in the
+lock, read with one ListObjectVersions pass at lock time), and ``fetch`` asks for exactly
+that version: an object overwritten since lock still yields the locked bytes. Reading a
+version needs ``s3:GetObjectVersion`` (and listing them ``s3:ListBucketVersions``), which
+minimal read-only policies lack: without the first, fetch falls back to the current object
+guarded by its ETag (below); without the second, the lock simply records no ids.
 
 Each locked file also carries the ETag it had at lock time (``etag`` in the lock), and
 ``fetch`` sends it as ``If-Match`` without listing anything: an object replaced since is
@@ -36,6 +42,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import os
 import posixpath
 import re
@@ -55,6 +62,8 @@ from modelmora.errors import (
 from modelmora.sources.base import ProgressCallback, RemoteFile, Resolution, Source, safe_relpath
 
 __all__ = ["S3Source"]
+
+log = logging.getLogger(__name__)
 
 INSTALL_HINT = "install the extra: pip install 'modelmora[s3]'"
 REVISION_PREFIX = "s3-listing:"
@@ -149,6 +158,7 @@ class S3Source(Source):
         self._client_cache: Any = None
         self._credentials: str = ""
         self._listing: _Listing | None = None
+        self._versions_denied = False
 
     @property
     def origin(self) -> str:
@@ -190,13 +200,48 @@ class S3Source(Source):
                 f"(include={list(self.include)}, exclude={list(self.exclude)}); "
                 f"available: {', '.join(some[:8])}{', …' if len(some) > 8 else ''}"
             )
+        versions = self._version_ids(listing, chosen)
         files = []
         for rel in chosen:
             obj = listing.objects[rel]
             path = safe_relpath(rel, origin=self.origin)
             sha256 = self._published_sha256(obj, path) if obj.has_sha256 else None
-            files.append(RemoteFile(path=path, size=obj.size, sha256=sha256, etag=obj.bare_etag))
+            files.append(
+                RemoteFile(
+                    path=path,
+                    size=obj.size,
+                    sha256=sha256,
+                    etag=obj.bare_etag,
+                    version_id=versions.get(obj.key),
+                )
+            )
         return Resolution(revision=listing.revision, files=tuple(files))
+
+    def _version_ids(self, listing: _Listing, chosen: list[str]) -> dict[str, str]:
+        """Key → VersionId of each chosen object as listed, on a versioned bucket.
+
+        Empty for an unversioned bucket (S3 answers the id ``null``) and for credentials
+        without ``s3:ListBucketVersions``: the ETags still guard every download.
+        """
+        client = self._client()
+        wanted = {listing.objects[rel].key: listing.objects[rel].etag for rel in chosen}
+        pages = client.get_paginator("list_object_versions").paginate(
+            Bucket=self.bucket, Prefix=self.prefix
+        )
+        try:
+            versions = [
+                v for page in self._call(lambda: list(pages)) for v in page.get("Versions") or ()
+            ]
+        except AuthenticationError:
+            log.info("%s: may not list object versions; locking without VersionIds", self.origin)
+            return {}
+        return {
+            str(v["Key"]): str(v["VersionId"])
+            for v in versions
+            if v.get("IsLatest")
+            and v.get("VersionId") not in (None, "null")
+            and wanted.get(str(v["Key"])) == v.get("ETag")  # the version the listing saw
+        }
 
     def _list(self) -> _Listing:
         client = self._client()
@@ -270,7 +315,23 @@ class S3Source(Source):
         request: dict[str, Any] = {"Bucket": self.bucket, "IfMatch": etag}
         if offset:
             request["Range"] = f"bytes={offset}-"
-        response = self._get(keys, request, file.path)
+        if file.version_id is not None and not self._versions_denied:
+            request["VersionId"] = file.version_id
+        try:
+            response = self._get(keys, request, file.path)
+        except AuthenticationError:
+            if "VersionId" not in request:
+                raise
+            # Maybe only s3:GetObjectVersion is missing: the current object, if its ETag is
+            # still the locked one.
+            del request["VersionId"]
+            response = self._get(keys, request, file.path)
+            self._versions_denied = True
+            log.warning(
+                "%s: may not read object versions (s3:GetObjectVersion); downloading the "
+                "current objects, guarded by their ETags",
+                self.origin,
+            )
         if offset and not response.get("ContentRange"):
             offset = 0  # the server ignored Range and sends the whole object
         with dest.open("ab" if offset else "wb") as fh:
@@ -443,6 +504,8 @@ class S3Source(Source):
             )
         if code == "PreconditionFailed" or status == 412:
             return self._changed(path or self.prefix, "its ETag no longer matches")
+        if path is not None and code == "NoSuchVersion":
+            return self._changed(path, "its locked version was deleted", missing=True)
         if path is not None and (code == "NoSuchKey" or status == 404):
             return self._changed(path, "deleted from the bucket", missing=True)
         if code in _REJECTED_CREDENTIALS:
