@@ -16,7 +16,9 @@ What it does, in one run (everything on 127.0.0.1, nothing leaves the machine):
    seconds the client and the emulator spent;
 3. prints the CPU budget of a pull: sha256 speed, the CPU the transfer needs divided by the
    cores, the import time of our libraries, and the fastest CLI pull those allow;
-4. pulls extra files until the cache holds ``--warm-gb`` GB, then times ``cache verify``
+4. repeats curl vs the CLI against an emulator throttled to ``--link-mb-s`` (a network-bound
+   transfer, where hashing and start-up overlap with the wait for bytes);
+5. pulls extra files until the cache holds ``--warm-gb`` GB, then times ``cache verify``
    (stat-cache fast path, in process and as a CLI process) and ``cache verify --full``.
 
 The machine is shared and noisy: compare the side-by-side medians, not absolute numbers.
@@ -73,8 +75,12 @@ def write_random(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-def start_hub(root: Path, repos: dict[str, Path]) -> tuple[subprocess.Popen[str], str]:
+def start_hub(
+    root: Path, repos: dict[str, Path], *, throttle_mb_s: float | None = None
+) -> tuple[subprocess.Popen[str], str]:
     cmd = [sys.executable, "-m", "modelmora.testing.hub_emulator", "--root", str(root)]
+    if throttle_mb_s:
+        cmd += ["--throttle-mb-s", str(throttle_mb_s)]
     for repo_id, src in repos.items():
         cmd += ["--repo", f"{repo_id}={src}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -221,11 +227,59 @@ def modelmora(*args: str) -> list[str]:
     return [sys.executable, "-m", "modelmora", *args]
 
 
+def compare_on_a_link(
+    work: Path, src: Path, size: int, sha256: str, mb_s: float, rounds: int
+) -> None:
+    """curl vs the CLI when the bytes arrive at network speed, not at loopback speed.
+
+    The emulator sends at most ``mb_s`` MB/s per response, so both clients wait on the
+    "network" and our hashing and start-up overlap with it, as they would on a real link.
+    """
+    proc, url = start_hub(work / "hub-link", {"org/big": src}, throttle_mb_s=mb_s)
+    try:
+        project = work / "project-link"
+        lock = write_project(
+            project, url, {"big": ("org/big", {"model.safetensors": (size, sha256)})}
+        )
+        file_url = f"{url}/org/big/resolve/{lock.models['big'].revision}/model.safetensors"
+        home = work / "link-home"
+        env = {**os.environ, "MODELMORA_HOME": str(home)}
+        curl, cli = [], []
+        for _ in range(rounds):
+            curl.append(
+                measure(
+                    lambda: run_quietly(["curl", "-s", "-f", "-o", "/dev/null", file_url]), None
+                ).wall
+            )
+            cli.append(
+                measure(
+                    lambda: run_quietly(modelmora("-C", str(project), "pull", "-q"), env), None
+                ).wall
+            )
+            shutil.rmtree(home)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    curl_s, cli_s = statistics.median(curl), statistics.median(cli)
+    print()
+    print(f"# the same file over a {mb_s:g} MB/s link (throttled emulator), median of {rounds}")
+    print(f"curl -s -o /dev/null:                          {curl_s:.3f} s")
+    print(
+        f"modelmora pull (CLI process, fresh home):      {cli_s:.3f} s = {curl_s / cli_s:.2f}x curl"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mb", type=int, default=300)
     ap.add_argument("--warm-gb", type=float, default=1.0)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--link-mb-s",
+        type=float,
+        default=200.0,
+        help="also compare on an emulator throttled to this speed, like a network link (0: skip)",
+    )
     ap.add_argument("--workdir", type=Path, default=None, help="default: a temp dir, removed")
     args = ap.parse_args()
     if shutil.which("curl") is None:
@@ -319,6 +373,8 @@ def main() -> None:
         print_cpu_budget(
             runs, wall, size, pull_big, {**os.environ, "MODELMORA_HOME": str(work / "cli-home")}
         )
+        if args.link_mb_s:
+            compare_on_a_link(work, big_src, size, big_sha, args.link_mb_s, args.rounds)
 
         # -- warm cache verify ------------------------------------------------------------
         home = work / "cli-home"

@@ -708,6 +708,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=0, help="0 = ephemeral (default)")
     p.add_argument("--token", default=None, help="require this bearer token")
     p.add_argument("--lfs-threshold", type=int, default=1024 * 1024)
+    p.add_argument(
+        "--throttle-mb-s",
+        type=float,
+        default=None,
+        help="send each file body at most this fast (MB/s), like a network link",
+    )
     return p.parse_args(argv)
 
 
@@ -736,6 +742,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     hub.require_token(args.token)
+    if args.throttle_mb_s:
+        hub.throttle_bytes_per_s = int(args.throttle_mb_s * 1_000_000)
     with hub:
         print(f"READY {hub.url}", flush=True)
         signal.sigwait(stop)
