@@ -2,7 +2,8 @@
 
 Run from the repository root:
 
-    .venv/bin/python bench/download.py [--size-mb 300] [--warm-gb 1.0] [--rounds 3]
+    .venv/bin/python bench/download.py [--size-mb 300] [--warm-gb 1.0] [--rounds 3] \
+        [--link-mb-s 200]
 
 What it does, in one run (everything on 127.0.0.1, nothing leaves the machine):
 
