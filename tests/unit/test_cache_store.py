@@ -17,6 +17,7 @@ import pytest
 
 from modelmora.cache import Store, collect_garbage, ensure_blob, pull_entries, verify_store
 from modelmora.cache.progress import RichProgress
+from modelmora.cache.source_caches import using
 from modelmora.cache.statcache import StatCache
 from modelmora.errors import IntegrityError, LockFileError, ModelMoraError
 from modelmora.lock import LockedFile, LockedModel, LockFile, write_lock
@@ -312,3 +313,19 @@ def test_gc_removes_source_download_leftovers_only_once_they_are_stale(store: St
     report = collect_garbage(store, record_index=False)
     assert report.source_caches == [("tfhub/k/.1.tar.gz.a.tmp", 10)]
     assert not stale.exists() and live.exists()
+
+
+def test_an_unusable_use_claim_neither_fails_a_source_nor_lets_gc_delete(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A claim file SQLite cannot open (torn, or a filesystem without locking)."""
+    archive = store.root / "tfhub" / "k" / "1.tar.gz"
+    archive.parent.mkdir(parents=True)
+    archive.write_bytes(b"archive")
+    Path(f"{archive}.claim").write_bytes(b"not a database")
+    with using(archive) as path:  # a source reading the archive goes on, with a warning
+        assert path.read_bytes() == b"archive"
+    assert "could not claim" in caplog.text
+    report = collect_garbage(store, record_index=False)
+    assert report.source_caches == [] and report.skipped_busy == ["tfhub/k/1.tar.gz"]
+    assert archive.is_file()

@@ -19,6 +19,7 @@ hold "the" lock at once).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -30,6 +31,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from filelock import ReadWriteLock
+
+log = logging.getLogger(__name__)
 
 _STALE_DOWNLOAD_S = 3600.0
 """A temporary download older than this belongs to a process that is gone."""
@@ -60,6 +63,13 @@ class CacheItem:
     size: int
 
 
+def _claim_failures() -> tuple[type[Exception], ...]:
+    """What filelock's SQLite lock raises for a claim file it cannot use (not contention)."""
+    import sqlite3  # not at module level: every CLI command imports this module
+
+    return (OSError, sqlite3.Error, ValueError)
+
+
 def _claim(item: Path) -> ReadWriteLock:
     # Imported here: the SQLite-backed lock costs ~10 ms to import, and every CLI command
     # imports this module through `cache gc`; only tfhub, torchhub and gc need it.
@@ -70,13 +80,24 @@ def _claim(item: Path) -> ReadWriteLock:
 
 @contextmanager
 def using(item: Path) -> Iterator[Path]:
-    """Hold a shared use claim on ``item`` (which may not exist yet) for the block."""
+    """Hold a shared use claim on ``item`` (which may not exist yet) for the block.
+
+    A claim that cannot be taken (a claim file that is not a database, a filesystem where
+    SQLite cannot lock) is not worth failing a lock or pull for: the block runs unclaimed,
+    with a warning, and gc cannot take that claim either, so it skips the item.
+    """
     item.parent.mkdir(parents=True, exist_ok=True)
-    claim = _claim(item)
     try:
-        with claim.read_lock():
-            yield item
+        claim = _claim(item)
+        claim.acquire_read()
+    except _claim_failures() as exc:
+        log.warning("could not claim %s (%s); continuing without the claim", item, exc)
+        yield item
+        return
+    try:
+        yield item
     finally:
+        claim.release()
         claim.close()
 
 
@@ -109,11 +130,18 @@ def remove_unless_in_use(item: Path) -> bool:
     """Delete ``item`` if no source holds its claim; never waits. False when in use."""
     from filelock import Timeout
 
-    claim = _claim(item)
+    try:
+        claim = _claim(item)
+    except _claim_failures() as exc:
+        log.warning("cache gc skips %s: its claim cannot be checked (%s)", item, exc)
+        return False
     try:
         try:
             claim.acquire_write(blocking=False)
         except Timeout:
+            return False
+        except _claim_failures() as exc:
+            log.warning("cache gc skips %s: its claim cannot be checked (%s)", item, exc)
             return False
         try:
             if item.is_dir():
