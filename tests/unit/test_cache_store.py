@@ -329,3 +329,17 @@ def test_an_unusable_use_claim_neither_fails_a_source_nor_lets_gc_delete(
     report = collect_garbage(store, record_index=False)
     assert report.source_caches == [] and report.skipped_busy == ["tfhub/k/1.tar.gz"]
     assert archive.is_file()
+
+
+def test_gc_removes_unfinished_artifact_builds_only_once_they_are_stale(store: Store) -> None:
+    """A directory without ``artifact.json`` is a build in progress, or a killed one."""
+    store.ensure_layout()
+    killed, building = store.artifact_dir("a" * 64), store.artifact_dir("b" * 64)
+    for directory in (killed, building):
+        directory.mkdir()
+        (directory / "model.onnx").write_bytes(b"half")
+    two_hours_ago = time.time() - 7200
+    os.utime(killed, (two_hours_ago, two_hours_ago))
+    report = collect_garbage(store, record_index=False)
+    assert report.artifacts == [("a" * 64, "?", 4)]
+    assert not killed.exists() and building.is_dir()

@@ -1,12 +1,14 @@
 """``cache gc``: delete what no registered project's lock references any more.
 
 A project registers itself on every ``pull``. Garbage is every snapshot, blob and partial
-download that none of the still-existing registered projects' locks mention, and the
-sources' download caches (tfhub archives, git mirrors) that no unfinished pull needs (see
+download that none of the still-existing registered projects' locks mention; every
+converted artifact that none of their entries' installs uses (see
+:class:`~modelmora.cache.store.ArtifactLinks`); and the sources' download caches (tfhub
+archives, git mirrors) that no unfinished pull needs (see
 :mod:`modelmora.cache.source_caches`). A project whose directory is gone is unregistered;
 a project whose lock cannot be read stops the collection (we cannot know what it needs, so
-we delete nothing). Blobs, partials and source caches that a running ``lock`` or ``pull``
-holds are skipped, never waited for.
+we delete nothing). Blobs, partials, artifacts and source caches that a running ``lock``,
+``pull`` or ``install`` holds are skipped, never waited for.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from modelmora.cache.source_caches import find_items, remove_unless_in_use
-from modelmora.cache.store import Store
+from modelmora.cache.store import ARTIFACT_RECORD, Store
 from modelmora.errors import LockFileError, ModelMoraError
 from modelmora.lock import read_lock
 
@@ -36,6 +39,8 @@ class GcReport:
     snapshots: list[tuple[str, str]] = field(default_factory=list)
     blobs: list[tuple[str, int]] = field(default_factory=list)
     partials: list[tuple[str, int]] = field(default_factory=list)
+    artifacts: list[tuple[str, str, int]] = field(default_factory=list)
+    """Converted artifacts (key, model that built it, bytes)."""
     source_caches: list[tuple[str, int]] = field(default_factory=list)
     """Archives and mirrors (path under the home, bytes)."""
     kept_source_caches: list[tuple[str, str]] = field(default_factory=list)
@@ -44,7 +49,8 @@ class GcReport:
 
     @property
     def freed_bytes(self) -> int:
-        return sum(s for _, s in [*self.blobs, *self.partials, *self.source_caches])
+        sizes = [s for _, s in [*self.blobs, *self.partials, *self.source_caches]]
+        return sum(sizes) + sum(s for _, _, s in self.artifacts)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,6 +60,7 @@ class GcReport:
             "snapshots": [{"name": n, "content_digest": d} for n, d in self.snapshots],
             "blobs": [{"sha256": s, "size": n} for s, n in self.blobs],
             "partials": [{"sha256": s, "size": n} for s, n in self.partials],
+            "artifacts": [{"key": k, "model": m, "size": n} for k, m, n in self.artifacts],
             "source_caches": [{"path": p, "size": n} for p, n in self.source_caches],
             "kept_source_caches": [
                 {"cache": c, "needed_by": m} for c, m in self.kept_source_caches
@@ -81,6 +88,7 @@ def collect_garbage(
     report = GcReport(dry_run=dry_run)
     keep_blobs: set[str] = set()
     keep_snapshots: set[tuple[str, str]] = set()
+    keep_entries: set[str] = set()
     unfinished: dict[str, str] = {}  # source scheme -> a model of it with blobs missing
     for project in store.projects():
         if not Path(project.project_dir).is_dir():
@@ -100,6 +108,7 @@ def collect_garbage(
             ) from exc
         for entry in locked.models.values():
             keep_snapshots.add((entry.name, entry.content_digest()))
+            keep_entries.add(entry.entry_digest())
             keep_blobs.update(f.sha256 for f in entry.files)
             if not all(store.blob_path(f.sha256).is_file() for f in entry.files):
                 unfinished.setdefault(entry.source.split("://", 1)[0], entry.name)
@@ -115,6 +124,7 @@ def collect_garbage(
         for part in sorted(store.partial_dir.glob("*.part")):
             if part.stem not in keep_blobs:
                 report.partials.append((part.stem, part.stat().st_size))
+    report.artifacts = _unused_artifacts(store, keep_entries, use_index=record_index)
     for item in find_items(store.root):
         needed_by = unfinished.get(item.cache.scheme)
         if needed_by is None:
@@ -153,6 +163,21 @@ def collect_garbage(
         finally:
             lock.release()
     report.partials = removed_partials
+    removed_artifacts: list[tuple[str, str, int]] = []
+    for artifact_key, model, size in report.artifacts:
+        lock = store.artifact_lock(artifact_key)
+        if not _try_lock(lock):  # an install is building it right now
+            report.skipped_busy.append(artifact_key)
+            continue
+        try:
+            store.remove_artifact(artifact_key)
+            removed_artifacts.append((artifact_key, model, size))
+        finally:
+            lock.release()
+    report.artifacts = removed_artifacts
+    for links in store.artifact_links():
+        if links.entry_digest not in keep_entries:
+            store.remove_artifact_links(links.entry_digest)
     removed_caches: list[tuple[str, int]] = []
     for relpath, size in report.source_caches:
         if remove_unless_in_use(store.root / relpath):
@@ -160,14 +185,81 @@ def collect_garbage(
         else:
             report.skipped_busy.append(relpath)
     report.source_caches = removed_caches
-    if record_index and (report.snapshots or report.blobs or report.dropped_projects):
+    if record_index and (
+        report.snapshots or report.blobs or report.artifacts or report.dropped_projects
+    ):
         from modelmora.cache.index import Index
 
         index = Index(store, notify=notify)
-        index.forget(snapshots=report.snapshots, blobs=[sha for sha, _ in report.blobs])
+        index.forget(
+            snapshots=report.snapshots,
+            blobs=[sha for sha, _ in report.blobs],
+            artifacts=[key for key, _, _ in report.artifacts],
+        )
         for project_dir in report.dropped_projects:
             index.forget_project(project_dir)
     return report
+
+
+class _ArtifactHead(BaseModel):
+    """What gc reads of an artifact record (the pipeline owns the full schema)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    entry_digest: str
+
+
+def _unused_artifacts(
+    store: Store, keep_entries: set[str], *, use_index: bool
+) -> list[tuple[str, str, int]]:
+    """Artifacts no kept entry uses, and unfinished builds old enough to be dead.
+
+    An entry uses the artifacts its links file names, the ones whose record says it built
+    them, and — for installs from before links files existed — the ones the index links to
+    it (when there is an index). Anything else is garbage.
+    """
+    if not store.artifacts_dir.is_dir():
+        return []
+    used = {
+        a.key
+        for links in store.artifact_links()
+        if links.entry_digest in keep_entries
+        for a in links.artifacts
+    }
+    if use_index and keep_entries and store.index_path.is_file():
+        used |= _indexed_links(store, keep_entries)
+    cutoff = time.time() - _STALE_BUILD_S
+    unused = []
+    for directory in sorted(p for p in store.artifacts_dir.iterdir() if p.is_dir()):
+        try:
+            head = _ArtifactHead.model_validate_json((directory / ARTIFACT_RECORD).read_bytes())
+        except (OSError, ValidationError, ValueError):  # building, killed, or damaged
+            try:
+                if directory.stat().st_mtime < cutoff:
+                    unused.append((directory.name, "?", _tree_size(directory)))
+            except OSError:
+                pass
+            continue
+        if directory.name not in used and head.entry_digest not in keep_entries:
+            unused.append((directory.name, head.model, _tree_size(directory)))
+    return unused
+
+
+def _indexed_links(store: Store, keep_entries: set[str]) -> set[str]:
+    from modelmora.cache.index import Index
+
+    with Index(store).transaction() as con:
+        rows = con.execute(
+            "SELECT artifact_key FROM model_artifacts WHERE entry_digest IN "
+            "(SELECT unnest(?::VARCHAR[]))",
+            [sorted(keep_entries)],
+        ).fetchall()
+    return {str(key) for (key,) in rows}
+
+
+def _tree_size(directory: Path) -> int:
+    return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
 
 
 def _remove_stale_builds(store: Store) -> None:

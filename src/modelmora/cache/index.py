@@ -375,9 +375,18 @@ class Index:
             for sha, size in blobs:
                 _insert_blob(con, self.store, sha, size, _utc())
 
-    def forget(self, *, snapshots: Sequence[tuple[str, str]], blobs: Sequence[str]) -> None:
-        """Drop rows of snapshots and blobs that ``cache gc`` removed from the store."""
+    def forget(
+        self,
+        *,
+        snapshots: Sequence[tuple[str, str]],
+        blobs: Sequence[str],
+        artifacts: Sequence[str] = (),
+    ) -> None:
+        """Drop rows of snapshots, blobs and artifacts that ``cache gc`` removed."""
         with self.transaction() as con:
+            for key in artifacts:
+                for table in ("artifacts", "model_artifacts", "validations", "benchmarks"):
+                    con.execute(f"DELETE FROM {table} WHERE artifact_key = ?", [key])
             for name, digest in snapshots:
                 con.execute(
                     "DELETE FROM snapshots WHERE name = ? AND content_digest = ?", [name, digest]

@@ -94,6 +94,34 @@ class ProjectRecord(BaseModel):
     registered_at: datetime
 
 
+ARTIFACT_RECORD = "artifact.json"
+"""Written last into an artifact directory: a directory without it is an unfinished build."""
+
+
+class LinkedArtifact(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    position: int
+    """0 for the base artifact, then the variants in their fixed order."""
+    key: str
+
+
+class ArtifactLinks(BaseModel):
+    """The artifacts one lock entry's install uses: ``links/<entry_digest>.json``.
+
+    An artifact's own record names only the entry that first built it; entries that share
+    it (the same files at another revision, or in another project) are known only from
+    these files, which ``cache gc`` and ``cache reindex`` read. Each install of the entry
+    rewrites its file.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    entry_digest: str
+    artifacts: list[LinkedArtifact]
+
+
 class Store:
     """Paths and atomic operations of one store; cheap to construct, touches nothing."""
 
@@ -334,6 +362,48 @@ class Store:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}", key):
             raise ValueError(f"invalid artifact key {key!r}")
         return self.artifacts_dir / key
+
+    def artifact_lock(self, key: str) -> FileLock:
+        """Held while an artifact is built, and by ``cache gc`` while it deletes one."""
+        return FileLock(self.locks_dir / f"artifact-{key[:32]}.lock")
+
+    @property
+    def links_dir(self) -> Path:
+        return self.root / "links"
+
+    def _links_path(self, entry_digest: str) -> Path:
+        if not re.fullmatch(r"[0-9a-f]{64}", entry_digest):
+            raise ValueError(f"invalid entry digest {entry_digest!r}")
+        return self.links_dir / f"{entry_digest}.json"
+
+    def write_artifact_links(self, links: ArtifactLinks) -> None:
+        path = self._links_path(links.entry_digest)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Not fsynced: a lost file only makes gc fall back to the artifact records.
+            atomic_write_bytes(path, links.model_dump_json(indent=2).encode(), durable=False)
+        except OSError as exc:
+            raise store_os_error("record the artifacts of", path, exc) from exc
+
+    def artifact_links(self) -> list[ArtifactLinks]:
+        """Every readable links file (a torn one reads as absent)."""
+        found = []
+        if self.links_dir.is_dir():
+            for path in sorted(self.links_dir.glob("*.json")):
+                try:
+                    found.append(ArtifactLinks.model_validate_json(path.read_bytes()))
+                except (OSError, ValidationError, ValueError):
+                    continue
+        return found
+
+    def remove_artifact_links(self, entry_digest: str) -> None:
+        self._links_path(entry_digest).unlink(missing_ok=True)
+
+    def remove_artifact(self, key: str) -> None:
+        """Drop the record first so a half-removed artifact never looks complete."""
+        directory = self.artifact_dir(key)
+        (directory / ARTIFACT_RECORD).unlink(missing_ok=True)
+        shutil.rmtree(directory, ignore_errors=True)
 
     # -- projects ------------------------------------------------------------------------
     def _project_record_path(self, project_dir: Path) -> Path:

@@ -209,8 +209,9 @@ def verify_command(full: bool, repair: bool, as_json: bool) -> None:
 def gc_command(dry_run: bool, as_json: bool) -> None:
     """Delete snapshots and blobs no registered project's lock references.
 
-    Also deletes the sources' download caches (tfhub archives, git mirrors) once every
-    model that came from them is in the store.
+    Also deletes converted artifacts no locked model's install uses, and the sources'
+    download caches (tfhub archives, git mirrors) once every model that came from them is
+    in the store.
     """
     report = collect_garbage(Store(), dry_run=dry_run, notify=_warn)
     if as_json:
@@ -221,6 +222,8 @@ def gc_command(dry_run: bool, as_json: bool) -> None:
         click.echo(f"{'would forget' if dry_run else 'forgot'} project {project_dir} (gone)")
     for name, digest in report.snapshots:
         click.echo(f"{verb} snapshot {name}@{digest[:12]}")
+    for key, model, _ in report.artifacts:
+        click.echo(f"{verb} artifact {key[:16]} ({model})")
     for relpath, _ in report.source_caches:
         click.echo(f"{verb} source cache {relpath}")
     for cache, model in report.kept_source_caches:
@@ -229,8 +232,8 @@ def gc_command(dry_run: bool, as_json: bool) -> None:
         click.echo(f"skipped {what[:40]}: a lock or pull is using it", err=True)
     click.echo(
         f"{verb} {len(report.snapshots)} snapshot(s), {len(report.blobs)} blob(s), "
-        f"{len(report.partials)} partial download(s), {len(report.source_caches)} source "
-        f"cache(s): {_human(report.freed_bytes)}; "
+        f"{len(report.partials)} partial download(s), {len(report.artifacts)} artifact(s), "
+        f"{len(report.source_caches)} source cache(s): {_human(report.freed_bytes)}; "
         f"kept what {len(report.projects)} registered project(s) reference"
     )
 

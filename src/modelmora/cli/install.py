@@ -94,9 +94,9 @@ def _install(
     as_json: bool,
 ) -> int:
     from modelmora.cache import Store
+    from modelmora.cache.store import ARTIFACT_RECORD
     from modelmora.errors import UserInputError
     from modelmora.pipeline.fastpath import write_state
-    from modelmora.pipeline.records import ARTIFACT_RECORD
     from modelmora.project import Project
 
     if locked and frozen:

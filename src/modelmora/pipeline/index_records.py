@@ -10,6 +10,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from modelmora.cache import Store
+from modelmora.cache.store import ArtifactLinks, LinkedArtifact
 from modelmora.lock import LockedModel
 from modelmora.pipeline.records import ArtifactRecord, BenchmarkRecord, ValidationRecord
 
@@ -24,22 +25,33 @@ def link_artifacts(store: Store, entry: LockedModel, records: list[ArtifactRecor
     """Mirror ``records`` and which lock entry they serve (an artifact can serve several).
 
     Called with cached records too: a run killed after writing a record but before indexing
-    it leaves the index behind the store, and this catches it up.
+    it leaves the index behind the store, and this catches it up. The store keeps the links
+    too (``links/<entry_digest>.json``): gc and reindex must not depend on the index.
     """
     from modelmora.cache import Index
 
+    links = ArtifactLinks(
+        name=entry.name,
+        entry_digest=entry.entry_digest(),
+        artifacts=[LinkedArtifact(position=VARIANT_ORDER[r.variant], key=r.key) for r in records],
+    )
+    store.write_artifact_links(links)
     with Index(store).transaction() as con:
         for record in records:
             insert_artifact(con, store, record)
-        con.execute(
-            "DELETE FROM model_artifacts WHERE name = ? AND entry_digest = ?",
-            [entry.name, entry.entry_digest()],
-        )
-        con.executemany(
-            "INSERT INTO model_artifacts (name, entry_digest, position, artifact_key) "
-            "VALUES (?, ?, ?, ?)",
-            [[entry.name, entry.entry_digest(), VARIANT_ORDER[r.variant], r.key] for r in records],
-        )
+        _replace_links(con, links)
+
+
+def _replace_links(con: duckdb.DuckDBPyConnection, links: ArtifactLinks) -> None:
+    con.execute(
+        "DELETE FROM model_artifacts WHERE name = ? AND entry_digest = ?",
+        [links.name, links.entry_digest],
+    )
+    con.executemany(
+        "INSERT INTO model_artifacts (name, entry_digest, position, artifact_key) "
+        "VALUES (?, ?, ?, ?)",
+        [[links.name, links.entry_digest, a.position, a.key] for a in links.artifacts],
+    )
 
 
 def record_run(store: Store, project_dir: str, outcome: Any, started_at: Any) -> None:
@@ -213,8 +225,9 @@ def populate_from_store(con: duckdb.DuckDBPyConnection, store: Store) -> dict[st
         for benchmark in benchmarks:
             insert_benchmark(con, benchmark)
             counts["benchmarks"] += 1
-    # Links: the entry that built a base artifact, and the variants derived from that base.
-    # (Other entries sharing an artifact are linked again by their next install.)
+    # Links: the entry that built a base artifact, and the variants derived from that base;
+    # then every entry's links file (installs since links files exist), which also names
+    # the entries that share an artifact they did not build.
     for base in bases.values():
         con.execute(
             "INSERT OR REPLACE INTO model_artifacts VALUES (?, ?, 0, ?)",
@@ -230,4 +243,9 @@ def populate_from_store(con: duckdb.DuckDBPyConnection, store: Store) -> dict[st
             [parent.model, parent.entry_digest, VARIANT_ORDER.get(variant.variant, 9), variant.key],
         )
         counts["model_artifacts"] += 1
+    known = {a.key for a in [*bases.values(), *variants]}
+    for links in store.artifact_links():
+        if all(a.key in known for a in links.artifacts):  # else: an artifact was deleted
+            _replace_links(con, links)
+            counts["model_artifacts"] += len(links.artifacts)
     return counts

@@ -16,12 +16,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from modelmora.bench.report import BackendBenchmark
+from modelmora.cache.store import ARTIFACT_RECORD
 from modelmora.convert.result import ConversionResult
 from modelmora.fsutil import atomic_write_bytes
 from modelmora.manifest.model import ValidateSpec
 from modelmora.validate.report import ValidationReport
-
-ARTIFACT_RECORD = "artifact.json"
 
 
 def digest_of(payload: Any) -> str:

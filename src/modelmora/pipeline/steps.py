@@ -14,17 +14,15 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from filelock import FileLock
-
 from modelmora.bench.report import BackendBenchmark
 from modelmora.cache import Store, pull_entries
+from modelmora.cache.store import ARTIFACT_RECORD
 from modelmora.convert.result import ConversionResult
 from modelmora.errors import ModelMoraError
 from modelmora.lock import LockedModel
 from modelmora.manifest.model import ModelSpec
 from modelmora.pipeline import index_records
 from modelmora.pipeline.records import (
-    ARTIFACT_RECORD,
     ArtifactRecord,
     BenchmarkRecord,
     ValidationRecord,
@@ -167,7 +165,7 @@ def _ensure_artifact(
     """
     directory = job.store.artifact_dir(key)
     job.store.ensure_layout()
-    with FileLock(job.store.locks_dir / f"artifact-{key[:32]}.lock"):
+    with job.store.artifact_lock(key):
         existing = read_artifact(directory)
         if existing is not None:
             return existing, False
