@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -386,15 +386,7 @@ class Store:
             raise store_os_error("record the artifacts of", path, exc) from exc
 
     def artifact_links(self) -> list[ArtifactLinks]:
-        """Every readable links file (a torn one reads as absent)."""
-        found = []
-        if self.links_dir.is_dir():
-            for path in sorted(self.links_dir.glob("*.json")):
-                try:
-                    found.append(ArtifactLinks.model_validate_json(path.read_bytes()))
-                except (OSError, ValidationError, ValueError):
-                    continue
-        return found
+        return _read_records(self.links_dir, ArtifactLinks)
 
     def remove_artifact_links(self, entry_digest: str) -> None:
         self._links_path(entry_digest).unlink(missing_ok=True)
@@ -426,17 +418,25 @@ class Store:
         return record
 
     def projects(self) -> list[ProjectRecord]:
-        found = []
-        if self.projects_dir.is_dir():
-            for path in sorted(self.projects_dir.glob("*.json")):
-                try:
-                    found.append(ProjectRecord.model_validate_json(path.read_bytes()))
-                except (OSError, ValidationError, ValueError):
-                    continue
-        return found
+        return _read_records(self.projects_dir, ProjectRecord)
 
     def unregister_project(self, project_dir: str) -> None:
         self._project_record_path(Path(project_dir)).unlink(missing_ok=True)
+
+
+_Record = TypeVar("_Record", bound=BaseModel)
+
+
+def _read_records(directory: Path, model: type[_Record]) -> list[_Record]:
+    """Every readable ``*.json`` record in ``directory``; a torn or foreign one reads as absent."""
+    found = []
+    if directory.is_dir():
+        for path in sorted(directory.glob("*.json")):
+            try:
+                found.append(model.model_validate_json(path.read_bytes()))
+            except (OSError, ValidationError, ValueError):
+                continue
+    return found
 
 
 def _overall_mode(modes: set[LinkMode]) -> LinkMode:
