@@ -54,3 +54,10 @@ def copy_range(
             fout.write(chunk)
             if progress:
                 progress(len(chunk))
+
+
+def disk_size(path: Path) -> int:
+    """Bytes of a file, or of the regular files under a directory (symlinks not followed)."""
+    if not path.is_dir():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())

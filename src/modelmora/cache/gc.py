@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from modelmora.cache.source_caches import find_items, remove_unless_in_use
 from modelmora.cache.store import ARTIFACT_RECORD, Store
 from modelmora.errors import LockFileError, ModelMoraError
+from modelmora.fsutil import disk_size
 from modelmora.lock import read_lock
 
 _STALE_BUILD_S = 3600.0
@@ -237,12 +238,12 @@ def _unused_artifacts(
         except (OSError, ValidationError, ValueError):  # building, killed, or damaged
             try:
                 if directory.stat().st_mtime < cutoff:
-                    unused.append((directory.name, "?", _tree_size(directory)))
+                    unused.append((directory.name, "?", disk_size(directory)))
             except OSError:
                 pass
             continue
         if directory.name not in used and head.entry_digest not in keep_entries:
-            unused.append((directory.name, head.model, _tree_size(directory)))
+            unused.append((directory.name, head.model, disk_size(directory)))
     return unused
 
 
@@ -256,10 +257,6 @@ def _indexed_links(store: Store, keep_entries: set[str]) -> set[str]:
             [sorted(keep_entries)],
         ).fetchall()
     return {str(key) for (key,) in rows}
-
-
-def _tree_size(directory: Path) -> int:
-    return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
 
 
 def _remove_stale_builds(store: Store) -> None:

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from modelmora.fsutil import disk_size
+
 if TYPE_CHECKING:
     from filelock import ReadWriteLock
 
@@ -101,12 +103,6 @@ def using(item: Path) -> Iterator[Path]:
         claim.close()
 
 
-def _size(path: Path) -> int:
-    if not path.is_dir():
-        return path.stat().st_size
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
-
-
 def find_items(home: Path) -> list[CacheItem]:
     """Every archive and mirror in the source caches, and leftovers old enough to be dead."""
     items: list[CacheItem] = []
@@ -120,7 +116,7 @@ def find_items(home: Path) -> list[CacheItem]:
             if cache.leftover_glob:
                 leftovers = root.glob(cache.leftover_glob)
                 found += sorted(p for p in leftovers if p.stat().st_mtime < cutoff)
-            items += [CacheItem(cache, p, _size(p)) for p in found]
+            items += [CacheItem(cache, p, disk_size(p)) for p in found]
         except FileNotFoundError:  # a concurrent gc or source replaced something: skip it
             continue
     return items
