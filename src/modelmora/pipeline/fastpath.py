@@ -21,7 +21,9 @@ from modelmora.names import STATE_DIR
 from modelmora.tools import tool_versions
 
 STATE_FILE = "install-state.json"
-FORMAT = 1
+FORMAT = 2
+"""2: installs also record their artifacts in the store's ``links/`` (for gc and reindex);
+an install-state of format 1 makes the next install run the pipeline once to write them."""
 
 
 def _digest(path: Path) -> str | None:
