@@ -342,6 +342,33 @@ def test_a_cached_archive_that_does_not_match_the_lock_is_downloaded_again(
     assert (snapshot / "saved_model.pb").read_bytes() == model_files("v1")["saved_model.pb"]
 
 
+def test_a_fetch_still_reading_a_bad_copy_is_not_fooled_by_a_parallel_redownload(
+    hub: _Hub, tmp_path: Path
+) -> None:
+    """The race behind a flaky pull: fetch A is reading a corrupt cached archive when fetch
+    B (another member, another thread) finds it bad, deletes it and downloads a good one to
+    the same path. A must judge the copy it read, not the path: retry, not accept."""
+    publish(hub, f"kaggle/{KAGGLE}", 1, targz(model_files("v1")))
+    context = SourceContext(
+        project_dir=tmp_path, registries={"tfhub": RegistryConfig(endpoint=endpoint(hub))}
+    )
+    files = {
+        f.path: f for f in make_source({"source": f"tfhub://{KAGGLE}"}, context).resolve().files
+    }
+    (cached,) = (tmp_path / "home" / "tfhub").rglob("1.tar.gz")
+    cached.write_bytes(targz({p: b"bit rot " + data for p, data in model_files("v1").items()}))
+    source = make_source({"source": f"tfhub://{KAGGLE}"}, context)  # a later pull's source
+
+    def meanwhile_fetch_b(_: int) -> None:
+        if not (tmp_path / "b").exists():  # once, while A's stream is open
+            source.fetch("1", files["fingerprint.pb"], tmp_path / "b")
+
+    source.fetch("1", files["saved_model.pb"], tmp_path / "a", progress=meanwhile_fetch_b)
+    assert (tmp_path / "b").read_bytes() == model_files("v1")["fingerprint.pb"]
+    assert (tmp_path / "a").read_bytes() == model_files("v1")["saved_model.pb"]
+    assert hub.log.count(f"/api/v1/models/{KAGGLE}/1/download") == 2  # lock, then B's
+
+
 def test_archive_changed_since_lock_is_refused_naming_the_file(hub: _Hub, tmp_path: Path) -> None:
     publish(hub, f"kaggle/{KAGGLE}", 1, targz(model_files("v1")))
     root = project(tmp_path, endpoint(hub), f"tfhub://{KAGGLE}/1")

@@ -29,6 +29,7 @@ write outside the store; such names are refused and links/devices are skipped.
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
 import logging
@@ -208,7 +209,8 @@ class TfHubSource(Source):
         self._auth, self._auth_source = (
             _credentials(block, block_name) if self.handle.kind == "kaggle" else ({}, None)
         )
-        self._fresh: set[Path] = set()
+        self._fresh: set[int] = set()
+        """Inodes of the archives this source downloaded (as opposed to found cached)."""
         """Archives this instance downloaded itself (as opposed to found in the cache)."""
 
     @property
@@ -311,13 +313,14 @@ class TfHubSource(Source):
         with FileLock(f"{path}.lock"):
             if not path.is_file():
                 self._download(version, path)
-                self._fresh.add(path)
+                self._fresh.add(path.stat().st_ino)
         return path
 
-    def _discard(self, path: Path) -> None:
-        with FileLock(f"{path}.lock"):
-            if path not in self._fresh:  # another thread may have replaced it already
-                path.unlink(missing_ok=True)
+    def _discard(self, path: Path, inode: int) -> None:
+        """Delete the cached archive if it is still the copy (``inode``) found bad."""
+        with FileLock(f"{path}.lock"), contextlib.suppress(FileNotFoundError):
+            if path.stat().st_ino == inode:  # else another fetch replaced it already
+                path.unlink()
 
     def _archive_url(self, version: int) -> str:
         if self.handle.kind == "kaggle":
@@ -372,13 +375,21 @@ class TfHubSource(Source):
         with using(self._cache_path(version)):
             while True:
                 archive = self._archive(version)
-                digest = _copy_member(archive, path, dest, where, skip=offset, progress=progress)
-                if file.sha256 is None or digest == file.sha256 or archive in self._fresh:
-                    return
+                try:
+                    stream = archive.open("rb")
+                except FileNotFoundError:
+                    continue  # a parallel fetch discarded a bad cached copy: get the new one
+                with stream:
+                    # Judged by the copy actually read (its inode cannot be reused while open):
+                    # a parallel fetch may replace the file at this path meanwhile.
+                    inode = os.fstat(stream.fileno()).st_ino
+                    digest = _copy_member(stream, path, dest, where, skip=offset, progress=progress)
+                    if file.sha256 is None or digest == file.sha256 or inode in self._fresh:
+                        return
                 log.warning(
                     "%s: cached archive does not match the lock; downloading it again", where
                 )
-                self._discard(archive)
+                self._discard(archive, inode)
                 os.truncate(dest, offset)
 
     # -- failures ----------------------------------------------------------------------
@@ -440,10 +451,11 @@ class TfHubSource(Source):
 
 
 @contextmanager
-def _open_stream(archive: Path, where: str) -> Iterator[tarfile.TarFile]:
+def _open_stream(archive: Path | IO[bytes], where: str) -> Iterator[tarfile.TarFile]:
     """The archive as a forward-only stream: one decompression pass, never a seek back."""
     try:
-        with tarfile.open(archive, mode="r|*") as tar:
+        name, fileobj = (archive, None) if isinstance(archive, Path) else (None, archive)
+        with tarfile.open(name=name, fileobj=fileobj, mode="r|*") as tar:
             yield tar
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise SourceError(f"{where}: the downloaded archive is not a valid tar.gz: {exc}") from exc
@@ -482,7 +494,7 @@ def _list_members(archive: Path, where: str) -> dict[str, _Member]:
 
 
 def _copy_member(
-    archive: Path,
+    archive: IO[bytes],
     path: str,
     dest: Path,
     where: str,
