@@ -18,13 +18,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from modelmora.cache.source_caches import find_items, remove_unless_in_use
-from modelmora.cache.store import ARTIFACT_RECORD, Store
+from modelmora.cache.store import ARTIFACT_RECORD, ArtifactLinks, Store
 from modelmora.errors import LockFileError, ModelMoraError
 from modelmora.fsutil import disk_size
 from modelmora.lock import read_lock
@@ -79,6 +79,34 @@ def _try_lock(lock: FileLock) -> bool:
     return True
 
 
+_Named = TypeVar("_Named", bound=tuple[Any, ...])
+
+
+def _remove_unlocked(
+    items: list[_Named],
+    lock_for: Callable[[str], FileLock],
+    remove: Callable[[str], None],
+    busy: list[str],
+) -> list[_Named]:
+    """Remove each item (named by its first field) whose lock is free now, never waiting.
+
+    Returns the removed items; the names of those someone holds go to ``busy``.
+    """
+    removed = []
+    for item in items:
+        name = str(item[0])
+        lock = lock_for(name)
+        if not _try_lock(lock):
+            busy.append(name)
+            continue
+        try:
+            remove(name)
+            removed.append(item)
+        finally:
+            lock.release()
+    return removed
+
+
 def collect_garbage(
     store: Store,
     *,
@@ -125,7 +153,8 @@ def collect_garbage(
         for part in sorted(store.partial_dir.glob("*.part")):
             if part.stem not in keep_blobs:
                 report.partials.append((part.stem, part.stat().st_size))
-    report.artifacts = _unused_artifacts(store, keep_entries, use_index=record_index)
+    all_links = store.artifact_links()
+    report.artifacts = _unused_artifacts(store, all_links, keep_entries, use_index=record_index)
     for item in find_items(store.root):
         needed_by = unfinished.get(item.cache.scheme)
         if needed_by is None:
@@ -140,43 +169,19 @@ def collect_garbage(
     for name, digest in report.snapshots:
         store.remove_snapshot(name, digest)
     _remove_stale_builds(store)
-    removed_blobs: list[tuple[str, int]] = []
-    for sha, size in report.blobs:
-        lock = store.blob_lock(sha)
-        if not _try_lock(lock):
-            report.skipped_busy.append(sha)
-            continue
-        try:
-            store.discard_blob(sha)
-            removed_blobs.append((sha, size))
-        finally:
-            lock.release()
-    report.blobs = removed_blobs
-    removed_partials: list[tuple[str, int]] = []
-    for sha, size in report.partials:
-        lock = store.blob_lock(sha)
-        if not _try_lock(lock):
-            report.skipped_busy.append(sha)
-            continue
-        try:
-            store.partial_path(sha).unlink(missing_ok=True)
-            removed_partials.append((sha, size))
-        finally:
-            lock.release()
-    report.partials = removed_partials
-    removed_artifacts: list[tuple[str, str, int]] = []
-    for artifact_key, model, size in report.artifacts:
-        lock = store.artifact_lock(artifact_key)
-        if not _try_lock(lock):  # an install is building it right now
-            report.skipped_busy.append(artifact_key)
-            continue
-        try:
-            store.remove_artifact(artifact_key)
-            removed_artifacts.append((artifact_key, model, size))
-        finally:
-            lock.release()
-    report.artifacts = removed_artifacts
-    for links in store.artifact_links():
+    busy = report.skipped_busy
+    report.blobs = _remove_unlocked(report.blobs, store.blob_lock, store.discard_blob, busy)
+    report.partials = _remove_unlocked(
+        report.partials,
+        store.blob_lock,
+        lambda sha: store.partial_path(sha).unlink(missing_ok=True),
+        busy,
+    )
+    # An install holds an artifact's lock while it builds it.
+    report.artifacts = _remove_unlocked(
+        report.artifacts, store.artifact_lock, store.remove_artifact, busy
+    )
+    for links in all_links:
         if links.entry_digest not in keep_entries:
             store.remove_artifact_links(links.entry_digest)
     removed_caches: list[tuple[str, int]] = []
@@ -212,7 +217,7 @@ class _ArtifactHead(BaseModel):
 
 
 def _unused_artifacts(
-    store: Store, keep_entries: set[str], *, use_index: bool
+    store: Store, all_links: list[ArtifactLinks], keep_entries: set[str], *, use_index: bool
 ) -> list[tuple[str, str, int]]:
     """Artifacts no kept entry uses, and unfinished builds old enough to be dead.
 
@@ -223,10 +228,7 @@ def _unused_artifacts(
     if not store.artifacts_dir.is_dir():
         return []
     used = {
-        a.key
-        for links in store.artifact_links()
-        if links.entry_digest in keep_entries
-        for a in links.artifacts
+        a.key for links in all_links if links.entry_digest in keep_entries for a in links.artifacts
     }
     if use_index and keep_entries and store.index_path.is_file():
         used |= _indexed_links(store, keep_entries)
