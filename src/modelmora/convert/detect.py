@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from modelmora import tasks
 from modelmora.convert.result import SourceFormat
 from modelmora.errors import UserInputError
 
@@ -30,36 +31,6 @@ _TRANSFORMERS_WEIGHTS = (
     "pytorch_model.bin.index.json",
 )
 
-# Registry pipeline tags (and common synonyms people write in manifests) → exporter tasks.
-_TASK_SYNONYMS: dict[str, str] = {
-    "sentence-similarity": "feature-extraction",
-    "default": "feature-extraction",
-    "sequence-classification": "text-classification",
-    "sentiment-analysis": "text-classification",
-    "zero-shot-classification": "text-classification",
-    "ner": "token-classification",
-    "causal-lm": "text-generation",
-    "masked-lm": "fill-mask",
-    "seq2seq-lm": "text2text-generation",
-    "summarization": "text2text-generation",
-    "translation": "text2text-generation",
-}
-
-# Suffix of an ``architectures`` class name → task. Order matters: first match wins.
-_ARCH_SUFFIXES: tuple[tuple[str, str], ...] = (
-    ("ForSequenceClassification", "text-classification"),
-    ("ForTokenClassification", "token-classification"),
-    ("ForQuestionAnswering", "question-answering"),
-    ("ForMaskedLM", "fill-mask"),
-    ("ForCausalLM", "text-generation"),
-    ("LMHeadModel", "text-generation"),
-    ("ForMultipleChoice", "multiple-choice"),
-    ("ForImageClassification", "image-classification"),
-    ("ForAudioClassification", "audio-classification"),
-    ("ForSemanticSegmentation", "semantic-segmentation"),
-    ("ForObjectDetection", "object-detection"),
-)
-
 TASK_HINT = "e.g. feature-extraction, text-classification, token-classification, fill-mask"
 
 
@@ -72,9 +43,8 @@ def _field(name: str | None, field: str) -> str:
 
 
 def normalize_task(task: str) -> str:
-    """Map registry/pipeline synonyms onto the exporter's task names."""
-    task = task.strip()
-    return _TASK_SYNONYMS.get(task, task)
+    """Map registry/pipeline synonyms onto the exporter's task names (``modelmora.tasks``)."""
+    return tasks.normalize(task)
 
 
 def read_config(model_dir: Path) -> dict[str, Any]:
@@ -86,16 +56,6 @@ def read_config(model_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise UserInputError(f"{path} is not valid JSON: {exc}") from exc
     return data if isinstance(data, dict) else {}
-
-
-def _task_from_architectures(architectures: Iterable[str]) -> str | None:
-    for arch in architectures:
-        for suffix, task in _ARCH_SUFFIXES:
-            if arch.endswith(suffix):
-                return task
-        if arch.endswith("Model") and "For" not in arch:
-            return "feature-extraction"
-    return None
 
 
 def detect_task(
@@ -114,7 +74,7 @@ def detect_task(
     config = read_config(model_dir)
     architectures = config.get("architectures") or []
     if isinstance(architectures, list) and architectures:
-        task = _task_from_architectures(str(a) for a in architectures)
+        task = tasks.task_from_architectures(str(a) for a in architectures)
         if task:
             return task
         raise UserInputError(

@@ -25,6 +25,8 @@ from modelmora.serve import openai_routes, v2_routes
 from modelmora.serve.config import ServedModel, ServerSettings
 from modelmora.serve.errors import ServeError
 from modelmora.serve.state import ServeState
+from modelmora.serve.tasks import SERVE_TASKS
+from modelmora.serve.tasks.base import HotRoute
 from modelmora.serve.wire import dumps
 
 __all__ = ["ServeApp", "create_app"]
@@ -149,10 +151,8 @@ class Guard:
         await self.app(scope, limited_receive, guarded_send)
 
 
-_Reply = Callable[[ServeState, Any, "str | None", "str | None"], Awaitable[bytes]]
-_HOT_ROUTES: dict[str, tuple[type[BaseModel], _Reply]] = {
-    "/v1/embeddings": (openai_routes.EmbeddingsRequest, openai_routes.embeddings_reply),
-    "/v1/classify": (openai_routes.ClassifyRequest, openai_routes.classify_reply),
+_HOT_ROUTES: dict[str, HotRoute] = {
+    path: route for task in SERVE_TASKS.values() for path, route in task.hot_routes.items()
 }
 
 
@@ -293,5 +293,8 @@ def create_app(
         return Response(content=body, media_type=content_type)
 
     app.include_router(openai_routes.router)
+    for task in SERVE_TASKS.values():
+        if task.router is not None:
+            app.include_router(task.router)
     app.include_router(v2_routes.router)
     return app

@@ -4,27 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from modelmora import tasks
 from modelmora.backends import PROVIDERS
 from modelmora.errors import UserInputError
 from modelmora.manifest.model import Backend, ServeSpec, parse_duration
+from modelmora.serve.tasks import SERVE_TASKS, ServeTask, served_as
 
-__all__ = ["PROVIDERS", "ServedModel", "ServerSettings", "Task", "detect_task"]
-
-Task = Literal["feature-extraction", "text-classification", "tensor"]
-"""``feature-extraction``: text in, pooled sentence vectors out (OpenAI embeddings, v2).
-``text-classification``: text in, labels from ``config.json`` ``id2label`` out.
-``tensor``: any ONNX graph, numeric tensors in and out (v2 only)."""
-
-_TASK_ALIASES = {
-    "sentence-similarity": "feature-extraction",
-    "sentence-embeddings": "feature-extraction",
-    "embeddings": "feature-extraction",
-    "sequence-classification": "text-classification",
-}
+__all__ = ["PROVIDERS", "ServedModel", "ServerSettings", "detect_task"]
 
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -38,7 +28,8 @@ class ServedModel(BaseModel):
     name: str = Field(pattern=_NAME)
     artifact_dir: Path
     onnx_file: str = "model.onnx"
-    task: Task
+    task: str
+    """A served task (``modelmora.serve.tasks``), or a synonym of one."""
     backend: Backend = "cpu"
     serve: ServeSpec = ServeSpec()
     threads: int = Field(0, ge=0)
@@ -51,8 +42,17 @@ class ServedModel(BaseModel):
 
     @field_validator("task", mode="before")
     @classmethod
-    def _alias(cls, v: Any) -> Any:
-        return _TASK_ALIASES.get(v, v) if isinstance(v, str) else v
+    def _served_task(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        name = tasks.normalize(v)
+        if name not in SERVE_TASKS:
+            raise ValueError(f"Input should be one of {', '.join(map(repr, SERVE_TASKS))}")
+        return name
+
+    @property
+    def serve_task(self) -> ServeTask:
+        return SERVE_TASKS[self.task]
 
     @property
     def onnx_path(self) -> Path:
@@ -77,7 +77,7 @@ class ServedModel(BaseModel):
                 hint="point --model NAME=DIR at a directory holding model.onnx "
                 "(or set NAME.onnx_file=...)",
             )
-        if self.task != "tensor" and not (self.artifact_dir / "tokenizer.json").is_file():
+        if self.serve_task.needs_tokenizer and not (self.artifact_dir / "tokenizer.json").is_file():
             raise UserInputError(
                 f"model {self.name!r}: task {self.task} needs "
                 f"{self.artifact_dir / 'tokenizer.json'}, which does not exist"
@@ -99,12 +99,13 @@ class ServerSettings(BaseModel):
     """How long shutdown waits for in-flight requests before stopping workers anyway."""
 
 
-def detect_task(artifact_dir: Path) -> Task:
-    """Guess the task from the snapshot's files (an explicit ``task`` always wins).
+def detect_task(artifact_dir: Path) -> str:
+    """Guess the task from the artifact's files (an explicit ``task`` always wins).
 
-    Not from the model's name (GPUX's mistake): ``config.json`` architectures say
-    ``...ForSequenceClassification`` for classifiers; any other snapshot with a
-    ``tokenizer.json`` is served as a text embedding model; the rest as plain tensors.
+    Not from the model's name (GPUX's mistake): ``config.json`` architectures name the task
+    (``...ForSequenceClassification`` → classifier); a directory whose architecture names no
+    served task but has a ``tokenizer.json`` is served as a text embedding model; the rest
+    as plain tensors.
     """
     cfg_file = artifact_dir / "config.json"
     if cfg_file.is_file():
@@ -112,9 +113,10 @@ def detect_task(artifact_dir: Path) -> Task:
             cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise UserInputError(f"{cfg_file} is not valid JSON: {exc}") from exc
-        archs = cfg.get("architectures") or [] if isinstance(cfg, dict) else []
-        if any(str(a).endswith("ForSequenceClassification") for a in archs):
-            return "text-classification"
+        archs = cfg.get("architectures") if isinstance(cfg, dict) else None
+        task = tasks.task_from_architectures(map(str, archs if isinstance(archs, list) else []))
+        if task is not None and served_as(task) not in ("tensor", "feature-extraction"):
+            return served_as(task)
     if (artifact_dir / "tokenizer.json").is_file():
         return "feature-extraction"
     return "tensor"

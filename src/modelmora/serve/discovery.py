@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 
 __all__ = ["choose_artifact", "discover"]
 
-_SERVABLE_TASKS = {"feature-extraction", "text-classification"}
-
 
 def discover(project_dir: Path) -> list[ServedModel]:
     """The installed, validated models of the project in ``project_dir``."""
@@ -97,7 +95,7 @@ def choose_artifact(status: ModelStatus, backends: Sequence[str]) -> tuple[str, 
 
 def _task(artifact_dir: Path) -> str:
     from modelmora.pipeline.records import read_artifact
+    from modelmora.serve.tasks import served_as
 
     record = read_artifact(artifact_dir)
-    task = record.conversion.task if record else None
-    return task if task in _SERVABLE_TASKS else "tensor"
+    return served_as(record.conversion.task if record else None)

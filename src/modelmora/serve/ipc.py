@@ -1,5 +1,14 @@
 """What crosses the pipe between the router and a worker, and how.
 
+The router sends :class:`Request` (an id and a task-specific body), :class:`Cancel` and
+:class:`Stop`; the worker answers every request with one or more :class:`Reply` messages
+carrying the same id, the last one marked ``last`` (the end marker). A one-shot task (a batch
+of embeddings) answers with a single ``Reply(id, Output, last=True)``; a streaming task
+(token generation) with ``Chunk`` replies and a final one. Ids let several requests be in
+flight on one worker at once, which a continuously batching runner needs; ``Cancel`` asks the
+worker to drop a request it has not finished (it still sends the end marker, so the router
+knows the request is gone).
+
 Messages are small frozen dataclasses pickled with protocol 5; numpy arrays of 64 KiB or
 more travel as out-of-band buffers (their bytes are written to the pipe as-is, never copied
 into the pickle stream), smaller ones inside it; none is ever turned into JSON. Only the
@@ -12,15 +21,19 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 __all__ = [
+    "Cancel",
+    "Chunk",
     "Failed",
     "ModelInfo",
     "Output",
     "Ready",
+    "Reply",
+    "Request",
     "RunTensors",
     "RunText",
     "Stop",
@@ -42,6 +55,8 @@ class WorkerSpec:
     provider: str
     threads: int = 0
     spin: bool = True
+    runner: str = "modelmora.serve.runners.base:TensorRunner"
+    """``module:Class`` of the task's worker-side runner (from the serve task table)."""
 
 
 @dataclass(frozen=True)
@@ -97,13 +112,40 @@ class Output:
 
 
 @dataclass(frozen=True)
+class Chunk:
+    """One piece of a streamed answer (task-specific fields, e.g. new token ids and text)."""
+
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Failed:
     message: str
     kind: Literal["load", "input", "internal"] = "internal"
     details: dict[str, str] = field(default_factory=dict)
 
 
-Message = WorkerSpec | RunText | RunTensors | Stop | Ready | Output | Failed
+@dataclass(frozen=True)
+class Request:
+    id: int
+    body: Any
+    """The task's payload: ``RunText``, ``RunTensors`` or a task-specific dataclass."""
+
+
+@dataclass(frozen=True)
+class Cancel:
+    id: int
+
+
+@dataclass(frozen=True)
+class Reply:
+    id: int
+    body: Output | Chunk | Failed
+    last: bool = True
+    """The end marker: no more replies for this id."""
+
+
+Message = WorkerSpec | Request | Cancel | Stop | Ready | Reply | Output | Chunk | Failed
 
 
 _IN_BAND_MAX = 64 * 1024

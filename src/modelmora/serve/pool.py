@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import multiprocessing
 import os
@@ -26,13 +27,15 @@ from typing import Literal
 from modelmora.serve.config import ServedModel, ServerSettings
 from modelmora.serve.errors import ModelNotFound, ModelUnavailable, ServeError
 from modelmora.serve.ipc import (
+    Cancel,
+    Chunk,
     Failed,
     Message,
     ModelInfo,
     Output,
     Ready,
-    RunTensors,
-    RunText,
+    Reply,
+    Request,
     Stop,
     WorkerSpec,
     recv_msg,
@@ -85,6 +88,8 @@ def _bare_main() -> Iterator[None]:
 
 def worker_spec(model: ServedModel) -> WorkerSpec:
     """What the worker process is told about its model (plain data, cheap to pickle)."""
+    from modelmora.serve.tasks import serve_task
+
     return WorkerSpec(
         name=model.name,
         artifact_dir=str(model.artifact_dir),
@@ -93,14 +98,26 @@ def worker_spec(model: ServedModel) -> WorkerSpec:
         provider=model.provider,
         threads=model.threads,
         spin=model.spin,
+        runner=serve_task(model.task).runner,
     )
+
+
+_Sink = Callable[["Reply | ServeError"], None]
+"""Where the reader delivers one request's replies (or the worker's death)."""
 
 
 class WorkerHandle:
     """The router's side of one worker process."""
 
-    def __init__(self, model: ServedModel, on_death: Callable[[WorkerHandle], None]) -> None:
+    def __init__(
+        self,
+        model: ServedModel,
+        on_death: Callable[[WorkerHandle], None],
+        *,
+        spec: WorkerSpec | None = None,
+    ) -> None:
         self.model = model
+        self.spec = spec or worker_spec(model)
         self.state: Literal["starting", "ready", "stopping", "dead"] = "starting"
         self.leases = 0
         self.last_used = time.monotonic()
@@ -109,8 +126,9 @@ class WorkerHandle:
         self._on_death = on_death
         self._proc: BaseProcess | None = None
         self._conn: Connection | None = None
-        self._pending: asyncio.Future[Message] | None = None
-        self._run_lock = asyncio.Lock()
+        self._loading: asyncio.Future[Message] | None = None
+        self._open: dict[int, _Sink] = {}
+        self._ids = itertools.count(1)
         self._loop = asyncio.get_running_loop()
 
     @property
@@ -124,7 +142,7 @@ class WorkerHandle:
         parent, child = ctx.Pipe(duplex=True)
         proc = ctx.Process(
             target=worker.main,
-            args=(child, worker_spec(self.model)),
+            args=(child, self.spec),
             name=f"modelmora-worker-{self.model.name}",
             daemon=True,
         )
@@ -132,13 +150,13 @@ class WorkerHandle:
             proc.start()
         child.close()  # else the parent would never see EOF when the worker dies
         self._proc, self._conn = proc, parent
-        self._pending = self._loop.create_future()
+        self._loading = self._loop.create_future()
         self._loop.add_reader(parent.fileno(), self._on_readable)
         # uvloop (libuv) switches a watched fd to non-blocking; our reads and writes are whole
         # framed messages the worker sends back to back, so they must block until complete.
         os.set_blocking(parent.fileno(), True)
         try:
-            msg = await asyncio.wait_for(asyncio.shield(self._pending), timeout_s)
+            msg = await asyncio.wait_for(asyncio.shield(self._loading), timeout_s)
         except TimeoutError:
             await self.stop()
             raise ModelUnavailable(
@@ -163,9 +181,23 @@ class WorkerHandle:
                 self.state = "dead"
                 self._loop.create_task(self._report_death())
             return
-        pending, self._pending = self._pending, None
-        if pending is not None and not pending.done():
-            pending.set_result(msg)
+        if isinstance(msg, Reply):
+            sink = self._open.pop(msg.id, None) if msg.last else self._open.get(msg.id)
+            if sink is not None:
+                sink(msg)
+            return
+        loading, self._loading = self._loading, None
+        if loading is not None and not loading.done():
+            loading.set_result(msg)
+
+    def _fail_open(self, error: ServeError) -> None:
+        """Every request still in the worker learns why it will get no answer."""
+        loading, self._loading = self._loading, None
+        if loading is not None and not loading.done():
+            loading.set_exception(error)
+        sinks, self._open = list(self._open.values()), {}
+        for sink in sinks:
+            sink(error)
 
     async def _report_death(self) -> None:
         proc = self._proc
@@ -176,28 +208,73 @@ class WorkerHandle:
             f"{_exit_reason(proc.exitcode)}"
         )
         log.error("%s", reason)
-        pending, self._pending = self._pending, None
-        if pending is not None and not pending.done():
-            pending.set_exception(ModelUnavailable(reason))
+        self._fail_open(ModelUnavailable(reason))
         self._close_conn()
         self._on_death(self)
 
-    async def run(self, msg: RunText | RunTensors) -> Output:
-        """Send one batch and wait for its result (one batch at a time per worker)."""
-        async with self._run_lock:
-            if self.state != "ready" or self._conn is None:
-                raise ModelUnavailable(f"the worker for model {self.model.name!r} is not running")
-            fut: asyncio.Future[Message] = self._loop.create_future()
-            self._pending = fut
-            # On a broken pipe the reader sees EOF and fails ``fut`` with the exit reason.
-            with contextlib.suppress(OSError):
-                send_msg(self._conn, msg)
-            reply = await fut
-        if isinstance(reply, Failed):
-            raise WorkerFailure(f"model {self.model.name!r} could not run: {reply.message}")
-        assert isinstance(reply, Output)
-        self.rss_bytes = reply.rss_bytes or self.rss_bytes
-        return reply
+    def _send(self, body: object, sink: _Sink) -> int:
+        if self.state != "ready" or self._conn is None:
+            raise ModelUnavailable(f"the worker for model {self.model.name!r} is not running")
+        request_id = next(self._ids)
+        self._open[request_id] = sink
+        # On a broken pipe the reader sees EOF and fails the sink with the exit reason.
+        with contextlib.suppress(OSError):
+            send_msg(self._conn, Request(request_id, body))
+        return request_id
+
+    def _failure(self, reply: Failed) -> WorkerFailure:
+        return WorkerFailure(f"model {self.model.name!r} could not run: {reply.message}")
+
+    async def run(self, body: object) -> Output:
+        """Send one request and wait for its final answer (batch tasks; chunks are skipped)."""
+        fut: asyncio.Future[Reply | ServeError] = self._loop.create_future()
+
+        def deliver(reply: Reply | ServeError) -> None:
+            if isinstance(reply, Reply) and not reply.last:
+                return
+            if not fut.done():
+                fut.set_result(reply)
+
+        self._send(body, deliver)
+        reply = await fut
+        if isinstance(reply, ServeError):
+            raise reply
+        if isinstance(reply.body, Failed):
+            raise self._failure(reply.body)
+        if not isinstance(reply.body, Output):
+            raise ModelUnavailable(
+                f"model {self.model.name!r} answered {type(reply.body).__name__}"
+            )
+        self.rss_bytes = reply.body.rss_bytes or self.rss_bytes
+        return reply.body
+
+    async def stream(self, body: object) -> AsyncIterator[Chunk | Output]:
+        """Send one request and yield its answers as they come (streaming tasks).
+
+        Leaving the loop early (the client went away, a deadline) sends ``Cancel``, so the
+        worker drops the request at its next step instead of computing for nobody.
+        """
+        queue: asyncio.Queue[Reply | ServeError] = asyncio.Queue()
+        request_id = self._send(body, queue.put_nowait)
+        finished = False
+        try:
+            while True:
+                reply = await queue.get()
+                if isinstance(reply, ServeError):
+                    finished = True
+                    raise reply
+                finished = reply.last
+                if isinstance(reply.body, Failed):
+                    raise self._failure(reply.body)
+                if isinstance(reply.body, Output):
+                    self.rss_bytes = reply.body.rss_bytes or self.rss_bytes
+                yield reply.body
+                if finished:
+                    return
+        finally:
+            if not finished and self._conn is not None and request_id in self._open:
+                with contextlib.suppress(OSError):
+                    send_msg(self._conn, Cancel(request_id))
 
     def _close_conn(self) -> None:
         if self._conn is not None:
@@ -225,11 +302,7 @@ class WorkerHandle:
             if proc.exitcode is None:
                 proc.kill()
                 await asyncio.to_thread(proc.join, 2.0)
-        pending, self._pending = self._pending, None
-        if pending is not None and not pending.done():
-            pending.set_exception(
-                ModelUnavailable(f"model {self.model.name!r} was unloaded while running")
-            )
+        self._fail_open(ModelUnavailable(f"model {self.model.name!r} was unloaded while running"))
         self._close_conn()
         self.state = "dead"
 

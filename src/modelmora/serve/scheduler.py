@@ -1,6 +1,8 @@
 """Per-model scheduling: a bounded priority queue, dynamic batching and deadlines.
 
-A request becomes a :class:`WorkItem` of ``rows`` rows (sentences or tensor rows). One
+A request becomes a work item of ``rows`` rows (sentences or tensor rows) carrying its task's
+payload; the task's :class:`~modelmora.serve.batching.BatchPolicy` says how payloads combine
+into one worker request and how the answer splits back. One
 batcher task per model pops the most urgent item (highest priority, then oldest), then
 keeps adding compatible items in priority order until the batch holds ``max_batch_size``
 rows or ``max_queue_delay_ms`` has passed since that first item *arrived* (so an item that
@@ -20,25 +22,17 @@ import math
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-import numpy as np
-
+from modelmora.serve.batching import BatchPolicy, ItemResult
 from modelmora.serve.config import ServedModel
 from modelmora.serve.errors import DeadlineExceeded, QueueFull, ServeError
-from modelmora.serve.ipc import Output, RunTensors, RunText
 from modelmora.serve.metrics import ServeMetrics
 from modelmora.serve.pool import WorkerFailure, WorkerPool
 
 __all__ = ["ItemResult", "ModelScheduler"]
 
 TEXT_SIGNATURE: Hashable = ("text",)
-
-
-@dataclass(frozen=True)
-class ItemResult:
-    arrays: dict[str, np.ndarray]
-    tokens: np.ndarray | None
 
 
 @dataclass(eq=False)
@@ -50,8 +44,7 @@ class _Item:
     future: asyncio.Future[ItemResult]
     seq: int
     enqueued: float
-    texts: list[str] | None = None
-    tensors: dict[str, np.ndarray] | None = None
+    payload: Any
     state: Literal["queued", "batched", "sent", "done"] = field(default="queued")
 
     def key(self) -> tuple[int, int]:
@@ -61,8 +54,11 @@ class _Item:
 class ModelScheduler:
     """The queue and batcher of one model."""
 
-    def __init__(self, model: ServedModel, pool: WorkerPool, metrics: ServeMetrics) -> None:
+    def __init__(
+        self, model: ServedModel, pool: WorkerPool, metrics: ServeMetrics, policy: BatchPolicy
+    ) -> None:
         self.model = model
+        self.policy = policy
         self.name = model.name
         self.pool = pool
         self.metrics = metrics
@@ -92,8 +88,7 @@ class ModelScheduler:
         self,
         *,
         rows: int,
-        texts: list[str] | None = None,
-        tensors: dict[str, np.ndarray] | None = None,
+        payload: Any,
         signature: Hashable = TEXT_SIGNATURE,
         priority: int | None = None,
         timeout_s: float | None = None,
@@ -117,8 +112,7 @@ class ModelScheduler:
             future=asyncio.get_running_loop().create_future(),
             seq=next(self._seq),
             enqueued=now,
-            texts=texts,
-            tensors=tensors,
+            payload=payload,
         )
         heapq.heappush(self._heap, (item.key(), item))
         self._live += 1
@@ -234,7 +228,7 @@ class ModelScheduler:
                 started = time.perf_counter()
                 rows = sum(i.rows for i in live)
                 self._batch_rows.observe(rows)
-                output = await worker.run(self._message(live))
+                output = await worker.run(self.policy.combine([i.payload for i in live]))
                 elapsed = time.perf_counter() - started
                 self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * elapsed
         except WorkerFailure as exc:
@@ -260,25 +254,10 @@ class ModelScheduler:
             if not item.future.done():
                 item.future.set_exception(exc)
 
-    @staticmethod
-    def _message(items: list[_Item]) -> RunText | RunTensors:
-        if items[0].texts is not None:
-            return RunText([t for i in items for t in (i.texts or [])])
-        first = items[0].tensors or {}
-        if len(items) == 1:
-            return RunTensors(first)
-        return RunTensors({k: np.concatenate([(i.tensors or {})[k] for i in items]) for k in first})
-
-    @staticmethod
-    def _split(items: list[_Item], output: Output) -> None:
-        start = 0
-        for item in items:
-            stop = start + item.rows
-            result = ItemResult(
-                arrays={k: v[start:stop] for k, v in output.arrays.items()},
-                tokens=None if output.tokens is None else output.tokens[start:stop],
-            )
+    def _split(self, items: list[_Item], output: Any) -> None:
+        for item, result in zip(
+            items, self.policy.split(output, [i.rows for i in items]), strict=True
+        ):
             item.state = "done"
             if not item.future.done():
                 item.future.set_result(result)
-            start = stop

@@ -13,10 +13,7 @@ from modelmora.serve.metrics import ServeMetrics
 from modelmora.serve.pool import WorkerPool
 from modelmora.serve.scheduler import ModelScheduler
 
-__all__ = ["ServeState", "parse_priority", "parse_timeout_ms"]
-
-_MAX_TIMEOUT_MS = 24 * 3600 * 1000.0
-_PRIORITY_RANGE = (-(2**31), 2**31 - 1)
+__all__ = ["ServeState"]
 
 
 class ServeState:
@@ -26,7 +23,8 @@ class ServeState:
         self.metrics = ServeMetrics()
         self.pool = WorkerPool(self.models, settings, self.metrics)
         self.schedulers = {
-            name: ModelScheduler(m, self.pool, self.metrics) for name, m in self.models.items()
+            name: ModelScheduler(m, self.pool, self.metrics, m.serve_task.batching)
+            for name, m in self.models.items()
         }
         self.pool.is_idle = lambda name: self.schedulers[name].depth == 0
         self.ready = False
@@ -42,6 +40,15 @@ class ServeState:
         except KeyError:
             known = ", ".join(sorted(self.models)) or "none"
             raise ModelNotFound(f"model {name!r} is not served here (served: {known})") from None
+
+    def require_task(self, name: str, task: str) -> ServedModel:
+        """The model, if it serves ``task``; else 400 saying where its requests go."""
+        served = self.model(name)
+        if served.task != task:
+            raise BadRequest(
+                f"model {name!r} is a {served.task} model; use {served.serve_task.endpoint}"
+            )
+        return served
 
     async def start(self) -> None:
         await self.pool.start()
@@ -74,33 +81,3 @@ class ServeState:
             self.metrics.request_seconds.labels(label, endpoint, status).observe(
                 time.perf_counter() - started
             )
-
-
-def parse_priority(value: object, source: str) -> int | None:
-    """``X-Priority`` / v2 ``parameters.priority``: an integer; larger is served first."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise BadRequest(f"{source} must be an integer, got {value!r}")
-    try:
-        priority = int(value) if isinstance(value, int) else int(str(value).strip())
-    except ValueError:
-        raise BadRequest(f"{source} must be an integer, got {value!r}") from None
-    if not _PRIORITY_RANGE[0] <= priority <= _PRIORITY_RANGE[1]:
-        raise BadRequest(f"{source} must fit in 32 bits, got {priority}")
-    return priority
-
-
-def parse_timeout_ms(value: object, source: str) -> float | None:
-    """A deadline in milliseconds → seconds; 0 or absent means none."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise BadRequest(f"{source} must be a number of milliseconds, got {value!r}")
-    try:
-        ms = float(value) if isinstance(value, int | float) else float(str(value).strip())
-    except ValueError:
-        raise BadRequest(f"{source} must be a number of milliseconds, got {value!r}") from None
-    if not 0 <= ms <= _MAX_TIMEOUT_MS or ms != ms:
-        raise BadRequest(f"{source} must be between 0 and {_MAX_TIMEOUT_MS:g} ms, got {value!r}")
-    return ms / 1000.0 if ms > 0 else None

@@ -1,24 +1,25 @@
 """KServe v2 / Open Inference Protocol routes (what ``tritonclient.http`` speaks).
 
-Text models take one ``BYTES`` input named ``text`` (shape ``[n]`` or ``[n, 1]``);
-embedding models answer ``embedding`` (FP32 ``[n, dim]``), classifiers ``label`` (BYTES),
-``scores`` (softmax) and ``logits``. Other models (task ``tensor``) take and return their
-ONNX graph's own tensors. Request ``parameters.priority`` (larger = sooner) and
-``parameters.timeout`` (microseconds, as Triton) override the model's defaults.
+What ``infer`` takes and returns is the model's task's business (``serve.tasks``): text
+models take one ``BYTES`` input named ``text`` (shape ``[n]`` or ``[n, 1]``); embedding models
+answer ``embedding`` (FP32 ``[n, dim]``), classifiers ``label`` (BYTES), ``scores`` and
+``logits``; ``tensor`` models take and return their ONNX graph's own tensors. Request
+``parameters.priority`` (larger = sooner) and ``parameters.timeout`` (microseconds, as
+Triton) override the model's defaults.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request, Response
 
 from modelmora import __version__
 from modelmora.serve.errors import BadRequest
 from modelmora.serve.ipc import ModelInfo
-from modelmora.serve.state import ServeState, parse_priority, parse_timeout_ms
-from modelmora.serve.v2codec import DTYPES, InferRequest, decode_request, encode_response
+from modelmora.serve.params import parse_priority, parse_timeout_ms
+from modelmora.serve.state import ServeState
+from modelmora.serve.v2codec import InferRequest, decode_request, encode_response
 from modelmora.serve.wire import dumps
 
 __all__ = ["router"]
@@ -149,84 +150,9 @@ async def _infer(model: str, version: str | None, request: Request) -> Response:
         priority = parse_priority(params.get("priority"), "parameters.priority")
         timeout_us = parse_timeout_ms(params.get("timeout"), "parameters.timeout")
         timeout_s = None if timeout_us is None else timeout_us / 1000.0  # µs, as Triton
-        scheduler = state.schedulers[model]
-        if served.task == "tensor":
-            info = await state.pool.info(model)
-            rows, signature = _check_tensors(model, info, tensors)
-            result = await scheduler.submit(
-                rows=rows,
-                tensors=tensors,
-                signature=signature,
-                priority=priority,
-                timeout_s=timeout_s,
-            )
-            outputs = result.arrays
-        else:
-            texts = _texts(tensors)
-            result = await scheduler.submit(
-                rows=len(texts), texts=texts, priority=priority, timeout_s=timeout_s
-            )
-            outputs = dict(result.arrays)
-            if served.task == "text-classification":
-                outputs = _with_labels(state, model, outputs)
+        outputs = await served.serve_task.v2_infer(state, model, tensors, priority, timeout_s)
         body_out, headers = encode_response(model_name=model, request=req, outputs=outputs)
         return Response(content=body_out, headers=headers)
-
-
-def _texts(tensors: dict[str, np.ndarray]) -> list[str]:
-    if set(tensors) != {"text"}:
-        raise BadRequest(
-            f"text models take exactly one BYTES input named 'text' (got {sorted(tensors)})"
-        )
-    arr = tensors["text"]
-    if arr.dtype != np.object_:
-        raise BadRequest("input 'text' must have datatype BYTES")
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 1 or arr.shape[0] == 0:
-        raise BadRequest(
-            f"input 'text' must have shape [n] or [n, 1] with n ≥ 1, got {list(arr.shape)}"
-        )
-    try:
-        return [item.decode("utf-8") for item in arr]
-    except UnicodeDecodeError:
-        raise BadRequest("input 'text' holds bytes that are not UTF-8") from None
-
-
-def _with_labels(
-    state: ServeState, model: str, outputs: dict[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    info = state.pool.cached_info(model)
-    labels = list(info.labels or ()) if info else []
-    chosen = np.empty(outputs["scores"].shape[0], dtype=np.object_)
-    chosen[:] = [labels[int(i)].encode("utf-8") for i in outputs["scores"].argmax(axis=1)]
-    return {"label": chosen, "scores": outputs["scores"], "logits": outputs["logits"]}
-
-
-def _check_tensors(model: str, info: ModelInfo, tensors: dict[str, np.ndarray]) -> tuple[int, Any]:
-    expected = {t.name: t for t in info.inputs}
-    if set(tensors) != set(expected):
-        raise BadRequest(f"model {model!r} takes inputs {sorted(expected)}, got {sorted(tensors)}")
-    rows = -1
-    for name, arr in tensors.items():
-        spec = expected[name]
-        if arr.dtype != np.dtype(DTYPES.get(spec.datatype, np.object_)):
-            raise BadRequest(f"input {name!r} must have datatype {spec.datatype}")
-        if arr.ndim != len(spec.shape) or any(
-            d >= 0 and d != a for d, a in zip(spec.shape, arr.shape, strict=True)
-        ):
-            raise BadRequest(
-                f"input {name!r} must have shape {list(spec.shape)} (-1 = any), "
-                f"got {list(arr.shape)}"
-            )
-        if info.batchable:
-            if arr.shape[0] < 1 or (rows >= 0 and arr.shape[0] != rows):
-                raise BadRequest("every input needs the same batch size (first dimension) ≥ 1")
-            rows = arr.shape[0]
-    if not info.batchable:
-        return max(rows, 1), ("alone", id(tensors))
-    signature = tuple(sorted((n, a.dtype.str, a.shape[1:]) for n, a in tensors.items()))
-    return rows, signature
 
 
 @router.post("/repository/index", summary="Models and their state")

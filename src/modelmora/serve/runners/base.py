@@ -1,0 +1,255 @@
+"""The runner interface, the plain ONNX tensor runner, and the worker's test gate.
+
+A runner loads its model in ``__init__``, warms up, describes itself (:meth:`Runner.info`)
+and then owns the request loop (:meth:`Runner.serve`). The default loop answers one request
+at a time with :meth:`Runner.handle` — right for batch tasks, whose batching happens in the
+router. A runner that batches inside the worker (token generation joins and leaves a running
+batch between decode steps) overrides :meth:`Runner.serve` and reads the pipe between steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelmora.serve.ipc import (
+    Cancel,
+    Failed,
+    ModelInfo,
+    Output,
+    Reply,
+    Request,
+    RunTensors,
+    RunText,
+    Stop,
+    TensorSpec,
+    WorkerSpec,
+    recv_msg,
+    send_msg,
+)
+
+__all__ = ["ORT_TYPES", "TEST_GATE_ENV", "Gate", "Runner", "TensorRunner", "read_json", "rss_bytes"]
+
+TEST_GATE_ENV = "MODELMORA_SERVE_TEST_GATE"
+
+# ONNX tensor type strings → (v2 datatype, numpy dtype).
+ORT_TYPES: dict[str, tuple[str, Any]] = {
+    "tensor(bool)": ("BOOL", np.bool_),
+    "tensor(uint8)": ("UINT8", np.uint8),
+    "tensor(uint16)": ("UINT16", np.uint16),
+    "tensor(uint32)": ("UINT32", np.uint32),
+    "tensor(uint64)": ("UINT64", np.uint64),
+    "tensor(int8)": ("INT8", np.int8),
+    "tensor(int16)": ("INT16", np.int16),
+    "tensor(int32)": ("INT32", np.int32),
+    "tensor(int64)": ("INT64", np.int64),
+    "tensor(float16)": ("FP16", np.float16),
+    "tensor(float)": ("FP32", np.float32),
+    "tensor(double)": ("FP64", np.float64),
+    "tensor(string)": ("BYTES", np.object_),
+}
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (Linux ``/proc``; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _spec_of(node: Any) -> TensorSpec:
+    datatype = ORT_TYPES.get(node.type, (node.type, None))[0]
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in node.shape)
+    return TensorSpec(name=node.name, datatype=datatype, shape=shape)
+
+
+class Gate:
+    """Test hook: with ``MODELMORA_SERVE_TEST_GATE`` naming a directory, every request appends
+    a JSON line ``{"event": "held"|"run", "pid": ..., "inputs": ...}`` to ``<dir>/<model>.jsonl``
+    and, while ``<dir>/<model>.hold`` exists, waits before computing. Tests use it to hold a
+    request inside a worker deterministically (to kill the worker mid-request, to queue
+    requests behind it, to let a deadline expire) instead of racing against timing. It is
+    never set in production."""
+
+    def __init__(self, name: str) -> None:
+        root = os.environ.get(TEST_GATE_ENV)
+        self.log = Path(root) / f"{name}.jsonl" if root else None
+        self.hold = Path(root) / f"{name}.hold" if root else None
+
+    def _write(self, event: str, inputs: Any) -> None:
+        assert self.log is not None
+        line = json.dumps({"event": event, "pid": os.getpid(), "inputs": inputs})
+        with self.log.open("a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    def pass_through(self, body: Any) -> None:
+        if self.log is None or self.hold is None:
+            return
+        inputs: Any = (
+            body.texts if isinstance(body, RunText) else sorted(getattr(body, "inputs", {}))
+        )
+        if self.hold.exists():
+            self._write("held", inputs)
+            while self.hold.exists():
+                time.sleep(0.002)
+        self._write("run", inputs)
+
+
+class Runner:
+    """A loaded ONNX Runtime session; subclasses add their task's pre/post-processing."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        import onnxruntime as ort
+
+        self.spec = spec
+        self.dir = Path(spec.artifact_dir)
+        options = ort.SessionOptions()
+        if spec.threads > 0:
+            options.intra_op_num_threads = spec.threads
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if spec.spin else "0"
+        )
+        self.session = ort.InferenceSession(
+            str(self.dir / spec.onnx_file), sess_options=options, providers=[spec.provider]
+        )
+        providers = tuple(self.session.get_providers())
+        if spec.provider not in providers:
+            raise RuntimeError(
+                f"ONNX Runtime did not enable {spec.provider} (active: {', '.join(providers)})"
+            )
+        self.providers = providers
+        self.inputs = [_spec_of(i) for i in self.session.get_inputs()]
+        self.outputs = [_spec_of(o) for o in self.session.get_outputs()]
+        self.np_types = {
+            i.name: ORT_TYPES.get(i.type, ("", np.float32))[1] for i in self.session.get_inputs()
+        }
+
+    def info(self) -> ModelInfo:
+        batchable = all(t.shape[:1] == (-1,) for t in (*self.inputs, *self.outputs))
+        return ModelInfo(
+            inputs=tuple(self.inputs),
+            outputs=tuple(self.outputs),
+            providers=self.providers,
+            batchable=batchable,
+            pid=os.getpid(),
+            rss_bytes=rss_bytes(),
+        )
+
+    def warm_up(self) -> None:
+        raise NotImplementedError
+
+    def handle(self, body: Any) -> Output:
+        """Answer one request body (the default loop's unit of work)."""
+        raise NotImplementedError
+
+    def serve(self, conn: Connection, gate: Gate) -> None:
+        """Answer requests one at a time until ``Stop`` or until the router goes away."""
+        while True:
+            try:
+                msg = recv_msg(conn)
+            except (EOFError, OSError):
+                return
+            if isinstance(msg, Stop):
+                return
+            if isinstance(msg, Cancel):
+                continue  # its request was answered before this message was read
+            if not isinstance(msg, Request):
+                continue
+            reply: Output | Failed
+            try:
+                gate.pass_through(msg.body)
+                reply = self.handle(msg.body)
+            except Exception as exc:  # an ORT error is about this batch, not the worker
+                reply = Failed(f"{type(exc).__name__}: {exc}", "input")
+            send_msg(conn, Reply(msg.id, reply))
+
+
+class TensorRunner(Runner):
+    """Any ONNX graph: the request's named tensors in, every graph output out."""
+
+    def run_tensors(self, inputs: dict[str, np.ndarray]) -> Output:
+        names = [o.name for o in self.outputs]
+        results = self.session.run(names, inputs)
+        return Output(arrays=dict(zip(names, results, strict=True)), rss_bytes=rss_bytes())
+
+    def handle(self, body: Any) -> Output:
+        if not isinstance(body, RunTensors):
+            raise TypeError(f"a tensor model cannot run {type(body).__name__}")
+        return self.run_tensors(body.inputs)
+
+    def warm_up(self) -> None:
+        feed = {}
+        for spec in self.inputs:
+            shape = tuple(1 if d < 0 else d for d in spec.shape)
+            feed[spec.name] = np.zeros(shape, dtype=self.np_types[spec.name])
+        self.run_tensors(feed)
+
+
+class SteppingRunner(Runner):
+    """A runner that advances many requests together, one step at a time.
+
+    Between two steps it reads everything the router sent: new requests join the running
+    set (:meth:`admit`), cancelled ones leave it (:meth:`cancel`) before the next step, so a
+    cancelled request costs at most the step already under way. With nothing running it
+    blocks on the pipe. This is the loop continuous batching needs; token generation builds
+    on it.
+    """
+
+    def admit(self, request_id: int, body: Any) -> None:
+        """Start ``body``; raise to refuse it (the router gets the error as its only reply)."""
+        raise NotImplementedError
+
+    def cancel(self, request_id: int) -> None:
+        """Drop the request and free what it holds."""
+        raise NotImplementedError
+
+    def running(self) -> int:
+        raise NotImplementedError
+
+    def step(self) -> list[Reply]:
+        """Advance every running request once; the replies to send (``last`` ends one)."""
+        raise NotImplementedError
+
+    def _read(self, conn: Connection, gate: Gate) -> bool:
+        """Apply every waiting message (blocking while idle); False once the router is gone."""
+        timeout: float | None = 0.0 if self.running() else None
+        while conn.poll(timeout):
+            try:
+                msg = recv_msg(conn)
+            except (EOFError, OSError):
+                return False
+            if isinstance(msg, Stop):
+                return False
+            if isinstance(msg, Cancel):
+                self.cancel(msg.id)
+                send_msg(conn, Reply(msg.id, Failed("cancelled", "input")))
+            elif isinstance(msg, Request):
+                try:
+                    gate.pass_through(msg.body)
+                    self.admit(msg.id, msg.body)
+                except Exception as exc:
+                    send_msg(conn, Reply(msg.id, Failed(f"{type(exc).__name__}: {exc}", "input")))
+            timeout = 0.0
+        return True
+
+    def serve(self, conn: Connection, gate: Gate) -> None:
+        while True:
+            try:
+                if not self._read(conn, gate):
+                    return
+            except (EOFError, OSError):
+                return
+            for reply in self.step():
+                send_msg(conn, reply)

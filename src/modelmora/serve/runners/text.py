@@ -1,0 +1,171 @@
+"""Text encoders in the worker: tokenize (``tokenizers``), pad to the batch's longest row,
+run, then pool (embeddings) or score (classifiers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelmora.serve.ipc import ModelInfo, Output, RunText, TensorSpec, WorkerSpec
+from modelmora.serve.pooling import PoolingConfig, pool, read_pooling_config
+from modelmora.serve.runners.base import Runner, read_json, rss_bytes
+
+__all__ = ["ClassifierRunner", "EmbeddingRunner", "TextRunner", "max_seq_length"]
+
+
+def max_seq_length(artifact_dir: Path) -> int:
+    """sentence_bert_config → tokenizer_config → config.json → 512, as sentence-transformers."""
+    st = read_json(artifact_dir / "sentence_bert_config.json") or {}
+    if isinstance(st.get("max_seq_length"), int):
+        return int(st["max_seq_length"])
+    tok = read_json(artifact_dir / "tokenizer_config.json") or {}
+    if isinstance(tok.get("model_max_length"), int) and tok["model_max_length"] < 100_000:
+        return int(tok["model_max_length"])
+    cfg = read_json(artifact_dir / "config.json") or {}
+    if isinstance(cfg.get("max_position_embeddings"), int):
+        return int(cfg["max_position_embeddings"])
+    return 512
+
+
+class TextRunner(Runner):
+    """Tokenize in the worker (``tokenizers``), pad to the batch's longest sequence."""
+
+    _KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        super().__init__(spec)
+        from tokenizers import Tokenizer
+
+        tok_file = self.dir / "tokenizer.json"
+        if not tok_file.is_file():
+            raise RuntimeError(f"{tok_file} is missing: text models need a fast tokenizer")
+        self.tokenizer = Tokenizer.from_file(str(tok_file))
+        self.max_seq_length = max_seq_length(self.dir)
+        self.tokenizer.enable_truncation(max_length=self.max_seq_length)
+        pad_token = self._pad_token()
+        pad_id = self.tokenizer.token_to_id(pad_token)
+        self.tokenizer.enable_padding(pad_id=pad_id or 0, pad_token=pad_token)
+        unknown = [i.name for i in self.inputs if i.name not in self._KNOWN_INPUTS]
+        if unknown or "input_ids" not in self.np_types:
+            raise RuntimeError(
+                f"a text model's ONNX inputs must be among {list(self._KNOWN_INPUTS)} "
+                f"(found {[i.name for i in self.inputs]})"
+            )
+
+    def _pad_token(self) -> str:
+        special = read_json(self.dir / "special_tokens_map.json") or {}
+        pad = special.get("pad_token")
+        if isinstance(pad, dict):
+            pad = pad.get("content")
+        if isinstance(pad, str):
+            return pad
+        cfg = read_json(self.dir / "tokenizer_config.json") or {}
+        return str(cfg.get("pad_token") or "[PAD]")
+
+    def encode(self, texts: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        encodings = self.tokenizer.encode_batch(texts)
+        ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
+        mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self.np_types:
+            feed["token_type_ids"] = np.asarray([e.type_ids for e in encodings], dtype=np.int64)
+        feed = {
+            k: v.astype(self.np_types[k], copy=False) for k, v in feed.items() if k in self.np_types
+        }
+        return feed, mask
+
+    def warm_up(self) -> None:
+        self.run_text(["warm up"])
+
+    def handle(self, body: Any) -> Output:
+        if not isinstance(body, RunText):
+            raise TypeError(f"a text model cannot run {type(body).__name__}")
+        return self.run_text(body.texts)
+
+    def run_text(self, texts: list[str]) -> Output:
+        raise NotImplementedError
+
+
+class EmbeddingRunner(TextRunner):
+    def __init__(self, spec: WorkerSpec) -> None:
+        super().__init__(spec)
+        self.pooling: PoolingConfig = read_pooling_config(self.dir)
+        names = [o.name for o in self.outputs]
+        # An export of the whole sentence-transformers pipeline already pools.
+        self.output_name = "sentence_embedding" if "sentence_embedding" in names else names[0]
+        self.dim = 0
+
+    def run_text(self, texts: list[str]) -> Output:
+        feed, mask = self.encode(texts)
+        (hidden,) = self.session.run([self.output_name], feed)
+        hidden = np.asarray(hidden, dtype=np.float32)
+        if hidden.ndim == 3:
+            vectors = pool(hidden, mask, self.pooling)
+        elif self.pooling.normalize:
+            vectors = pool(
+                hidden[:, None, :], np.ones((len(texts), 1)), PoolingConfig(("mean",), True)
+            )
+        else:
+            vectors = np.ascontiguousarray(hidden)
+        return Output(arrays={"embedding": vectors}, tokens=mask.sum(axis=1), rss_bytes=rss_bytes())
+
+    def info(self) -> ModelInfo:
+        base = super().info()
+        return ModelInfo(
+            inputs=(TensorSpec("text", "BYTES", (-1,)),),
+            outputs=(TensorSpec("embedding", "FP32", (-1, self.dim)),),
+            providers=base.providers,
+            batchable=True,
+            embedding_dim=self.dim,
+            max_seq_length=self.max_seq_length,
+            pid=base.pid,
+            rss_bytes=rss_bytes(),
+        )
+
+    def warm_up(self) -> None:
+        self.dim = int(self.run_text(["warm up"]).arrays["embedding"].shape[1])
+
+
+class ClassifierRunner(TextRunner):
+    def __init__(self, spec: WorkerSpec) -> None:
+        super().__init__(spec)
+        cfg = read_json(self.dir / "config.json") or {}
+        id2label = cfg.get("id2label") or {}
+        n = int(self.outputs[0].shape[-1]) if self.outputs[0].shape[-1] > 0 else len(id2label)
+        self.labels = tuple(str(id2label.get(str(i), f"LABEL_{i}")) for i in range(n))
+        self.multi_label = cfg.get("problem_type") == "multi_label_classification"
+
+    def run_text(self, texts: list[str]) -> Output:
+        feed, mask = self.encode(texts)
+        (logits,) = self.session.run([self.outputs[0].name], feed)
+        logits = np.asarray(logits, dtype=np.float32)
+        if self.multi_label:
+            scores = 1.0 / (1.0 + np.exp(-logits))
+        else:
+            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+            scores = shifted / shifted.sum(axis=1, keepdims=True)
+        return Output(
+            arrays={"logits": logits, "scores": scores.astype(np.float32)},
+            tokens=mask.sum(axis=1),
+            rss_bytes=rss_bytes(),
+        )
+
+    def info(self) -> ModelInfo:
+        base = super().info()
+        n = len(self.labels)
+        return ModelInfo(
+            inputs=(TensorSpec("text", "BYTES", (-1,)),),
+            outputs=(
+                TensorSpec("label", "BYTES", (-1,)),
+                TensorSpec("scores", "FP32", (-1, n)),
+                TensorSpec("logits", "FP32", (-1, n)),
+            ),
+            providers=base.providers,
+            batchable=True,
+            labels=self.labels,
+            max_seq_length=self.max_seq_length,
+            pid=base.pid,
+            rss_bytes=rss_bytes(),
+        )

@@ -1,0 +1,65 @@
+"""What the text tasks share: BYTES ``text`` inputs in v2, and the run through the queue."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from modelmora.serve.batching import ItemResult
+from modelmora.serve.errors import BadRequest
+from modelmora.serve.params import parse_priority, parse_timeout_ms
+
+if TYPE_CHECKING:
+    from modelmora.serve.state import ServeState
+
+__all__ = ["run_texts", "submit_texts", "texts_from_v2"]
+
+
+def texts_from_v2(tensors: dict[str, np.ndarray]) -> list[str]:
+    if set(tensors) != {"text"}:
+        raise BadRequest(
+            f"text models take exactly one BYTES input named 'text' (got {sorted(tensors)})"
+        )
+    arr = tensors["text"]
+    if arr.dtype != np.object_:
+        raise BadRequest("input 'text' must have datatype BYTES")
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1 or arr.shape[0] == 0:
+        raise BadRequest(
+            f"input 'text' must have shape [n] or [n, 1] with n ≥ 1, got {list(arr.shape)}"
+        )
+    try:
+        return [item.decode("utf-8") for item in arr]
+    except UnicodeDecodeError:
+        raise BadRequest("input 'text' holds bytes that are not UTF-8") from None
+
+
+async def submit_texts(
+    state: ServeState, model: str, texts: list[str], priority: int | None, timeout_s: float | None
+) -> ItemResult:
+    return await state.schedulers[model].submit(
+        rows=len(texts), payload=texts, priority=priority, timeout_s=timeout_s
+    )
+
+
+async def run_texts(
+    state: ServeState,
+    model: str,
+    task: str,
+    texts: list[str],
+    priority: str | None,
+    timeout_ms: str | None,
+) -> tuple[dict[str, np.ndarray], int]:
+    """Texts through ``model``'s queue for an OpenAI-style route of ``task``: outputs, tokens."""
+    state.require_task(model, task)
+    result = await submit_texts(
+        state,
+        model,
+        texts,
+        parse_priority(priority, "X-Priority"),
+        parse_timeout_ms(timeout_ms, "X-Timeout-Ms"),
+    )
+    tokens = int(result.tokens.sum()) if result.tokens is not None else 0
+    return result.arrays, tokens

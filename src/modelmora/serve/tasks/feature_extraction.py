@@ -1,0 +1,105 @@
+"""``feature-extraction``: text in, pooled sentence vectors out.
+
+OpenAI ``POST /v1/embeddings``; v2 ``infer`` with a BYTES ``text`` input answers
+``embedding`` (FP32 ``[n, dim]``). Pooling follows the artifact's sentence-transformers files.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Header, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelmora.serve.batching import TextRows
+from modelmora.serve.errors import BadRequest
+from modelmora.serve.tasks._text import run_texts, submit_texts, texts_from_v2
+from modelmora.serve.tasks.base import ServeTask
+from modelmora.serve.wire import dumps
+
+if TYPE_CHECKING:
+    from modelmora.serve.state import ServeState
+
+__all__ = ["MAX_INPUTS", "TASK", "EmbeddingsRequest", "TextInput", "embeddings_reply"]
+
+MAX_INPUTS = 2048
+TextInput = Annotated[str, Field(max_length=1_000_000)]
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+class EmbeddingsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, description="A served model name (see GET /v1/models).")
+    input: TextInput | Annotated[list[TextInput], Field(min_length=1, max_length=MAX_INPUTS)]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, description="Not supported: must be omitted.")
+    user: str | None = None
+
+
+async def embeddings_reply(
+    state: ServeState, body: EmbeddingsRequest, x_priority: str | None, x_timeout_ms: str | None
+) -> bytes:
+    """The JSON body of a successful ``/v1/embeddings`` answer; failures raise ServeError."""
+    with state.observe(body.model, "embeddings"):
+        if body.dimensions is not None:
+            raise BadRequest("`dimensions` is not supported: omit it to get the model's full size")
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        arrays, tokens = await run_texts(
+            state, body.model, "feature-extraction", texts, x_priority, x_timeout_ms
+        )
+        vectors = arrays["embedding"]
+        data: list[dict[str, Any]] = []
+        for i, row in enumerate(vectors):
+            value: Any
+            if body.encoding_format == "base64":
+                value = base64.b64encode(row.astype("<f4").tobytes()).decode("ascii")
+            else:
+                value = row
+            data.append({"object": "embedding", "index": i, "embedding": value})
+        return dumps(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
+
+# What OpenAPI documents and what answers requests the app's hot lane hands over (bodies it
+# could not validate, non-JSON content types): see ServeApp.
+@router.post("/embeddings", summary="Create embeddings (OpenAI-compatible)")
+async def embeddings(
+    body: EmbeddingsRequest,
+    request: Request,
+    x_priority: Annotated[str | None, Header()] = None,
+    x_timeout_ms: Annotated[str | None, Header()] = None,
+) -> Response:
+    reply = await embeddings_reply(request.app.state.serve, body, x_priority, x_timeout_ms)
+    return Response(content=reply, media_type="application/json")
+
+
+async def v2_infer(
+    state: ServeState,
+    model: str,
+    tensors: dict[str, np.ndarray],
+    priority: int | None,
+    timeout_s: float | None,
+) -> dict[str, np.ndarray]:
+    result = await submit_texts(state, model, texts_from_v2(tensors), priority, timeout_s)
+    return dict(result.arrays)
+
+
+TASK = ServeTask(
+    name="feature-extraction",
+    runner="modelmora.serve.runners.text:EmbeddingRunner",
+    endpoint="POST /v1/embeddings",
+    v2_infer=v2_infer,
+    batching=TextRows(),
+    router=router,
+    hot_routes={"/v1/embeddings": (EmbeddingsRequest, embeddings_reply)},
+)

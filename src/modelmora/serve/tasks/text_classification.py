@@ -1,0 +1,113 @@
+"""``text-classification``: text in, labels from ``config.json`` ``id2label`` out.
+
+``POST /v1/classify`` is ModelMora's own (OpenAI has no classification endpoint); it follows
+the same conventions (``model``, ``input`` string or list, ``usage``). v2 ``infer`` answers
+``label`` (BYTES), ``scores`` (softmax, or sigmoid for multi-label models) and ``logits``,
+for clients that speak the Open Inference Protocol.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import numpy as np
+from fastapi import APIRouter, Header, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelmora.serve.batching import TextRows
+from modelmora.serve.tasks._text import run_texts, submit_texts, texts_from_v2
+from modelmora.serve.tasks.base import ServeTask
+from modelmora.serve.tasks.feature_extraction import MAX_INPUTS, TextInput
+from modelmora.serve.wire import dumps
+
+if TYPE_CHECKING:
+    from modelmora.serve.state import ServeState
+
+__all__ = ["TASK", "ClassifyRequest", "classify_reply"]
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    input: TextInput | Annotated[list[TextInput], Field(min_length=1, max_length=MAX_INPUTS)]
+    top_k: int | None = Field(
+        None, ge=1, description="How many labels per input in `scores` (default: all)."
+    )
+
+
+def _labels(state: ServeState, model: str) -> list[str]:
+    info = state.pool.cached_info(model)
+    return list(info.labels or ()) if info else []
+
+
+async def classify_reply(
+    state: ServeState, body: ClassifyRequest, x_priority: str | None, x_timeout_ms: str | None
+) -> bytes:
+    """The JSON body of a successful ``/v1/classify`` answer; failures raise ServeError."""
+    with state.observe(body.model, "classify"):
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        arrays, tokens = await run_texts(
+            state, body.model, "text-classification", texts, x_priority, x_timeout_ms
+        )
+        labels = _labels(state, body.model)
+        data = []
+        for i, row in enumerate(arrays["scores"]):
+            order = np.argsort(-row, kind="stable")[: body.top_k or len(row)]
+            scores = [{"label": labels[j], "score": float(row[j])} for j in order]
+            data.append(
+                {
+                    "object": "classification",
+                    "index": i,
+                    "label": scores[0]["label"],
+                    "score": scores[0]["score"],
+                    "scores": scores,
+                }
+            )
+        return dumps(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
+
+@router.post("/classify", summary="Classify texts (labels from the model's id2label)")
+async def classify(
+    body: ClassifyRequest,
+    request: Request,
+    x_priority: Annotated[str | None, Header()] = None,
+    x_timeout_ms: Annotated[str | None, Header()] = None,
+) -> Response:
+    reply = await classify_reply(request.app.state.serve, body, x_priority, x_timeout_ms)
+    return Response(content=reply, media_type="application/json")
+
+
+async def v2_infer(
+    state: ServeState,
+    model: str,
+    tensors: dict[str, np.ndarray],
+    priority: int | None,
+    timeout_s: float | None,
+) -> dict[str, np.ndarray]:
+    result = await submit_texts(state, model, texts_from_v2(tensors), priority, timeout_s)
+    outputs = result.arrays
+    labels = _labels(state, model)
+    chosen = np.empty(outputs["scores"].shape[0], dtype=np.object_)
+    chosen[:] = [labels[int(i)].encode("utf-8") for i in outputs["scores"].argmax(axis=1)]
+    return {"label": chosen, "scores": outputs["scores"], "logits": outputs["logits"]}
+
+
+TASK = ServeTask(
+    name="text-classification",
+    runner="modelmora.serve.runners.text:ClassifierRunner",
+    endpoint="POST /v1/classify",
+    v2_infer=v2_infer,
+    batching=TextRows(),
+    router=router,
+    hot_routes={"/v1/classify": (ClassifyRequest, classify_reply)},
+)
