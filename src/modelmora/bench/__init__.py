@@ -14,6 +14,7 @@ _EXPORTS = {
     "BatchResult": "modelmora.bench.report",
     "availability": "modelmora.bench.core",
     "benchmark": "modelmora.bench.core",
+    "benchmark_artifact": "modelmora.bench.dispatch",
     "provider_chain": "modelmora.bench.core",
 }
 

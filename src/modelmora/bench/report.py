@@ -26,6 +26,12 @@ class BatchResult(BaseModel):
     peak_rss_scope: Literal["batch", "process"]
     """``batch``: the peak was reset before this batch's session; ``process``: lifetime peak."""
     gpu_memory_mb: float | None = None
+    # Text generation rows: ``batch_size`` = concurrent sequences decoded together,
+    # ``seq_len`` = prompt tokens, ``iterations`` = new tokens per sequence, ``p50_ms`` etc. =
+    # time per decode step, ``throughput_items_per_s`` = generated tokens/s over all sequences.
+    ttft_ms: float | None = None
+    """Prompt processing up to the first new token (time to first token), all sequences."""
+    prompt_tokens_per_s: float | None = None
 
 
 class BackendBenchmark(BaseModel):
@@ -39,6 +45,10 @@ class BackendBenchmark(BaseModel):
     """What ``session.get_providers()`` reported: the truth about where it ran."""
     onnxruntime_version: str
     threads: int | None = None
+    kind: Literal["latency", "generation"] = "latency"
+    """``generation``: rows measure token generation (see :class:`BatchResult`)."""
+    runtime: str | None = None
+    """What ran the model when it is not a bare ONNX Runtime session (``onnxruntime-genai X``)."""
     batches: list[BatchResult] = []
 
     @property

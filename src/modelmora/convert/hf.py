@@ -15,8 +15,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from modelmora import tasks
 from modelmora.convert._files import MODEL_FILE, copy_sidecars, onnx_graphs, staged
 from modelmora.convert.detect import read_config
+from modelmora.convert.genai_config import write_genai_config
 from modelmora.convert.result import ConversionResult
 from modelmora.convert.torch_export import build_result, export_torch_module
 from modelmora.errors import UserInputError
@@ -53,6 +55,24 @@ def _optimum_tasks(model_type: str, *, name: str) -> list[str]:
         ) from exc
 
 
+def export_task(task: str) -> str:
+    """The optimum task for ``task``: generative models are exported with their KV cache."""
+    info = tasks.known(task)
+    return f"{task}-with-past" if info is not None and info.generative else task
+
+
+def _decoder_types() -> list[str]:
+    """Model types optimum can export as a decoder with a KV cache."""
+    from optimum.exporters.tasks import TasksManager
+
+    supported = TasksManager._SUPPORTED_MODEL_TYPE
+    return sorted(
+        t
+        for t, exporters in supported.items()
+        if "text-generation-with-past" in exporters.get("onnx", {})
+    )
+
+
 def check_exportable(model_dir: Path, *, name: str, task: str) -> None:
     """Fail before loading any weights when optimum cannot export this model for this task."""
     model_type = str(read_config(model_dir).get("model_type") or "")
@@ -61,9 +81,15 @@ def check_exportable(model_dir: Path, *, name: str, task: str) -> None:
             f"model '{name}': config.json has no model_type; cannot pick an export config",
             hint=f"set models.{name}.convert.exporter: torch",
         )
-    tasks = _optimum_tasks(model_type, name=name)
-    base = [t for t in tasks if not t.endswith("-with-past")]
-    if task not in tasks:
+    supported = _optimum_tasks(model_type, name=name)
+    base = [t for t in supported if not t.endswith("-with-past")]
+    if export_task(task) != task and export_task(task) not in supported:
+        raise UserInputError(
+            f"model '{name}': architecture '{model_type}' cannot be exported as a decoder with "
+            f"a KV cache for {task}; supported: {', '.join(_decoder_types())}",
+            hint="tested: llama, mistral, phi3, qwen2",
+        )
+    if task not in supported:
         raise UserInputError(
             f"model '{name}' ({model_type}) cannot be exported for task '{task}'; "
             f"supported tasks: {', '.join(base)}",
@@ -90,7 +116,7 @@ def export_optimum(
             main_export(
                 str(model_dir),
                 output=tmp,
-                task=task,
+                task=export_task(task),
                 opset=opset,
                 device="cpu",
                 framework="pt",
@@ -114,6 +140,8 @@ def export_optimum(
                 "feature-extraction or text-classification",
             )
         copy_sidecars(model_dir, tmp)
+        if export_task(task) != task:
+            write_genai_config(model_dir, tmp, name=name)
     return build_result(
         out_dir,
         name=name,

@@ -56,6 +56,25 @@ class ValidateSpec(_Strict):
     """Minimum cosine similarity per output row (embeddings)."""
     int8_atol: float = Field(0.1, gt=0)
     int8_min_cosine: float = Field(0.98, ge=-1, le=1)
+    # Text generation (None = the default in brackets; unset fields stay out of the lock).
+    new_tokens: int | None = Field(None, ge=1, le=4096)
+    """Greedy tokens generated per fixed prompt; ids must equal PyTorch's [16]."""
+    quantized_min_top1: float | None = Field(None, ge=0, le=1)
+    """Quantized decoders: share of teacher-forced positions whose top-1 token matches [0.9]."""
+    quantized_max_ppl_ratio: float | None = Field(None, ge=1)
+    """Quantized decoders: perplexity on a fixed text / the reference's, at most [1.2]."""
+
+    @property
+    def generation_new_tokens(self) -> int:
+        return self.new_tokens or 16
+
+    @property
+    def min_top1(self) -> float:
+        return 0.9 if self.quantized_min_top1 is None else self.quantized_min_top1
+
+    @property
+    def max_ppl_ratio(self) -> float:
+        return self.quantized_max_ppl_ratio or 1.2
 
 
 class BenchmarkSpec(_Strict):
@@ -63,6 +82,18 @@ class BenchmarkSpec(_Strict):
     seq_len: int = Field(128, ge=1)
     warmup: int = Field(3, ge=0)
     iterations: int = Field(20, ge=1)
+    # Text generation (None = the default in brackets; unset fields stay out of the lock).
+    prompt_tokens: int | None = Field(None, ge=1)
+    """Prompt length of the generation benchmark [32]."""
+    new_tokens: int | None = Field(None, ge=2)
+    """Tokens generated per sequence [32]."""
+    sequences: list[Annotated[int, Field(ge=1)]] | None = None
+    """Concurrent sequences decoded together [1, 4, 16]."""
+
+    @property
+    def generation(self) -> tuple[int, int, list[int]]:
+        """``(prompt tokens, new tokens, sequences)`` with the defaults filled in."""
+        return (self.prompt_tokens or 32, self.new_tokens or 32, self.sequences or [1, 4, 16])
 
 
 class ServeSpec(_Strict):

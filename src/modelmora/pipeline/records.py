@@ -31,7 +31,7 @@ def digest_of(payload: Any) -> str:
 
 def validation_spec_digest(spec: ValidateSpec) -> str:
     """Identifies the thresholds a validation was judged by."""
-    return digest_of(spec.model_dump(mode="json"))
+    return digest_of(spec.model_dump(mode="json", exclude_none=True))
 
 
 class ArtifactRecord(BaseModel):

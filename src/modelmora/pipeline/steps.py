@@ -198,7 +198,11 @@ def validate(
     for artifact in artifacts:
         directory = job.store.artifact_dir(artifact.key)
         vid = digest_of(
-            {"artifact": artifact.key, "validate": spec.model_dump(), "tools": tool_versions()}
+            {
+                "artifact": artifact.key,
+                "validate": spec.model_dump(exclude_none=True),
+                "tools": tool_versions(),
+            }
         )
         record = read_validation(directory, vid)
         if record is None:
@@ -240,11 +244,11 @@ def benchmark(
     A backend whose provider is not really active is recorded as ``unavailable`` with the
     reason, never as a measurement. ``force`` re-measures even when a record exists.
     """
-    from modelmora.bench import benchmark as run_benchmark
     from modelmora.bench.core import ort_version
+    from modelmora.bench.dispatch import benchmark_artifact
 
     notify(job.name, "benchmark", "running")
-    settings_base = job.spec.benchmark.model_dump()
+    settings_base = job.spec.benchmark.model_dump(exclude_none=True)
     records = []
     fresh = False
     for artifact in artifacts:
@@ -254,13 +258,11 @@ def benchmark(
             bid = digest_of({"artifact": artifact.key, **settings, "onnxruntime": ort_version()})
             record = None if force else read_benchmark(directory, bid)
             if record is None:
-                result: BackendBenchmark = run_benchmark(
+                result: BackendBenchmark = benchmark_artifact(
                     directory,
+                    task=artifact.conversion.task,
                     backend=backend,
-                    batch_sizes=settings_base["batch_sizes"],
-                    seq_len=settings_base["seq_len"],
-                    warmup=settings_base["warmup"],
-                    iterations=settings_base["iterations"],
+                    spec=job.spec.benchmark,
                 )
                 record = BenchmarkRecord(
                     id=bid,

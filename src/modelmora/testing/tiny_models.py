@@ -28,9 +28,12 @@ __all__ = [
     "LINEAR_B",
     "LINEAR_W",
     "TINY_BERT_CONFIG",
+    "TINY_CHAT_TEMPLATE",
+    "TINY_PROMPTS",
     "TINY_SENTENCES",
     "linear_onnx",
     "make_tiny_bert",
+    "make_tiny_causal_lm",
     "make_tiny_classifier",
 ]
 
@@ -247,6 +250,124 @@ def make_tiny_classifier(
         raise ValueError(f"labels must be at least two distinct names, got {list(labels)!r}")
     key = ("classifier", seed, tuple(labels))
     return _materialize(key, lambda out: _build_classifier(out, seed, labels), dest)
+
+
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""A ChatML template, as Qwen2 checkpoints ship it (``tokenizer_config.json`` ``chat_template``)."""
+
+TINY_PROMPTS: tuple[str, ...] = (
+    "Hello",
+    "The quick brown fox jumps over the lazy dog.",
+    "Where is the nearest train station? I need to get to the city before the night.",
+)
+
+_LM_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+# Families of decoder-only LMs the converter supports, with a tiny config for each.
+_CAUSAL_LM_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "llama": ("LlamaForCausalLM", {"model_type": "llama"}),
+    "qwen2": ("Qwen2ForCausalLM", {"model_type": "qwen2"}),
+    "mistral": ("MistralForCausalLM", {"model_type": "mistral", "sliding_window": None}),
+    "phi3": ("Phi3ForCausalLM", {"model_type": "phi3", "pad_token_id": 0}),
+}
+
+
+def _byte_level_tokenizer(vocab_size: int) -> Any:
+    """A byte-level BPE tokenizer trained on this module's word list: deterministic bytes."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(_LM_SPECIALS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    corpus = [*_WORD_LINES, *TINY_SENTENCES, *TINY_PROMPTS]
+    tok.train_from_iterator(corpus * 4, trainer=trainer)
+    return tok
+
+
+def _build_causal_lm(out: Path, family: str, seed: int, size: dict[str, int]) -> None:
+    import torch
+
+    tf = _import_transformers()
+    arch, extra = _CAUSAL_LM_CONFIGS[family]
+    tokenizer = _byte_level_tokenizer(min(size["vocab_size"], 600))
+    eos = tokenizer.token_to_id("<|endoftext|>")
+    config_cls = tf.AutoConfig.for_model(extra["model_type"]).__class__
+    config = config_cls(
+        **{k: v for k, v in extra.items() if k != "model_type"},
+        vocab_size=size["vocab_size"],
+        hidden_size=size["hidden_size"],
+        intermediate_size=size["hidden_size"] * 2,
+        num_hidden_layers=size["layers"],
+        num_attention_heads=size["heads"],
+        num_key_value_heads=size["kv_heads"],
+        max_position_embeddings=size["max_positions"],
+        bos_token_id=eos,
+        eos_token_id=eos,
+        tie_word_embeddings=False,
+        architectures=[arch],
+    )
+    torch.manual_seed(seed)
+    model = getattr(tf, arch)(config).eval()
+    # Random weights at init scale give near-uniform logits, where greedy decoding hinges on
+    # float noise; a larger output head makes the argmax well separated, as in real models.
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)
+    model.save_pretrained(str(out), safe_serialization=True)
+    fast = tf.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        model_max_length=size["max_positions"],
+    )
+    fast.chat_template = TINY_CHAT_TEMPLATE
+    fast.save_pretrained(str(out))
+    tf.GenerationConfig(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos).save_pretrained(
+        str(out)
+    )
+
+
+def make_tiny_causal_lm(
+    dest: Path,
+    *,
+    family: str = "llama",
+    seed: int = 0,
+    vocab_size: int = 512,
+    hidden_size: int = 32,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    max_positions: int = 256,
+) -> Path:
+    """Write a tiny random decoder-only LM (``family``: llama, qwen2, mistral, phi3) with a
+    byte-level BPE tokenizer and a ChatML chat template into ``dest``.
+
+    Grouped-query attention (``kv_heads`` < ``heads``) is on by default, as in the real
+    families. ``bench/generate.py`` builds a larger one (4 layers, hidden 256, vocab 8192)
+    so that compute dominates; the tokenizer never has more than 600 tokens (the rest of the
+    vocabulary exists in the weights only).
+    """
+    if family not in _CAUSAL_LM_CONFIGS:
+        raise ValueError(f"family must be one of {sorted(_CAUSAL_LM_CONFIGS)}, got {family!r}")
+    size = {
+        "vocab_size": vocab_size,
+        "hidden_size": hidden_size,
+        "layers": layers,
+        "heads": heads,
+        "kv_heads": kv_heads,
+        "max_positions": max_positions,
+    }
+    key = ("causal-lm", family, seed, tuple(sorted(size.items())))
+    return _materialize(key, lambda out: _build_causal_lm(out, family, seed, size), dest)
 
 
 def linear_onnx(w: npt.NDArray[np.float32] = LINEAR_W) -> bytes:

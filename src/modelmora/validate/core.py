@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from modelmora import tasks
 from modelmora.errors import ModelMoraError
 from modelmora.manifest.model import ValidateSpec
 from modelmora.validate.inputs import has_tokenizer, synthetic_inputs, tokenize, vocab_size
@@ -95,7 +96,9 @@ def _reference_outputs(
     if fmt == "transformers":
         from modelmora.validate.torch_ref import run_transformers
 
-        return run_transformers(reference_dir, task or "feature-extraction", feeds)
+        return run_transformers(
+            reference_dir, task or "feature-extraction", feeds, trust_remote_code=trust_remote_code
+        )
     if fmt == "torch":
         from modelmora.convert import torchhub
         from modelmora.validate.torch_ref import run_torchscript
@@ -301,6 +304,31 @@ def validate(
             [],
             f"onnx.checker rejected {onnx_path.name}: {checker_error}",
             checker_error=checker_error,
+        )
+    info = tasks.known(task) if task else None
+    if info is not None and info.generative and fmt == "transformers":
+        from modelmora.validate.generation import check_generation
+
+        try:
+            verdict = check_generation(
+                reference_dir,
+                onnx_path,
+                spec=spec,
+                quantized=quantized,
+                trust_remote_code=trust_remote_code,
+            )
+        except ModelMoraError:
+            raise
+        except ValueError as exc:  # not a decoder graph with a KV cache
+            return report([], f"{onnx_path.name}: {exc}")
+        result = report(verdict.outputs, verdict.summary, inputs="tokenizer")
+        return result.model_copy(
+            update={
+                "passed": result.passed and verdict.passed,
+                "generation": verdict.checks,
+                "top1_agreement": verdict.top1_agreement,
+                "perplexity_ratio": verdict.perplexity_ratio,
+            }
         )
     try:
         session = _session(onnx_path)

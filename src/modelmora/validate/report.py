@@ -23,6 +23,18 @@ class OutputComparison(BaseModel):
     reason: str | None = None
 
 
+class PromptCheck(BaseModel):
+    """Greedy decoding of one fixed prompt: ONNX against the PyTorch reference."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_tokens: int
+    onnx_ids: list[int]
+    reference_ids: list[int]
+    first_mismatch: int | None = None
+    """Index of the first new token where the ids differ (``None``: identical)."""
+
+
 class ValidationReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -40,3 +52,9 @@ class ValidationReport(BaseModel):
     min_cosine: float
     outputs: list[OutputComparison]
     wall_time_s: float
+    generation: list[PromptCheck] | None = None
+    """Text generation: one greedy run per fixed prompt."""
+    top1_agreement: float | None = None
+    """Quantized decoders: teacher-forced top-1 agreement with the reference."""
+    perplexity_ratio: float | None = None
+    """Quantized decoders: perplexity on a fixed text over the reference's."""

@@ -11,14 +11,17 @@ import numpy as np
 
 
 def run_transformers(
-    model_dir: Path, task: str, feeds: Mapping[str, np.ndarray]
+    model_dir: Path, task: str, feeds: Mapping[str, np.ndarray], *, trust_remote_code: bool = False
 ) -> dict[str, np.ndarray]:
-    """The task's PyTorch model (as optimum would load it) on the same inputs, eval mode."""
+    """The task's PyTorch model (as optimum would load it) on the same inputs, eval mode.
+
+    ``trust_remote_code`` is the manifest's flag: a model that needs its own modelling code
+    can only be validated when the manifest allowed running it for the export too."""
     import torch
 
     from modelmora.convert.hf import load_task_model
 
-    model = load_task_model(model_dir, task=task, trust_remote_code=False)
+    model = load_task_model(model_dir, task=task, trust_remote_code=trust_remote_code)
     params = inspect.signature(model.forward).parameters
     kwargs = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items() if k in params}
     with torch.no_grad():

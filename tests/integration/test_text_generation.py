@@ -1,0 +1,111 @@
+"""Causal LMs through ``install``: converted with a KV cache, gated by greedy decoding
+against PyTorch, benchmarked in tokens/s. Real CLI, real Dagster, real ORT (and ORT GenAI).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelmora.testing.cli import run_cli
+from modelmora.testing.tiny_models import make_tiny_bert, make_tiny_causal_lm
+
+pytestmark = pytest.mark.timeout(600)
+
+GEN_BLOCKS = (
+    "    validate: {new_tokens: 8}\n"
+    "    benchmark: {prompt_tokens: 8, new_tokens: 4, sequences: [1, 2]}\n"
+)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_install_converts_validates_and_benchmarks_a_causal_lm(family: str, tmp_path: Path) -> None:
+    project, home = tmp_path / "proj", tmp_path / "home"
+    make_tiny_causal_lm(project / "models" / "lm", family=family)
+    quantize = "    convert: {quantize: dynamic-int8}\n" if family == "llama" else ""
+    (project / "modelmora.yml").write_text(
+        "models:\n  lm:\n    source: ./models/lm\n" + quantize + GEN_BLOCKS
+    )  # no task: detected from config.json (LlamaForCausalLM / Qwen2ForCausalLM)
+    proc = run_cli(project, "install", "--json", env={"MODELMORA_HOME": str(home)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    model = json.loads(proc.stdout)["models"][0]
+    assert model["stages"] == {
+        "download": "ok", "convert": "ok", "validate": "ok", "benchmark": "ok"
+    }  # fmt: skip
+    base = model["artifacts"][0]
+    artifact = Path(base["path"])
+    record = json.loads((artifact / "artifact.json").read_text())
+    assert record["conversion"]["task"] == "text-generation"
+    names = {i["name"] for i in record["conversion"]["inputs"]}
+    assert {"input_ids", "attention_mask", "past_key_values.0.key"} <= names  # a KV cache
+    # The chat template and GenAI's description of the graph travel with the artifact.
+    assert (artifact / "chat_template.jinja").is_file()
+    genai = json.loads((artifact / "genai_config.json").read_text())
+    assert genai["model"]["decoder"]["num_hidden_layers"] == 2
+    (validation,) = [json.loads(p.read_text()) for p in artifact.glob("validation-*.json")]
+    checks = validation["report"]["generation"]
+    assert len(checks) == 3 and all(c["first_mismatch"] is None for c in checks)
+    assert all(len(c["onnx_ids"]) == 8 or c["onnx_ids"][-1] == 0 for c in checks)
+    (bench,) = [json.loads(p.read_text()) for p in artifact.glob("benchmark-*.json")]
+    result = bench["result"]
+    assert result["kind"] == "generation" and result["status"] == "ok", result
+    assert result["runtime"].startswith("onnxruntime-genai")
+    rows = {r["batch_size"]: r for r in result["batches"]}
+    assert set(rows) == {1, 2}
+    assert all(r["ttft_ms"] > 0 and r["throughput_items_per_s"] > 0 for r in rows.values())
+    assert all(r["seq_len"] == 8 and r["iterations"] == 4 for r in rows.values())
+    if family == "llama":
+        int8 = model["artifacts"][1]
+        assert int8["variant"] == "int8" and int8["validated"] is True
+        (qv,) = [json.loads(p.read_text()) for p in Path(int8["path"]).glob("validation-*.json")]
+        assert qv["report"]["top1_agreement"] >= 0.9 and qv["report"]["perplexity_ratio"] <= 1.2
+
+
+def test_the_gate_names_prompt_step_and_ids_when_the_graph_disagrees(tmp_path: Path) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    from modelmora.convert import convert
+    from modelmora.manifest.model import ConvertSpec, ValidateSpec
+    from modelmora.validate import validate
+
+    snapshot = make_tiny_causal_lm(tmp_path / "lm")
+    out = tmp_path / "onnx"
+    convert(snapshot, out, name="lm", task=None, spec=ConvertSpec())
+    spec = ValidateSpec(new_tokens=8)
+    good = validate(snapshot, out / "model.onnx", task="text-generation", spec=spec)
+    assert good.passed, good.summary
+
+    graph = onnx.load(str(out / "model.onnx"))
+    # The output head is the MatMul weight of shape (hidden, vocab) = (32, 512).
+    head = next(t for t in graph.graph.initializer if tuple(t.dims) == (32, 512))
+    weights = numpy_helper.to_array(head).copy()
+    weights[:, : weights.shape[1] // 2] *= -1.0  # a perturbed output head
+    head.CopyFrom(numpy_helper.from_array(weights, head.name))
+    onnx.save(graph, str(out / "model.onnx"))
+    bad = validate(snapshot, out / "model.onnx", task="text-generation", spec=spec)
+    assert not bad.passed and bad.generation is not None
+    i, check = next((i, c) for i, c in enumerate(bad.generation) if c.first_mismatch is not None)
+    k = check.first_mismatch
+    assert k is not None
+    assert (
+        f"prompt {i} ({check.prompt_tokens} tokens): greedy ids differ at new token {k}: "
+        f"ONNX {check.onnx_ids[k]}, PyTorch {check.reference_ids[k]}"
+    ) in bad.summary
+    assert check.onnx_ids[k] != check.reference_ids[k]
+    assert not np.isclose(bad.outputs[0].min_cosine or 1.0, 1.0)
+
+
+def test_an_architecture_without_a_decoder_export_is_named(tmp_path: Path) -> None:
+    from modelmora.convert.hf import check_exportable
+    from modelmora.errors import UserInputError
+
+    snapshot = make_tiny_bert(tmp_path / "bert", sentence_transformers=False)
+    with pytest.raises(UserInputError) as err:
+        check_exportable(snapshot, name="bert", task="text-generation")
+    message = str(err.value)
+    assert "'bert'" in message and "KV cache" in message
+    assert "llama" in message and "qwen2" in message  # what is supported
