@@ -57,6 +57,16 @@ def test_install_converts_validates_and_benchmarks_a_causal_lm(family: str, tmp_
     assert set(rows) == {1, 2}
     assert all(r["ttft_ms"] > 0 and r["throughput_items_per_s"] > 0 for r in rows.values())
     assert all(r["seq_len"] == 8 and r["iterations"] == 4 for r in rows.values())
+    # list/show read the same figures back from the index: tokens/s, TTFT, ms per token.
+    listed = json.loads(
+        run_cli(project, "list", "--json", env={"MODELMORA_HOME": str(home)}).stdout
+    )
+    (row,) = [b for b in listed[0]["artifacts"][0]["benchmarks"] if b["batch_size"] == 1]
+    assert (
+        row["ttft_ms"] == rows[1]["ttft_ms"]
+        and row["throughput"] == rows[1]["throughput_items_per_s"]
+    )
+    assert listed[0]["best_backend"] == "cpu"
     if family == "llama":
         int8 = model["artifacts"][1]
         assert int8["variant"] == "int8" and int8["validated"] is True
@@ -107,5 +117,5 @@ def test_an_architecture_without_a_decoder_export_is_named(tmp_path: Path) -> No
     with pytest.raises(UserInputError) as err:
         check_exportable(snapshot, name="bert", task="text-generation")
     message = str(err.value)
-    assert "'bert'" in message and "KV cache" in message
+    assert "(bert)" in message and "KV cache" in message
     assert "llama" in message and "qwen2" in message  # what is supported

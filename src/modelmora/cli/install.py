@@ -273,7 +273,12 @@ def _status_table(
             status.name,
             *(_MARKS.get(mark, mark) for mark in row),
             status.artifacts[0].sha256[:12] if status.artifacts else "",
-            f"{best.backend} {best.p50_ms:.1f} ms" if best and best.p50_ms else "",
+            (
+                f"{best.backend} {best.p50_ms:.1f} ms"
+                + ("/token" if best.ttft_ms is not None else "")
+            )
+            if best and best.p50_ms
+            else "",
         )
     return table
 
@@ -314,19 +319,24 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
             f"{art.validation_summary}"
         )
         bench = Table()
-        for column in ("backend", "batch", "p50 ms", "p95 ms", "p99 ms", "items/s", "load ms"):
+        generation = any(b.ttft_ms is not None for b in art.benchmarks)
+        columns = (
+            ("backend", "sequences", "ms/token p50", "p95", "p99", "tokens/s", "load ms", "TTFT ms")
+            if generation
+            else ("backend", "batch", "p50 ms", "p95 ms", "p99 ms", "items/s", "load ms")
+        )
+        for column in columns:
             bench.add_column(column)
         for b in art.benchmarks:
             if b.status != "ok":
-                bench.add_row(b.backend, "", f"{b.status}: {b.reason}", "", "", "", "")
+                blanks = [""] * (len(columns) - 3)
+                bench.add_row(b.backend, "", f"{b.status}: {b.reason}", *blanks)
                 continue
+            values = [b.p50_ms, b.p95_ms, b.p99_ms, b.throughput, b.load_time_ms]
             bench.add_row(
                 b.backend,
                 str(b.batch_size),
-                *(
-                    f"{v:.2f}" if v is not None else ""
-                    for v in (b.p50_ms, b.p95_ms, b.p99_ms, b.throughput, b.load_time_ms)
-                ),
+                *(f"{v:.2f}" if v is not None else "" for v in values + [b.ttft_ms][:generation]),
             )
         console.print(bench)
 
@@ -368,6 +378,13 @@ def bench(
                     f"{status.name} [{rec.artifact_key[:8]}] {res.backend}: {res.status_line}"
                 )
                 for b in res.batches:
+                    if res.kind == "generation":
+                        click.echo(
+                            f"  {b.batch_size:>3} sequences: TTFT {b.ttft_ms or 0:8.2f} ms  "
+                            f"p50 {b.p50_ms:8.2f} ms/token  "
+                            f"{b.throughput_items_per_s:9.1f} tokens/s"
+                        )
+                        continue
                     click.echo(
                         f"  batch {b.batch_size:>3}: p50 {b.p50_ms:8.2f} ms  p95 {b.p95_ms:8.2f} ms"
                         f"  {b.throughput_items_per_s:9.1f} items/s"

@@ -83,17 +83,24 @@ def check_exportable(model_dir: Path, *, name: str, task: str) -> None:
         )
     supported = _optimum_tasks(model_type, name=name)
     base = [t for t in supported if not t.endswith("-with-past")]
-    if export_task(task) != task and export_task(task) not in supported:
+    decoder = export_task(task) != task
+    if task not in supported:
+        kv = (
+            f"; architectures optimum exports as decoders with a KV cache: "
+            f"{', '.join(_decoder_types())} (tested: llama, mistral, phi3, qwen2)"
+            if decoder
+            else ""
+        )
+        raise UserInputError(
+            f"model '{name}' ({model_type}) cannot be exported for task '{task}'; "
+            f"supported tasks: {', '.join(base)}{kv}",
+            hint=f"set models.{name}.task to one of them",
+        )
+    if decoder and export_task(task) not in supported:
         raise UserInputError(
             f"model '{name}': architecture '{model_type}' cannot be exported as a decoder with "
             f"a KV cache for {task}; supported: {', '.join(_decoder_types())}",
             hint="tested: llama, mistral, phi3, qwen2",
-        )
-    if task not in supported:
-        raise UserInputError(
-            f"model '{name}' ({model_type}) cannot be exported for task '{task}'; "
-            f"supported tasks: {', '.join(base)}",
-            hint=f"set models.{name}.task to one of them",
         )
 
 

@@ -184,6 +184,9 @@ def insert_benchmark(con: duckdb.DuckDBPyConnection, record: BenchmarkRecord) ->
                         **json.loads(meta),
                         "peak_rss_mb": b.peak_rss_mb,
                         "gpu_memory_mb": b.gpu_memory_mb,
+                        "kind": result.kind,
+                        "ttft_ms": b.ttft_ms,
+                        "prompt_tokens_per_s": b.prompt_tokens_per_s,
                     }
                 ),
             ]

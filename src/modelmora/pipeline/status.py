@@ -26,7 +26,11 @@ class BenchRow:
     p95_ms: float | None
     p99_ms: float | None
     throughput: float | None
+    """Items/s; for text generation, generated tokens/s over all sequences."""
     load_time_ms: float | None
+    ttft_ms: float | None = None
+    """Text generation only (then ``batch_size`` = sequences, ``p50_ms`` = per token)."""
+    prompt_tokens_per_s: float | None = None
 
 
 @dataclass
@@ -134,11 +138,26 @@ def model_statuses(store: Store, entries: list[LockedModel]) -> list[ModelStatus
                     row.validation_summary = json.loads(val[3]).get("summary", "")
                 for b in con.execute(
                     "SELECT backend, status, reason, batch_size, latency_ms_p50, latency_ms_p95, "
-                    "latency_ms_p99, throughput_per_s, load_time_ms FROM benchmarks "
+                    "latency_ms_p99, throughput_per_s, load_time_ms, metadata FROM benchmarks "
                     "WHERE artifact_key = ? AND backend = ANY(?) ORDER BY backend, batch_size",
                     [key, list(entry.spec.get("backends", ["cpu"]))],
                 ).fetchall():
-                    row.benchmarks.append(BenchRow(*b))
+                    meta = json.loads(b[-1]) if b[-1] else {}
+                    row.benchmarks.append(
+                        BenchRow(
+                            b[0],
+                            b[1],
+                            b[2],
+                            b[3],
+                            b[4],
+                            b[5],
+                            b[6],
+                            b[7],
+                            b[8],
+                            ttft_ms=meta.get("ttft_ms"),
+                            prompt_tokens_per_s=meta.get("prompt_tokens_per_s"),
+                        )
+                    )
                 status.artifacts.append(row)
             statuses.append(status)
     return statuses

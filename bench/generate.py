@@ -1,0 +1,223 @@
+"""Token generation on a random Llama-family model (CPU), the contenders side by side:
+
+(a) ONNX Runtime GenAI (the chosen runtime) on our optimum export + ``genai_config.json``,
+(b) our own numpy loop over the same graph with a plain ORT session (``modelmora.decoding``),
+    the alternative that was measured against it,
+(c) PyTorch eager ``generate`` (transformers, the same weights, the same thread count).
+
+All run in this process, one after another, on the same fixed prompt (seeded ids), greedy,
+for a fixed number of new tokens; each figure is the median of ``--repeats`` runs. Decode
+tokens/s counts the tokens after the first; TTFT is prompt processing up to the first token.
+The ids of (a) and (b) are checked against (c). Usage::
+
+    .venv/bin/python bench/generate.py                    # 4 layers, hidden 256, vocab 8192
+    .venv/bin/python bench/generate.py --new-tokens 64 --repeats 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("USE_TF", "0")
+
+
+def build(root: Path, layers: int, hidden: int, vocab: int) -> tuple[Path, Path]:
+    from modelmora.convert import convert
+    from modelmora.manifest.model import ConvertSpec
+    from modelmora.testing.tiny_models import make_tiny_causal_lm
+
+    snapshot = make_tiny_causal_lm(
+        root / "lm",
+        vocab_size=vocab,
+        hidden_size=hidden,
+        layers=layers,
+        heads=max(hidden // 64, 1),
+        kv_heads=max(hidden // 128, 1),
+        max_positions=1024,
+    )
+    out = root / "onnx"
+    convert(snapshot, out, name="lm", task="text-generation", spec=ConvertSpec())
+    return snapshot, out
+
+
+Runner = Callable[[np.ndarray, int], tuple[list[int], float, float]]
+"""(prompt ids (1, n), new tokens) → (new ids, ttft seconds, decode seconds)."""
+
+
+def genai_runner(artifact: Path, threads: int) -> Runner:
+    import json
+
+    import onnxruntime_genai as og
+
+    if threads:  # this run's own copy of the artifact: pin GenAI's session threads too
+        path = artifact / "genai_config.json"
+        config = json.loads(path.read_text())
+        config["model"]["decoder"]["session_options"]["intra_op_num_threads"] = threads
+        path.write_text(json.dumps(config))
+    model = og.Model(str(artifact))
+
+    def run(prompt: np.ndarray, new: int) -> tuple[list[int], float, float]:
+        params = og.GeneratorParams(model)
+        params.set_search_options(
+            max_length=prompt.shape[1] + new, do_sample=False, batch_size=prompt.shape[0]
+        )
+        gen = og.Generator(model, params)
+        t0 = time.perf_counter()
+        gen.append_tokens(prompt.astype(np.int32))
+        gen.generate_next_token()
+        t1 = time.perf_counter()
+        for _ in range(new - 1):
+            gen.generate_next_token()
+        t2 = time.perf_counter()
+        ids = [int(t) for t in gen.get_sequence(0)[prompt.shape[1] :]]
+        return ids, t1 - t0, t2 - t1
+
+    return run
+
+
+def numpy_loop_runner(artifact: Path, threads: int) -> Runner:
+    from modelmora.decoding import Decoder
+
+    decoder = Decoder.load(artifact / "model.onnx", threads=threads)
+
+    def run(prompt: np.ndarray, new: int) -> tuple[list[int], float, float]:
+        out, prompt_s, decode_s = decoder.greedy_batch(prompt, new)
+        return out[0].tolist(), prompt_s, decode_s
+
+    return run
+
+
+def torch_runner(snapshot: Path, threads: int) -> Runner:
+    import torch
+    import transformers
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(snapshot)).eval()
+
+    def run(prompt: np.ndarray, new: int) -> tuple[list[int], float, float]:
+        ids = torch.from_numpy(prompt.astype(np.int64))
+        mask = torch.ones_like(ids)
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            first = model.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=1,
+                                   min_new_tokens=1, pad_token_id=0)  # fmt: skip
+            t1 = time.perf_counter()
+            out = model.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=new,
+                                 min_new_tokens=new, pad_token_id=0)  # fmt: skip
+            t2 = time.perf_counter()
+        del first
+        # generate() redoes the prompt: its decode time is the whole call minus one TTFT.
+        return out[0, prompt.shape[1] :].tolist(), t1 - t0, (t2 - t1) - (t1 - t0)
+
+    return run
+
+
+def measure(
+    run: Runner, prompt: np.ndarray, new: int, repeats: int
+) -> dict[str, float | list[int]]:
+    run(prompt, new)  # warm-up
+    ttfts, rates, ids = [], [], []
+    for _ in range(repeats):
+        ids, ttft, decode = run(prompt, new)
+        ttfts.append(ttft)
+        rates.append((new - 1) / decode)
+    return {
+        "ttft_ms": statistics.median(ttfts) * 1000,
+        "tok_s": statistics.median(rates),
+        "ids": ids,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--vocab", type=int, default=8192)
+    parser.add_argument("--prompt-tokens", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads for all three")
+    parser.add_argument(
+        "--sequences", default="4,16", help="also decode this many sequences together (ONNX only)"
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="modelmora-bench-gen-") as tmp:
+        snapshot, artifact = build(Path(tmp), args.layers, args.hidden, args.vocab)
+        rng = np.random.default_rng(0)
+        prompt = rng.integers(1, min(args.vocab, 600), size=(1, args.prompt_tokens))
+        genai = genai_runner(artifact, args.threads)
+        loop = numpy_loop_runner(artifact, args.threads)
+        results = {
+            "ORT GenAI (chosen)": measure(genai, prompt, args.new_tokens, args.repeats),
+            "numpy loop + ORT": measure(loop, prompt, args.new_tokens, args.repeats),
+            "PyTorch eager": measure(
+                torch_runner(snapshot, args.threads), prompt, args.new_tokens, args.repeats
+            ),
+        }
+        batched = {}
+        for n in [int(x) for x in args.sequences.split(",") if x]:
+            rows = np.repeat(prompt, n, axis=0)
+            batched[n] = (
+                measure(genai, rows, args.new_tokens, args.repeats),
+                measure(loop, rows, args.new_tokens, args.repeats),
+            )
+    report(args, results, batched)
+
+
+def report(
+    args: argparse.Namespace,
+    results: dict[str, dict[str, float | list[int]]],
+    batched: dict[int, tuple[dict[str, float | list[int]], dict[str, float | list[int]]]],
+) -> None:
+    torch_rate = _num(results["PyTorch eager"]["tok_s"])
+    torch_ids = results["PyTorch eager"]["ids"]
+    print(
+        f"model: Llama-family, {args.layers} layers, hidden {args.hidden}, vocab {args.vocab}; "
+        f"prompt {args.prompt_tokens} tokens, {args.new_tokens} new, 1 sequence, "
+        f"{args.threads} threads, median of {args.repeats}"
+    )
+    print(f"{'runtime':<22}{'decode tok/s':>14}{'vs PyTorch':>12}{'TTFT ms':>10}  ids = PyTorch")
+    for name, r in results.items():
+        rate, ttft = _num(r["tok_s"]), _num(r["ttft_ms"])
+        same = "yes" if r["ids"] == torch_ids else "NO"
+        print(f"{name:<22}{rate:>14.1f}{rate / torch_rate:>11.2f}x{ttft:>10.2f}  {same}")
+    if batched:
+        print(
+            f"\n{'sequences':<10}{'GenAI tok/s':>13}{'loop tok/s':>12}{'GenAI/loop':>12}"
+            f"{'GenAI TTFT ms':>15}{'loop TTFT ms':>14}"
+        )
+    for n, (g, loop) in batched.items():
+        gr, lr = _num(g["tok_s"]), _num(loop["tok_s"])
+        print(
+            f"{n:<10}{gr:>13.1f}{lr:>12.1f}{gr / lr:>11.2f}x{_num(g['ttft_ms']):>15.2f}"
+            f"{_num(loop['ttft_ms']):>14.2f}"
+        )
+
+
+def _num(value: float | list[int]) -> float:
+    assert isinstance(value, float | int)
+    return float(value)
+
+
+if __name__ == "__main__":
+    main()
+
+
+def _report_batched(batched: dict[int, tuple[dict[str, float | list[int]], ...]]) -> None:
+    if not batched:
+        return
+    print(f"\n{'sequences':<10}{'GenAI tok/s':>13}{'loop tok/s':>12}{'GenAI/loop':>12}"
+          f"{'GenAI TTFT ms':>15}{'loop TTFT ms':>14}")  # fmt: skip
+    for n, (g, loop) in batched.items():
+        gr, lr = float(g["tok_s"]), float(loop["tok_s"])  # type: ignore[arg-type]
+        print(f"{n:<10}{gr:>13.1f}{lr:>12.1f}{gr / lr:>11.2f}x{float(g['ttft_ms']):>15.2f}"  # type: ignore[arg-type]
+              f"{float(loop['ttft_ms']):>14.2f}")  # type: ignore[arg-type]  # fmt: skip
