@@ -17,6 +17,7 @@ The ids of (a) and (b) are checked against (c). Usage::
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import tempfile
@@ -89,8 +90,8 @@ def numpy_loop_runner(artifact: Path, threads: int) -> Runner:
     decoder = Decoder.load(artifact / "model.onnx", threads=threads)
 
     def run(prompt: np.ndarray, new: int) -> tuple[list[int], float, float]:
-        out, prompt_s, decode_s = decoder.greedy_batch(prompt, new)
-        return out[0].tolist(), prompt_s, decode_s
+        run = decoder.greedy_batch(prompt, new)
+        return run.ids[0].tolist(), run.prompt_s, float(run.step_s.sum())
 
     return run
 
@@ -124,12 +125,13 @@ def torch_runner(snapshot: Path, threads: int) -> Runner:
 def measure(
     run: Runner, prompt: np.ndarray, new: int, repeats: int
 ) -> dict[str, float | list[int]]:
+    """Median TTFT and aggregate decode tokens/s (all rows of ``prompt`` decode together)."""
     run(prompt, new)  # warm-up
     ttfts, rates, ids = [], [], []
     for _ in range(repeats):
         ids, ttft, decode = run(prompt, new)
         ttfts.append(ttft)
-        rates.append((new - 1) / decode)
+        rates.append(prompt.shape[0] * (new - 1) / decode)
     return {
         "ttft_ms": statistics.median(ttfts) * 1000,
         "tok_s": statistics.median(rates),
@@ -154,22 +156,31 @@ def main() -> None:
         snapshot, artifact = build(Path(tmp), args.layers, args.hidden, args.vocab)
         rng = np.random.default_rng(0)
         prompt = rng.integers(1, min(args.vocab, 600), size=(1, args.prompt_tokens))
-        genai = genai_runner(artifact, args.threads)
-        loop = numpy_loop_runner(artifact, args.threads)
-        results = {
-            "ORT GenAI (chosen)": measure(genai, prompt, args.new_tokens, args.repeats),
-            "numpy loop + ORT": measure(loop, prompt, args.new_tokens, args.repeats),
-            "PyTorch eager": measure(
-                torch_runner(snapshot, args.threads), prompt, args.new_tokens, args.repeats
-            ),
+        counts = [int(x) for x in args.sequences.split(",") if x]
+        results: dict[str, dict[str, float | list[int]]] = {}
+        per_count: dict[str, dict[int, dict[str, float | list[int]]]] = {}
+        # One runtime at a time, each freed before the next: an idle ORT session's threads
+        # (and PyTorch's OpenMP threads) keep spinning for a while after their last call and
+        # would slow whatever runs beside them on 2 cores (measured: batched figures fell 2-3x).
+        for name, make in (
+            ("ORT GenAI (chosen)", lambda: genai_runner(artifact, args.threads)),
+            ("numpy loop + ORT", lambda: numpy_loop_runner(artifact, args.threads)),
+        ):
+            runner = make()
+            results[name] = measure(runner, prompt, args.new_tokens, args.repeats)
+            per_count[name] = {
+                n: measure(runner, np.repeat(prompt, n, axis=0), args.new_tokens, args.repeats)
+                for n in counts
+            }
+            del runner
+            gc.collect()
+        results["PyTorch eager"] = measure(
+            torch_runner(snapshot, args.threads), prompt, args.new_tokens, args.repeats
+        )
+        batched = {
+            n: (per_count["ORT GenAI (chosen)"][n], per_count["numpy loop + ORT"][n])
+            for n in counts
         }
-        batched = {}
-        for n in [int(x) for x in args.sequences.split(",") if x]:
-            rows = np.repeat(prompt, n, axis=0)
-            batched[n] = (
-                measure(genai, rows, args.new_tokens, args.repeats),
-                measure(loop, rows, args.new_tokens, args.repeats),
-            )
     report(args, results, batched)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Decoder", "Generation", "log_softmax"]
+__all__ = ["BatchRun", "Decoder", "Generation", "log_softmax"]
 
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 _FLOAT_TYPES: dict[str, Any] = {
@@ -41,6 +41,16 @@ class Generation:
     first_token_s: float = 0.0
     """Prompt processing up to the first new token (time to first token)."""
     total_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    ids: np.ndarray
+    """New ids, ``(batch, new_tokens)``."""
+    prompt_s: float
+    """Prompt processing up to the first new token of every sequence."""
+    step_s: np.ndarray
+    """Seconds of each later decode step."""
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -137,12 +147,9 @@ class Decoder:
         result.total_s = time.perf_counter() - started
         return result
 
-    def greedy_batch(self, prompts: np.ndarray, new_tokens: int) -> tuple[np.ndarray, float, float]:
-        """``new_tokens`` greedy steps for equal-length prompts decoded together (no stop ids).
-
-        Returns the new ids ``(batch, new_tokens)``, the prompt time (to the first new
-        token) and the decode time of the remaining steps, for the benchmark.
-        """
+    def greedy_batch(self, prompts: np.ndarray, new_tokens: int) -> BatchRun:
+        """``new_tokens`` greedy steps for equal-length prompts decoded together (no stop ids),
+        timed: what the benchmark measures."""
         batch = prompts.shape[0]
         started = time.perf_counter()
         mask = np.ones_like(prompts, dtype=np.int64)
@@ -150,11 +157,14 @@ class Decoder:
         out = np.empty((batch, new_tokens), dtype=np.int64)
         out[:, 0] = logits[:, -1].argmax(axis=-1)
         prompt_s = time.perf_counter() - started
+        steps = np.empty(new_tokens - 1, dtype=np.float64)
         for step in range(1, new_tokens):
+            t = time.perf_counter()
             mask = np.ones((batch, mask.shape[1] + 1), dtype=np.int64)
             logits, past = self.forward(out[:, step - 1 : step], mask, past)
             out[:, step] = logits[:, -1].argmax(axis=-1)
-        return out, prompt_s, time.perf_counter() - started - prompt_s
+            steps[step - 1] = time.perf_counter() - t
+        return BatchRun(ids=out, prompt_s=prompt_s, step_s=steps)
 
     def teacher_forced_logits(self, ids: Sequence[int]) -> np.ndarray:
         """Logits at every position of ``ids`` in one call (for agreement and perplexity)."""

@@ -47,8 +47,6 @@ class BackendBenchmark(BaseModel):
     threads: int | None = None
     kind: Literal["latency", "generation"] = "latency"
     """``generation``: rows measure token generation (see :class:`BatchResult`)."""
-    runtime: str | None = None
-    """What ran the model when it is not a bare ONNX Runtime session (``onnxruntime-genai X``)."""
     batches: list[BatchResult] = []
 
     @property

@@ -15,7 +15,10 @@ from typing import Any
 from modelmora.manifest.model import ConvertSpec
 from modelmora.tools import tool_versions
 
-__all__ = ["artifact_key", "conversion_recipe", "tool_versions"]
+__all__ = ["QUANTIZED_VARIANTS", "artifact_key", "conversion_recipe", "tool_versions"]
+
+QUANTIZED_VARIANTS = ("int8", "int4")
+"""Variants judged by the quantized (looser) validation gate."""
 
 
 def conversion_recipe(
@@ -32,7 +35,7 @@ def conversion_recipe(
     }
     if variant == "optimized":
         recipe["optimize"] = spec.optimize
-    if variant == "int8":
+    if variant in QUANTIZED_VARIANTS:
         recipe["quantize"] = spec.quantize
     return recipe
 

@@ -15,7 +15,7 @@ RECORD_FILE = re.compile(r"artifact\.json|(validation|benchmark)-[0-9a-f]+\.json
 """Files ``install`` writes *about* an artifact into its directory; never part of it."""
 
 SourceFormat = Literal["transformers", "onnx", "torch", "tf-savedmodel", "keras"]
-Variant = Literal["base", "optimized", "int8"]
+Variant = Literal["base", "optimized", "int8", "int4"]
 
 
 class TensorInfo(BaseModel):

@@ -1,4 +1,5 @@
-"""Optional variants of a base artifact: ORT offline graph optimization, dynamic int8.
+"""Optional variants of a base artifact: ORT offline graph optimization, dynamic int8, 4-bit
+weights (MatMulNBits).
 
 Each variant is its own artifact directory (own key, own validation, own benchmark), built
 from the *base* ``model.onnx`` so that variants never stack silently.
@@ -31,8 +32,10 @@ def planned_variants(spec: ConvertSpec) -> list[str]:
     out: list[str] = []
     if spec.optimize != "none":
         out.append("optimized")
-    if spec.quantize != "none":
+    if spec.quantize == "dynamic-int8":
         out.append("int8")
+    elif spec.quantize == "weight-int4":
+        out.append("int4")
     return out
 
 
@@ -75,6 +78,21 @@ def _quantize(base: Path, target: Path, external: bool) -> None:
     quantize_dynamic(base, target, weight_type=QuantType.QInt8, use_external_data_format=external)
 
 
+def _quantize_int4(base: Path, target: Path, external: bool) -> None:
+    """Weight-only 4-bit blocks (MatMulNBits): what decoders on CPUs are usually run with."""
+    import logging
+
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(str(base)), block_size=32, is_symmetric=True, accuracy_level=4
+    )
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(target), use_external_data_format=external)
+
+
 def make_variant(
     variant: str,
     base_dir: Path,
@@ -85,7 +103,7 @@ def make_variant(
     source_format: SourceFormat,
     task: str | None,
 ) -> ConversionResult:
-    """Build one variant (``optimized`` or ``int8``) of the artifact in ``base_dir``."""
+    """Build one variant (``optimized``, ``int8`` or ``int4``) of the artifact in ``base_dir``."""
     started = time.perf_counter()
     base = base_dir / MODEL_FILE
     _, _, _, locations = describe(base)
@@ -96,6 +114,8 @@ def make_variant(
                 _optimize(base, tmp / MODEL_FILE, spec.optimize, external)
             elif variant == "int8":
                 _quantize(base, tmp / MODEL_FILE, external)
+            elif variant == "int4":
+                _quantize_int4(base, tmp / MODEL_FILE, external)
             else:
                 raise ValueError(f"unknown variant {variant!r}")
         except ValueError:

@@ -45,7 +45,9 @@ Backend = Literal["cpu", "cuda", "tensorrt", "openvino", "coreml", "directml", "
 class ConvertSpec(_Strict):
     opset: int = Field(18, ge=7, le=23)
     optimize: Literal["none", "basic", "extended", "all"] = "none"
-    quantize: Literal["none", "dynamic-int8"] = "none"
+    quantize: Literal["none", "dynamic-int8", "weight-int4"] = "none"
+    """``dynamic-int8``: int8 weights and activations (``quantize_dynamic``); ``weight-int4``:
+    4-bit weights in blocks of 32, float activations (``MatMulNBits``, for decoders)."""
     exporter: Literal["auto", "optimum", "torch", "torch-dynamo", "tf2onnx", "onnx"] = "auto"
 
 

@@ -129,17 +129,23 @@ def build_definitions(project_dir: str, store_root: str = "") -> dg.Definitions:
         download: str,
     ) -> dg.AssetCheckResult:
         job = project.job(_partition(context))
-        results = steps.validate(job, Path(download), _artifacts(job, onnx))
+        artifacts = _artifacts(job, onnx)
+        results = steps.validate(job, Path(download), artifacts)
         metadata: dict[str, Any] = {}
-        for record in results:
+        for artifact, record in zip(artifacts, results, strict=True):
             report = record.report
-            prefix = (record.report.quantized and "int8 ") or ""
+            prefix = "" if artifact.variant == "base" else f"{artifact.variant} "
             for out in report.outputs:
                 metadata[f"{prefix}{out.name} max_abs_diff"] = out.max_abs_diff
                 metadata[f"{prefix}{out.name} max_rel_diff"] = out.max_rel_diff
                 if out.min_cosine is not None:
                     metadata[f"{prefix}{out.name} min_cosine"] = out.min_cosine
             metadata[f"{prefix}summary".strip()] = report.summary
+        failed = [(a, r) for a, r in zip(artifacts, results, strict=True) if not r.report.passed]
+        if failed:  # the line `install` shows: the first failing artifact's, named
+            artifact, record = failed[0]
+            named = "" if artifact.variant == "base" else f"{artifact.variant} variant: "
+            metadata["summary"] = named + record.report.summary
         return dg.AssetCheckResult(
             passed=all(r.report.passed for r in results),
             severity=dg.AssetCheckSeverity.ERROR,

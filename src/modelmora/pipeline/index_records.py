@@ -14,7 +14,7 @@ from modelmora.cache.store import ArtifactLinks, LinkedArtifact
 from modelmora.lock import LockedModel
 from modelmora.pipeline.records import ArtifactRecord, BenchmarkRecord, ValidationRecord
 
-VARIANT_ORDER = {"base": 0, "optimized": 1, "int8": 2}
+VARIANT_ORDER = {"base": 0, "optimized": 1, "int8": 2, "int4": 3}
 """Order of a model's artifacts (``planned_variants`` builds them in this order)."""
 
 if TYPE_CHECKING:

@@ -143,7 +143,10 @@ def _outcome(name: str, result: Any) -> ModelOutcome:
             if not evaluation.passed:
                 summary = evaluation.metadata.get("summary")
                 text = getattr(summary, "value", None) or getattr(summary, "text", "")
-                outcome.error = f"validation failed: {text}".strip()
+                text = str(text).strip()
+                outcome.error = (
+                    text if "validation failed" in text else f"validation failed: {text}"
+                )
     for stage in STAGES:
         outcome.stages.setdefault(stage, "skipped")
     return outcome

@@ -189,6 +189,7 @@ def validate(
 ) -> list[ValidationRecord]:
     """The hard gate: every artifact against the reference, thresholds from the manifest."""
     from modelmora.convert import tool_versions
+    from modelmora.convert.keys import QUANTIZED_VARIANTS
     from modelmora.validate import validate as run_validation
 
     notify(job.name, "validate", "running")
@@ -211,7 +212,7 @@ def validate(
                 directory / artifact.conversion.model_file,
                 task=artifact.conversion.task,
                 spec=spec,
-                quantized=artifact.variant == "int8",
+                quantized=artifact.variant in QUANTIZED_VARIANTS,
                 allow_pickle=job.spec.allow_pickle,
                 trust_remote_code=job.spec.trust_remote_code,
             )
