@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from modelmora.lock import read_lock
 from modelmora.testing.cli import run_cli
+from modelmora.testing.hub_emulator import HubEmulator
 from modelmora.testing.tiny_models import make_tiny_bert, make_tiny_causal_lm
 
 pytestmark = pytest.mark.timeout(600)
@@ -150,3 +152,37 @@ def test_the_artifact_also_runs_in_onnxruntime_genai(tmp_path: Path) -> None:
         generator.generate_next_token()
         produced.append(int(generator.get_next_tokens()[0]))
     assert produced == ours[: len(produced)] and len(produced) >= 1
+
+
+def test_the_chat_template_is_locked_from_the_hub(hub: HubEmulator, tmp_path: Path) -> None:
+    """hf:// locks chat_template.jinja by default: the template is part of the pinned bytes."""
+    snapshot = make_tiny_causal_lm(tmp_path / "lm")
+    files = {p.name: p.read_bytes() for p in snapshot.iterdir() if p.is_file()}
+    hub.create_repo("org/tiny-llama", files, metadata={"pipeline_tag": "text-generation"})
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "modelmora.yml").write_text(
+        f"registries:\n  hf: {{endpoint: '{hub.url}'}}\n"
+        "models:\n  lm:\n    source: hf://org/tiny-llama\n"
+    )
+    proc = run_cli(project, "lock")
+    assert proc.returncode == 0, proc.stderr
+    locked = {f.path for f in read_lock(project / "modelmora.lock").models["lm"].files}
+    assert {"chat_template.jinja", "tokenizer_config.json", "tokenizer.json"} <= locked
+
+
+def test_a_sliding_window_model_is_checked_past_its_window(tmp_path: Path) -> None:
+    from modelmora.convert import convert
+    from modelmora.manifest.model import ConvertSpec, ValidateSpec
+    from modelmora.validate import validate
+
+    snapshot = make_tiny_causal_lm(tmp_path / "lm", family="mistral", sliding_window=16)
+    convert(snapshot, tmp_path / "onnx", name="lm", task=None, spec=ConvertSpec())
+    report = validate(
+        snapshot, tmp_path / "onnx" / "model.onnx", task="text-generation",
+        spec=ValidateSpec(new_tokens=8),
+    )  # fmt: skip
+    assert report.passed, report.summary
+    assert report.generation is not None
+    assert len(report.generation) == 4  # the fixed prompts plus one past the window
+    assert report.generation[-1].prompt_tokens == 16 + 8

@@ -90,6 +90,7 @@ class HfSource(Source):
         "*.txt",
         "*.model",
         "*.tiktoken",
+        "*.jinja",  # chat templates (transformers ≥ 4.43 writes chat_template.jinja)
     )
 
     def configure(self) -> None:

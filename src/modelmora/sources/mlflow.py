@@ -361,6 +361,7 @@ class MlflowSource(Source):
         "*.txt",
         "*.model",
         "*.tiktoken",
+        "*.jinja",  # chat templates (transformers ≥ 4.43 writes chat_template.jinja)
     )
 
     def configure(self) -> None:

@@ -298,6 +298,8 @@ def _build_causal_lm(out: Path, family: str, seed: int, size: dict[str, int]) ->
 
     tf = _import_transformers()
     arch, extra = _CAUSAL_LM_CONFIGS[family]
+    if size["sliding_window"]:
+        extra = {**extra, "sliding_window": size["sliding_window"], "use_sliding_window": True}
     tokenizer = _byte_level_tokenizer(min(size["vocab_size"], 600))
     eos = tokenizer.token_to_id("<|endoftext|>")
     config_cls = tf.AutoConfig.for_model(extra["model_type"]).__class__
@@ -347,6 +349,7 @@ def make_tiny_causal_lm(
     heads: int = 4,
     kv_heads: int = 2,
     max_positions: int = 256,
+    sliding_window: int | None = None,
 ) -> Path:
     """Write a tiny random decoder-only LM (``family``: llama, qwen2, mistral, phi3) with a
     byte-level BPE tokenizer and a ChatML chat template into ``dest``.
@@ -354,7 +357,8 @@ def make_tiny_causal_lm(
     Grouped-query attention (``kv_heads`` < ``heads``) is on by default, as in the real
     families. ``bench/generate.py`` builds a larger one (4 layers, hidden 256, vocab 8192)
     so that compute dominates; the tokenizer never has more than 600 tokens (the rest of the
-    vocabulary exists in the weights only).
+    vocabulary exists in the weights only). ``sliding_window`` (mistral, qwen2) limits
+    attention to that many past positions, as Mistral-7B does with 4096.
     """
     if family not in _CAUSAL_LM_CONFIGS:
         raise ValueError(f"family must be one of {sorted(_CAUSAL_LM_CONFIGS)}, got {family!r}")
@@ -365,6 +369,7 @@ def make_tiny_causal_lm(
         "heads": heads,
         "kv_heads": kv_heads,
         "max_positions": max_positions,
+        "sliding_window": sliding_window or 0,
     }
     key = ("causal-lm", family, seed, tuple(sorted(size.items())))
     return _materialize(key, lambda out: _build_causal_lm(out, family, seed, size), dest)
