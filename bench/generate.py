@@ -1,14 +1,16 @@
 """Token generation on a random Llama-family model (CPU), the contenders side by side:
 
-(a) ONNX Runtime GenAI (the chosen runtime) on our optimum export + ``genai_config.json``,
-(b) our own numpy loop over the same graph with a plain ORT session (``modelmora.decoding``),
-    the alternative that was measured against it,
+(a) ``modelmora.decoding`` (the chosen runtime): our own KV-cache loop in numpy over the
+    optimum export with a plain ONNX Runtime session,
+(b) ONNX Runtime GenAI's C++ loop on the same graph (our ``genai_config.json``), the
+    alternative it was measured against,
 (c) PyTorch eager ``generate`` (transformers, the same weights, the same thread count).
 
 All run in this process, one after another, on the same fixed prompt (seeded ids), greedy,
 for a fixed number of new tokens; each figure is the median of ``--repeats`` runs. Decode
 tokens/s counts the tokens after the first; TTFT is prompt processing up to the first token.
-The ids of (a) and (b) are checked against (c). Usage::
+The ids of (a) and (b) are checked against (c). ``--sequences`` adds aggregate figures for
+several sequences decoded together (the ONNX runtimes only). Usage::
 
     .venv/bin/python bench/generate.py                    # 4 layers, hidden 256, vocab 8192
     .venv/bin/python bench/generate.py --new-tokens 64 --repeats 7
@@ -26,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from modelmora.bench.core import _peak_rss_mb, _reset_peak_rss
 
 os.environ.setdefault("USE_TF", "0")
 
@@ -163,23 +167,26 @@ def main() -> None:
         # (and PyTorch's OpenMP threads) keep spinning for a while after their last call and
         # would slow whatever runs beside them on 2 cores (measured: batched figures fell 2-3x).
         for name, make in (
-            ("ORT GenAI (chosen)", lambda: genai_runner(artifact, args.threads)),
-            ("numpy loop + ORT", lambda: numpy_loop_runner(artifact, args.threads)),
+            ("ORT GenAI", lambda: genai_runner(artifact, args.threads)),
+            ("modelmora (chosen)", lambda: numpy_loop_runner(artifact, args.threads)),
         ):
+            _reset_peak_rss()
             runner = make()
             results[name] = measure(runner, prompt, args.new_tokens, args.repeats)
             per_count[name] = {
                 n: measure(runner, np.repeat(prompt, n, axis=0), args.new_tokens, args.repeats)
                 for n in counts
             }
+            results[name]["rss_mb"] = _peak_rss_mb()
             del runner
             gc.collect()
+        _reset_peak_rss()
         results["PyTorch eager"] = measure(
             torch_runner(snapshot, args.threads), prompt, args.new_tokens, args.repeats
         )
+        results["PyTorch eager"]["rss_mb"] = _peak_rss_mb()
         batched = {
-            n: (per_count["ORT GenAI (chosen)"][n], per_count["numpy loop + ORT"][n])
-            for n in counts
+            n: (per_count["ORT GenAI"][n], per_count["modelmora (chosen)"][n]) for n in counts
         }
     report(args, results, batched)
 
@@ -196,11 +203,17 @@ def report(
         f"prompt {args.prompt_tokens} tokens, {args.new_tokens} new, 1 sequence, "
         f"{args.threads} threads, median of {args.repeats}"
     )
-    print(f"{'runtime':<22}{'decode tok/s':>14}{'vs PyTorch':>12}{'TTFT ms':>10}  ids = PyTorch")
+    print(
+        f"{'runtime':<22}{'decode tok/s':>14}{'vs PyTorch':>12}{'TTFT ms':>10}"
+        f"{'peak RSS MB':>13}  ids = PyTorch"
+    )
     for name, r in results.items():
-        rate, ttft = _num(r["tok_s"]), _num(r["ttft_ms"])
+        rate, ttft, rss = _num(r["tok_s"]), _num(r["ttft_ms"]), _num(r["rss_mb"])
         same = "yes" if r["ids"] == torch_ids else "NO"
-        print(f"{name:<22}{rate:>14.1f}{rate / torch_rate:>11.2f}x{ttft:>10.2f}  {same}")
+        print(
+            f"{name:<22}{rate:>14.1f}{rate / torch_rate:>11.2f}x{ttft:>10.2f}{rss:>13.0f}  {same}"
+        )
+    print("(peak RSS: whole process, reset before each runtime; torch is imported in all)")
     if batched:
         print(
             f"\n{'sequences':<10}{'GenAI tok/s':>13}{'loop tok/s':>12}{'GenAI/loop':>12}"
@@ -221,14 +234,3 @@ def _num(value: float | list[int]) -> float:
 
 if __name__ == "__main__":
     main()
-
-
-def _report_batched(batched: dict[int, tuple[dict[str, float | list[int]], ...]]) -> None:
-    if not batched:
-        return
-    print(f"\n{'sequences':<10}{'GenAI tok/s':>13}{'loop tok/s':>12}{'GenAI/loop':>12}"
-          f"{'GenAI TTFT ms':>15}{'loop TTFT ms':>14}")  # fmt: skip
-    for n, (g, loop) in batched.items():
-        gr, lr = float(g["tok_s"]), float(loop["tok_s"])  # type: ignore[arg-type]
-        print(f"{n:<10}{gr:>13.1f}{lr:>12.1f}{gr / lr:>11.2f}x{float(g['ttft_ms']):>15.2f}"  # type: ignore[arg-type]
-              f"{float(loop['ttft_ms']):>14.2f}")  # type: ignore[arg-type]  # fmt: skip
