@@ -171,12 +171,14 @@ def test_the_chat_template_is_locked_from_the_hub(hub: HubEmulator, tmp_path: Pa
     assert {"chat_template.jinja", "tokenizer_config.json", "tokenizer.json"} <= locked
 
 
-def test_a_sliding_window_model_is_checked_past_its_window(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("family", "window"), [("mistral", 16), ("phi3", None)])
+def test_other_families_pass_the_gate(family: str, window: int | None, tmp_path: Path) -> None:
+    """Mistral with a sliding window (checked past it) and Phi-3 (fused qkv/gate-up weights)."""
     from modelmora.convert import convert
     from modelmora.manifest.model import ConvertSpec, ValidateSpec
     from modelmora.validate import validate
 
-    snapshot = make_tiny_causal_lm(tmp_path / "lm", family="mistral", sliding_window=16)
+    snapshot = make_tiny_causal_lm(tmp_path / "lm", family=family, sliding_window=window)
     convert(snapshot, tmp_path / "onnx", name="lm", task=None, spec=ConvertSpec())
     report = validate(
         snapshot, tmp_path / "onnx" / "model.onnx", task="text-generation",
@@ -184,5 +186,7 @@ def test_a_sliding_window_model_is_checked_past_its_window(tmp_path: Path) -> No
     )  # fmt: skip
     assert report.passed, report.summary
     assert report.generation is not None
-    assert len(report.generation) == 4  # the fixed prompts plus one past the window
-    assert report.generation[-1].prompt_tokens == 16 + 8
+    if window is not None:  # the fixed prompts plus one past the window
+        assert len(report.generation) == 4 and report.generation[-1].prompt_tokens == window + 8
+    else:
+        assert len(report.generation) == 3
