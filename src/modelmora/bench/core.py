@@ -11,10 +11,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -221,32 +221,57 @@ def benchmark(
     reason = availability(backend)
     if reason is not None:
         return BackendBenchmark(status="unavailable", reason=reason, **record)
-    batches: list[BatchResult] = []
+    return measure_each(
+        batch_sizes,
+        lambda batch_size: _measure(
+            model,
+            chain,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            warmup=warmup,
+            iterations=iterations,
+            threads=threads,
+            gpu=backend in _GPU_BACKENDS,
+        ),
+        record,
+        label="batch",
+    )
+
+
+Measurement = tuple[BatchResult | None, list[str], str | None]
+"""``(row, session providers, why the provider is not active)``; no row when it is not."""
+
+
+def measure_each(
+    sizes: Sequence[int],
+    measure: Callable[[int], Measurement],
+    record: dict[str, Any],
+    *,
+    label: str,
+    first_error: Literal["failed", "unavailable"] = "unavailable",
+) -> BackendBenchmark:
+    """One row per size, stopping at the first size that cannot be measured.
+
+    A provider that is not active gives ``unavailable``. An exception after some rows is
+    ``failed`` (the rows are kept); on the first size it is ``first_error``: for plain
+    sessions the usual cause is a provider that fails to initialize.
+    """
+    rows: list[BatchResult] = []
     active: list[str] = []
-    for batch_size in batch_sizes:
+    for size in sizes:
         try:
-            result, active, reason = _measure(
-                model,
-                chain,
-                batch_size=batch_size,
-                seq_len=seq_len,
-                warmup=warmup,
-                iterations=iterations,
-                threads=threads,
-                gpu=backend in _GPU_BACKENDS,
-            )
-        except Exception as exc:  # a provider failing to initialize or to run this batch
-            status = "failed" if batches else "unavailable"
+            result, active, reason = measure(size)
+        except Exception as exc:
             return BackendBenchmark(
-                status=status,
-                reason=f"batch {batch_size}: {type(exc).__name__}: {exc}".strip(),
+                status="failed" if rows else first_error,
+                reason=f"{label} {size}: {type(exc).__name__}: {exc}".strip(),
                 session_providers=active,
-                batches=batches,
+                batches=rows,
                 **record,
             )
         if result is None:
             return BackendBenchmark(
                 status="unavailable", reason=reason, session_providers=active, **record
             )
-        batches.append(result)
-    return BackendBenchmark(status="ok", session_providers=active, batches=batches, **record)
+        rows.append(result)
+    return BackendBenchmark(status="ok", session_providers=active, batches=rows, **record)

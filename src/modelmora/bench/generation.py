@@ -24,6 +24,7 @@ from modelmora.bench.core import (
     _session,
     active_provider_problem,
     availability,
+    measure_each,
     ort_version,
     provider_chain,
     resolve_model,
@@ -86,22 +87,10 @@ def benchmark_generation(artifact: Path, *, backend: str, spec: BenchmarkSpec) -
     if reason is not None:
         return BackendBenchmark(status="unavailable", reason=reason, **record)
     prompt_tokens, new_tokens, sequences = spec.generation
-    rows: list[BatchResult] = []
-    active: list[str] = []
-    for count in sequences:
-        try:
-            result, active, reason = _measure(model, chain, count, prompt_tokens, new_tokens)
-        except Exception as exc:  # ORT failing on this input (e.g. past the context length)
-            return BackendBenchmark(
-                status="failed",
-                reason=f"{count} sequences: {type(exc).__name__}: {exc}",
-                session_providers=active,
-                batches=rows,
-                **record,
-            )
-        if result is None:
-            return BackendBenchmark(
-                status="unavailable", reason=reason, session_providers=active, **record
-            )
-        rows.append(result)
-    return BackendBenchmark(status="ok", session_providers=active, batches=rows, **record)
+    return measure_each(
+        sequences,
+        lambda count: _measure(model, chain, count, prompt_tokens, new_tokens),
+        record,
+        label="sequences",
+        first_error="failed",  # ORT refusing the inputs, e.g. past the context length
+    )

@@ -12,9 +12,9 @@ import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -26,7 +26,7 @@ from modelmora.serve.config import ServedModel, ServerSettings
 from modelmora.serve.errors import ServeError
 from modelmora.serve.state import ServeState
 from modelmora.serve.tasks import SERVE_TASKS
-from modelmora.serve.tasks.base import HotRoute
+from modelmora.serve.tasks.base import JsonRoute
 from modelmora.serve.wire import dumps
 
 __all__ = ["ServeApp", "create_app"]
@@ -151,9 +151,30 @@ class Guard:
         await self.app(scope, limited_receive, guarded_send)
 
 
-_HOT_ROUTES: dict[str, HotRoute] = {
-    path: route for task in SERVE_TASKS.values() for path, route in task.hot_routes.items()
+_HOT_ROUTES: dict[str, JsonRoute] = {
+    path: route for task in SERVE_TASKS.values() for path, route in task.routes.items()
 }
+
+
+def _endpoint(route: JsonRoute) -> Callable[..., Awaitable[Response]]:
+    """The FastAPI endpoint of a task's JSON route: what OpenAPI documents, and what answers
+    the requests the hot lane hands over (bodies it could not validate, other content types)."""
+
+    async def endpoint(
+        body: Any, request: Request, x_priority: Any = None, x_timeout_ms: Any = None
+    ) -> Response:
+        reply = await route.reply(request.app.state.serve, body, x_priority, x_timeout_ms)
+        return Response(content=reply, media_type="application/json")
+
+    # Real objects, not the strings this module's annotations are: FastAPI reads them.
+    endpoint.__annotations__ = {
+        "body": route.schema,
+        "request": Request,
+        "x_priority": Annotated[str | None, Header()],
+        "x_timeout_ms": Annotated[str | None, Header()],
+        "return": Response,
+    }
+    return endpoint
 
 
 class ServeApp(FastAPI):
@@ -188,7 +209,7 @@ class ServeApp(FastAPI):
             if not message.get("more_body", False):
                 break
         headers = dict(scope["headers"])
-        schema, reply = hot
+        schema, reply = hot.schema, hot.reply
         request: BaseModel | None = None
         if headers.get(b"content-type", b"").split(b";")[0].strip() == b"application/json":
             with contextlib.suppress(ValidationError):
@@ -293,8 +314,9 @@ def create_app(
         return Response(content=body, media_type=content_type)
 
     app.include_router(openai_routes.router)
-    for task in SERVE_TASKS.values():
-        if task.router is not None:
-            app.include_router(task.router)
+    for path, route in _HOT_ROUTES.items():
+        app.add_api_route(
+            path, _endpoint(route), methods=["POST"], summary=route.summary, tags=["openai"]
+        )
     app.include_router(v2_routes.router)
     return app

@@ -11,24 +11,32 @@ import numpy as np
 from modelmora.serve.batching import BatchPolicy
 
 if TYPE_CHECKING:
-    from fastapi import APIRouter
     from pydantic import BaseModel
 
     from modelmora.serve.state import ServeState
 
-__all__ = ["HotRoute", "ServeTask", "V2Infer"]
+__all__ = ["JsonReply", "JsonRoute", "ServeTask", "V2Infer"]
 
-HotRoute = tuple[
-    "type[BaseModel]", Callable[["ServeState", Any, "str | None", "str | None"], Awaitable[bytes]]
-]
-"""``(request schema, reply(state, body, x_priority, x_timeout_ms) → JSON bytes)`` for a
-route the app answers without FastAPI's machinery (see ``serve.app.ServeApp``)."""
+JsonReply = Callable[["ServeState", Any, "str | None", "str | None"], Awaitable[bytes]]
+"""``reply(state, validated body, X-Priority, X-Timeout-Ms) → JSON bytes``; raises
+``ServeError`` for failures."""
 
 V2Infer = Callable[
     ["ServeState", str, dict[str, np.ndarray], "int | None", "float | None"],
     Awaitable[dict[str, np.ndarray]],
 ]
 """``(state, model, input tensors, priority, timeout_s) → output tensors`` for v2 ``infer``."""
+
+
+@dataclass(frozen=True)
+class JsonRoute:
+    """A ``POST`` route taking a JSON body: documented and served by FastAPI, and answered by
+    the app's hot lane without FastAPI's machinery when the body validates
+    (``serve.app.ServeApp``): the same schema and reply function either way."""
+
+    schema: type[BaseModel]
+    reply: JsonReply
+    summary: str
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,5 @@ class ServeTask:
     batching: BatchPolicy
     """How requests share a worker call (see ``serve.batching``)."""
     needs_tokenizer: bool = True
-    router: APIRouter | None = None
-    """The task's own HTTP routes (OpenAI-style), included in the app."""
-    hot_routes: Mapping[str, HotRoute] = field(default_factory=dict)
+    routes: Mapping[str, JsonRoute] = field(default_factory=dict)
+    """The task's own HTTP routes by path (OpenAI-style, under ``/v1``)."""

@@ -10,13 +10,12 @@ import base64
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelmora.serve.batching import TextRows
 from modelmora.serve.errors import BadRequest
 from modelmora.serve.tasks._text import run_texts, submit_texts, texts_from_v2
-from modelmora.serve.tasks.base import ServeTask
+from modelmora.serve.tasks.base import JsonRoute, ServeTask
 from modelmora.serve.wire import dumps
 
 if TYPE_CHECKING:
@@ -26,8 +25,6 @@ __all__ = ["MAX_INPUTS", "TASK", "EmbeddingsRequest", "TextInput", "embeddings_r
 
 MAX_INPUTS = 2048
 TextInput = Annotated[str, Field(max_length=1_000_000)]
-
-router = APIRouter(prefix="/v1", tags=["openai"])
 
 
 class EmbeddingsRequest(BaseModel):
@@ -70,19 +67,6 @@ async def embeddings_reply(
         )
 
 
-# What OpenAPI documents and what answers requests the app's hot lane hands over (bodies it
-# could not validate, non-JSON content types): see ServeApp.
-@router.post("/embeddings", summary="Create embeddings (OpenAI-compatible)")
-async def embeddings(
-    body: EmbeddingsRequest,
-    request: Request,
-    x_priority: Annotated[str | None, Header()] = None,
-    x_timeout_ms: Annotated[str | None, Header()] = None,
-) -> Response:
-    reply = await embeddings_reply(request.app.state.serve, body, x_priority, x_timeout_ms)
-    return Response(content=reply, media_type="application/json")
-
-
 async def v2_infer(
     state: ServeState,
     model: str,
@@ -100,6 +84,9 @@ TASK = ServeTask(
     endpoint="POST /v1/embeddings",
     v2_infer=v2_infer,
     batching=TextRows(),
-    router=router,
-    hot_routes={"/v1/embeddings": (EmbeddingsRequest, embeddings_reply)},
+    routes={
+        "/v1/embeddings": JsonRoute(
+            EmbeddingsRequest, embeddings_reply, "Create embeddings (OpenAI-compatible)"
+        )
+    },
 )

@@ -11,12 +11,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
-from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelmora.serve.batching import TextRows
 from modelmora.serve.tasks._text import run_texts, submit_texts, texts_from_v2
-from modelmora.serve.tasks.base import ServeTask
+from modelmora.serve.tasks.base import JsonRoute, ServeTask
 from modelmora.serve.tasks.feature_extraction import MAX_INPUTS, TextInput
 from modelmora.serve.wire import dumps
 
@@ -24,8 +23,6 @@ if TYPE_CHECKING:
     from modelmora.serve.state import ServeState
 
 __all__ = ["TASK", "ClassifyRequest", "classify_reply"]
-
-router = APIRouter(prefix="/v1", tags=["openai"])
 
 
 class ClassifyRequest(BaseModel):
@@ -76,17 +73,6 @@ async def classify_reply(
         )
 
 
-@router.post("/classify", summary="Classify texts (labels from the model's id2label)")
-async def classify(
-    body: ClassifyRequest,
-    request: Request,
-    x_priority: Annotated[str | None, Header()] = None,
-    x_timeout_ms: Annotated[str | None, Header()] = None,
-) -> Response:
-    reply = await classify_reply(request.app.state.serve, body, x_priority, x_timeout_ms)
-    return Response(content=reply, media_type="application/json")
-
-
 async def v2_infer(
     state: ServeState,
     model: str,
@@ -108,6 +94,9 @@ TASK = ServeTask(
     endpoint="POST /v1/classify",
     v2_infer=v2_infer,
     batching=TextRows(),
-    router=router,
-    hot_routes={"/v1/classify": (ClassifyRequest, classify_reply)},
+    routes={
+        "/v1/classify": JsonRoute(
+            ClassifyRequest, classify_reply, "Classify texts (labels from the model's id2label)"
+        )
+    },
 )
