@@ -77,13 +77,26 @@ class Server:
         return sum(v for (n, ls), v in self.metrics().items() if n == name and wanted <= ls)
 
     # -- test gate (see modelmora.serve.worker) ---------------------------------------------
-    def hold(self, model: str) -> None:
+    def hold(self, model: str, *, after_steps: int = 0) -> None:
+        """Hold the model's next request (or, for stepping runners, its next step; with
+        ``after_steps``, the step after that many more)."""
         assert self.gate is not None
-        (self.gate / f"{model}.hold").touch()
+        (self.gate / f"{model}.hold").write_text(str(after_steps) if after_steps else "")
 
     def release(self, model: str) -> None:
+        """Remove the hold; if the worker is held, wait until it has resumed (so that a next
+        ``hold`` cannot be mistaken by the worker for the one it is still in)."""
         assert self.gate is not None
         (self.gate / f"{model}.hold").unlink(missing_ok=True)
+        if self.proc.poll() is None:
+            wait_until(
+                lambda: (
+                    not (events := self.events(model))
+                    or events[-1]["event"] != "held"
+                    or not _alive(events[-1]["pid"])
+                ),
+                f"{model}'s worker to resume",
+            )
 
     def events(self, model: str) -> list[dict[str, Any]]:
         assert self.gate is not None
@@ -102,6 +115,21 @@ class Server:
 
     def stderr(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").exists() and "Z" not in _state(pid)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
 
 
 @contextmanager

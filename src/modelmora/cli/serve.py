@@ -11,8 +11,9 @@ from pydantic import ValidationError
 from modelmora.cli._common import find_project_dir
 from modelmora.cli.app import main
 from modelmora.errors import UserInputError
+from modelmora.manifest.model import ServeSpec
 
-_SERVE_FIELDS = ("max_batch_size", "max_queue_delay_ms", "max_queue_size", "priority", "keep_alive")
+_SERVE_FIELDS = tuple(ServeSpec.model_fields)
 _MODEL_FIELDS = ("task", "backend", "onnx_file", "threads", "spin")
 
 

@@ -104,6 +104,24 @@ class ServeSpec(_Strict):
     max_queue_size: int = Field(256, ge=1)
     priority: int = 0
     keep_alive: str = "10m"
+    # Text generation (None = the default in brackets; unset fields stay out of the lock).
+    max_sequences: int | None = Field(None, ge=1, le=1024)
+    """Sequences generating at once in the worker (its continuous batch) [8]."""
+    max_context: int | None = Field(None, ge=1)
+    """Prompt + max_tokens allowed per request [the model's context length]."""
+    kv_cache_mb: float | None = Field(None, gt=0)
+    """KV-cache memory the running sequences may reserve (prompt + max_tokens each) [no limit]."""
+    prefill_chunk: int | None = Field(None, ge=1, le=8192)
+    """Prompt tokens processed per decode step of the others, so long prompts never stall
+    running streams for longer than one chunk [64]."""
+
+    @property
+    def sequences_limit(self) -> int:
+        return self.max_sequences or 8
+
+    @property
+    def prefill_chunk_tokens(self) -> int:
+        return self.prefill_chunk or 64
 
     @field_validator("keep_alive", mode="before")
     @classmethod

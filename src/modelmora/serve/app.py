@@ -164,6 +164,8 @@ def _endpoint(route: JsonRoute) -> Callable[..., Awaitable[Response]]:
         body: Any, request: Request, x_priority: Any = None, x_timeout_ms: Any = None
     ) -> Response:
         reply = await route.reply(request.app.state.serve, body, x_priority, x_timeout_ms)
+        if isinstance(reply, Response):
+            return reply
         return Response(content=reply, media_type="application/json")
 
     # Real objects, not the strings this module's annotations are: FastAPI reads them.
@@ -220,6 +222,7 @@ class ServeApp(FastAPI):
         state: ServeState = self.state.serve
         priority, timeout = _header(headers, b"x-priority"), _header(headers, b"x-timeout-ms")
         status, extra = 200, {}
+        content: bytes | Response
         try:
             content = await reply(state, request, priority, timeout)
         except ServeError as exc:
@@ -229,6 +232,9 @@ class ServeApp(FastAPI):
             log.exception("unexpected error answering %s", scope["path"])
             status = 500
             content = _error_body(scope["path"], 500, "internal server error", "internal_error")
+        if isinstance(content, Response):  # a stream, or an answer with its own headers
+            await content(scope, receive, send)
+            return
         raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
         await _send_json(send, status, content, raw)
 
@@ -318,5 +324,8 @@ def create_app(
         app.add_api_route(
             path, _endpoint(route), methods=["POST"], summary=route.summary, tags=["openai"]
         )
+    for task in SERVE_TASKS.values():
+        if task.router is not None:
+            app.include_router(task.router)
     app.include_router(v2_routes.router)
     return app

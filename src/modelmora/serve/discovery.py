@@ -47,12 +47,6 @@ def discover(project_dir: Path) -> list[ServedModel]:
             continue
         backend, artifact = chosen
         task = _task(Path(artifact.path))
-        if task == "tensor" and _converted_task(Path(artifact.path)) == "text-generation":
-            print(
-                f"modelmora serve: {status.name} is a text-generation model; until generation "
-                "endpoints exist it is served as its raw ONNX decoder graph (v2 infer only)",
-                file=sys.stderr,
-            )
         served.append(
             ServedModel(
                 name=status.name,
@@ -99,14 +93,9 @@ def choose_artifact(status: ModelStatus, backends: Sequence[str]) -> tuple[str, 
     return "cpu", valid[0]
 
 
-def _converted_task(artifact_dir: Path) -> str | None:
-    from modelmora.pipeline.records import read_artifact
-
-    record = read_artifact(artifact_dir)
-    return record.conversion.task if record else None
-
-
 def _task(artifact_dir: Path) -> str:
+    from modelmora.pipeline.records import read_artifact
     from modelmora.serve.tasks import served_as
 
-    return served_as(_converted_task(artifact_dir))
+    record = read_artifact(artifact_dir)
+    return served_as(record.conversion.task if record else None)

@@ -29,6 +29,7 @@ __all__ = [
     "Cancel",
     "Chunk",
     "Failed",
+    "Generate",
     "ModelInfo",
     "Output",
     "Ready",
@@ -55,6 +56,8 @@ class WorkerSpec:
     provider: str
     threads: int = 0
     spin: bool = True
+    prefill_chunk: int = 64
+    """Text generation: prompt tokens processed per step while other sequences decode."""
     runner: str = "modelmora.serve.runners.base:TensorRunner"
     """``module:Class`` of the task's worker-side runner (from the serve task table)."""
 
@@ -79,6 +82,10 @@ class ModelInfo:
     labels: tuple[str, ...] | None = None
     embedding_dim: int | None = None
     max_seq_length: int | None = None
+    context_length: int | None = None
+    """Text generation: prompt + generated tokens the model accepts."""
+    kv_bytes_per_token: int | None = None
+    """Text generation: KV-cache bytes one token of one sequence holds."""
     pid: int = 0
     rss_bytes: int = 0
 
@@ -91,6 +98,20 @@ class RunText:
 @dataclass(frozen=True)
 class RunTensors:
     inputs: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Generate:
+    """One sequence to generate (text generation): already tokenized by the router."""
+
+    prompt_ids: list[int]
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    logprobs: bool = False
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,21 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 __all__ = ["ServeMetrics"]
 
 _LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-)  # fmt: skip
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
@@ -65,6 +78,50 @@ class ServeMetrics:
             "Worker start-up: spawn, session creation, warm-up.",
             ["model"],
             buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=r,
+        )
+
+        # Text generation.
+        self.ttft_seconds = Histogram(
+            "modelmora_time_to_first_token_seconds",
+            "From the request's arrival to its first generated token (queueing included).",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inter_token_seconds = Histogram(
+            "modelmora_inter_token_seconds",
+            "Between two consecutive tokens of one sequence.",
+            ["model"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
+        self.generated_tokens = Counter(
+            "modelmora_generated_tokens", "Tokens generated.", ["model"], registry=r
+        )
+        self.running_sequences = Gauge(
+            "modelmora_running_sequences",
+            "Sequences generating in the worker.",
+            ["model"],
+            registry=r,
+        )
+        self.waiting_sequences = Gauge(
+            "modelmora_waiting_sequences",
+            "Generation requests waiting for admission.",
+            ["model"],
+            registry=r,
+        )
+        self.kv_cache_bytes = Gauge(
+            "modelmora_kv_cache_bytes",
+            "KV cache the worker holds for its sequences (at its last token).",
+            ["model"],
+            registry=r,
+        )
+        self.decode_batch = Histogram(
+            "modelmora_decode_batch_sequences",
+            "Sequences in the worker step that produced each token (continuous batching).",
+            ["model"],
+            buckets=_BATCH_BUCKETS,
             registry=r,
         )
 

@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 import types
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Literal
@@ -98,6 +98,7 @@ def worker_spec(model: ServedModel) -> WorkerSpec:
         provider=model.provider,
         threads=model.threads,
         spin=model.spin,
+        prefill_chunk=model.serve.prefill_chunk_tokens,
         runner=serve_task(model.task).runner,
     )
 
@@ -248,7 +249,7 @@ class WorkerHandle:
         self.rss_bytes = reply.body.rss_bytes or self.rss_bytes
         return reply.body
 
-    async def stream(self, body: object) -> AsyncIterator[Chunk | Output]:
+    async def stream(self, body: object) -> AsyncGenerator[Chunk | Output, None]:
         """Send one request and yield its answers as they come (streaming tasks).
 
         Leaving the loop early (the client went away, a deadline) sends ``Cancel``, so the

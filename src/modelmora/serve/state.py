@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import Iterator, Mapping
 
+from modelmora.serve.admission import SequenceAdmission
 from modelmora.serve.config import ServedModel, ServerSettings
 from modelmora.serve.errors import BadRequest, ModelNotFound, ServeError
 from modelmora.serve.metrics import ServeMetrics
@@ -22,11 +23,15 @@ class ServeState:
         self.models = dict(models)
         self.metrics = ServeMetrics()
         self.pool = WorkerPool(self.models, settings, self.metrics)
-        self.schedulers = {
-            name: ModelScheduler(m, self.pool, self.metrics, m.serve_task.batching)
-            for name, m in self.models.items()
-        }
-        self.pool.is_idle = lambda name: self.schedulers[name].depth == 0
+        self.schedulers: dict[str, ModelScheduler] = {}
+        self.admissions: dict[str, SequenceAdmission] = {}
+        for name, m in self.models.items():
+            policy = m.serve_task.batching
+            if policy is None:
+                self.admissions[name] = SequenceAdmission(m, self.metrics)
+            else:
+                self.schedulers[name] = ModelScheduler(m, self.pool, self.metrics, policy)
+        self.pool.is_idle = lambda name: self.depth(name) == 0
         self.ready = False
         self.started_at = int(time.time())
         for name in self.models:
@@ -40,6 +45,12 @@ class ServeState:
         except KeyError:
             known = ", ".join(sorted(self.models)) or "none"
             raise ModelNotFound(f"model {name!r} is not served here (served: {known})") from None
+
+    def depth(self, name: str) -> int:
+        """Requests of the model still queued (batch tasks) or queued and running (streams)."""
+        if name in self.schedulers:
+            return self.schedulers[name].depth
+        return self.admissions[name].depth
 
     def require_task(self, name: str, task: str) -> ServedModel:
         """The model, if it serves ``task``; else 400 saying where its requests go."""

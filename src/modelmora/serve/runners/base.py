@@ -87,12 +87,32 @@ class Gate:
         root = os.environ.get(TEST_GATE_ENV)
         self.log = Path(root) / f"{name}.jsonl" if root else None
         self.hold = Path(root) / f"{name}.hold" if root else None
+        self._steps_left: int | None = None
 
     def _write(self, event: str, inputs: Any) -> None:
         assert self.log is not None
         line = json.dumps({"event": event, "pid": os.getpid(), "inputs": inputs})
         with self.log.open("a", encoding="utf-8") as f:
             f.write(line + "\n")
+
+    def pause(self) -> None:
+        """Between two steps of a stepping runner: wait while the hold file exists. A hold
+        file holding a number ``k`` lets ``k`` more steps run first (to hold a request
+        *after* its first token)."""
+        if self.hold is None or not self.hold.exists():
+            self._steps_left = None
+            return
+        if self._steps_left is None:
+            text = self.hold.read_text().strip()
+            self._steps_left = int(text) if text.isdigit() else 0
+        if self._steps_left > 0:
+            self._steps_left -= 1
+            return
+        self._write("held", "step")
+        while self.hold.exists():
+            time.sleep(0.002)
+        self._write("run", "step")
+        self._steps_left = None
 
     def pass_through(self, body: Any) -> None:
         if self.log is None or self.hold is None:
@@ -204,7 +224,7 @@ class SteppingRunner(Runner):
     set (:meth:`admit`), cancelled ones leave it (:meth:`cancel`) before the next step, so a
     cancelled request costs at most the step already under way. With nothing running it
     blocks on the pipe. This is the loop continuous batching needs; token generation builds
-    on it.
+    on it. The test gate holds it between steps (:meth:`Gate.pause`), not at admission.
     """
 
     def admit(self, request_id: int, body: Any) -> None:
@@ -222,7 +242,7 @@ class SteppingRunner(Runner):
         """Advance every running request once; the replies to send (``last`` ends one)."""
         raise NotImplementedError
 
-    def _read(self, conn: Connection, gate: Gate) -> bool:
+    def _read(self, conn: Connection) -> bool:
         """Apply every waiting message (blocking while idle); False once the router is gone."""
         timeout: float | None = 0.0 if self.running() else None
         while conn.poll(timeout):
@@ -237,7 +257,6 @@ class SteppingRunner(Runner):
                 send_msg(conn, Reply(msg.id, Failed("cancelled", "input")))
             elif isinstance(msg, Request):
                 try:
-                    gate.pass_through(msg.body)
                     self.admit(msg.id, msg.body)
                 except Exception as exc:
                     send_msg(conn, Reply(msg.id, Failed(f"{type(exc).__name__}: {exc}", "input")))
@@ -247,9 +266,11 @@ class SteppingRunner(Runner):
     def serve(self, conn: Connection, gate: Gate) -> None:
         while True:
             try:
-                if not self._read(conn, gate):
+                if not self._read(conn):
                     return
             except (EOFError, OSError):
                 return
-            for reply in self.step():
-                send_msg(conn, reply)
+            if self.running():
+                gate.pause()
+                for reply in self.step():
+                    send_msg(conn, reply)

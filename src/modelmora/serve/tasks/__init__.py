@@ -10,13 +10,19 @@ from __future__ import annotations
 
 from modelmora import tasks
 from modelmora.errors import UserInputError
-from modelmora.serve.tasks import feature_extraction, tensor, text_classification
+from modelmora.serve.tasks import (
+    feature_extraction,
+    tensor,
+    text_classification,
+    text_generation,
+)
 from modelmora.serve.tasks.base import ServeTask
 
 __all__ = ["SERVE_TASKS", "ServeTask", "serve_task", "served_as"]
 
 SERVE_TASKS: dict[str, ServeTask] = {
-    t.name: t for t in (feature_extraction.TASK, text_classification.TASK, tensor.TASK)
+    t.name: t
+    for t in (feature_extraction.TASK, text_classification.TASK, text_generation.TASK, tensor.TASK)
 }
 
 

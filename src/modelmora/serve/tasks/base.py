@@ -11,15 +11,16 @@ import numpy as np
 from modelmora.serve.batching import BatchPolicy
 
 if TYPE_CHECKING:
+    from fastapi import APIRouter, Response
     from pydantic import BaseModel
 
     from modelmora.serve.state import ServeState
 
 __all__ = ["JsonReply", "JsonRoute", "ServeTask", "V2Infer"]
 
-JsonReply = Callable[["ServeState", Any, "str | None", "str | None"], Awaitable[bytes]]
-"""``reply(state, validated body, X-Priority, X-Timeout-Ms) → JSON bytes``; raises
-``ServeError`` for failures."""
+JsonReply = Callable[["ServeState", Any, "str | None", "str | None"], Awaitable["bytes | Response"]]
+"""``reply(state, validated body, X-Priority, X-Timeout-Ms)`` → JSON bytes (200), or a whole
+response (streams, extra headers); raises ``ServeError`` for failures."""
 
 V2Infer = Callable[
     ["ServeState", str, dict[str, np.ndarray], "int | None", "float | None"],
@@ -48,8 +49,11 @@ class ServeTask:
     endpoint: str
     """Where this task's requests go, for the hint a request to the wrong endpoint gets."""
     v2_infer: V2Infer
-    batching: BatchPolicy
-    """How requests share a worker call (see ``serve.batching``)."""
+    batching: BatchPolicy | None
+    """How requests share a worker call (see ``serve.batching``); ``None``: the worker batches
+    itself and the router only admits requests (``serve.admission``)."""
     needs_tokenizer: bool = True
     routes: Mapping[str, JsonRoute] = field(default_factory=dict)
     """The task's own HTTP routes by path (OpenAI-style, under ``/v1``)."""
+    router: APIRouter | None = None
+    """Further routes (with path parameters, e.g. v2 ``generate``)."""

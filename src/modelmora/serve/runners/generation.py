@@ -1,0 +1,306 @@
+"""Text generation in the worker: continuous batching over one decoder session.
+
+Every running sequence is a row of one batched KV cache (left-padded, masked), so a decode
+step advances all of them in one ONNX Runtime call. Between steps (``SteppingRunner``) new
+requests join and cancelled ones leave. A new request's prompt is processed alone, at most
+``prefill_chunk`` tokens per step, while the running rows keep decoding; once its prompt is
+done its cache is merged into the batch. A finished or cancelled row is dropped at once, and
+leading cache columns no row uses any more are trimmed, so memory follows the live
+sequences.
+
+Text is streamed as whole characters: the detokenized text is emitted up to its last
+complete character (a token may end inside a multi-byte UTF-8 sequence), and any tail that
+could be the start of a stop string is held back until it is known not to be one, so stop
+strings never leak.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelmora.decoding import Decoder, log_softmax
+from modelmora.serve.ipc import Chunk, Generate, ModelInfo, Reply, TensorSpec, WorkerSpec
+from modelmora.serve.runners.base import SteppingRunner, read_json, rss_bytes
+
+__all__ = ["GenerationRunner", "TextStream", "context_length", "eos_ids"]
+
+
+def context_length(config: dict[str, Any]) -> int:
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = config.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048
+
+
+def eos_ids(artifact_dir: Any) -> set[int]:
+    """End-of-sequence ids: ``generation_config.json``, else ``config.json``."""
+    for name in ("generation_config.json", "config.json"):
+        value = (read_json(artifact_dir / name) or {}).get("eos_token_id")
+        if isinstance(value, int):
+            return {value}
+        if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+            return set(value)
+    return set()
+
+
+class TextStream:
+    """Incremental detokenization with stop strings: what to send after each token."""
+
+    def __init__(self, tokenizer: Any, stop: tuple[str, ...]) -> None:
+        self.tokenizer = tokenizer
+        self.stop = tuple(s for s in stop if s)
+        self.ids: list[int] = []
+        self.sent = 0
+        self.stopped = False
+
+    def _text(self) -> str:
+        return str(self.tokenizer.decode(self.ids, skip_special_tokens=True))
+
+    def push(self, token: int) -> str:
+        """Add a token; the new text that is safe to send (may be empty)."""
+        self.ids.append(token)
+        text = self._text()
+        cut = min(
+            (i for s in self.stop if (i := text.find(s, max(0, self.sent - len(s)))) >= 0),
+            default=-1,
+        )
+        if cut >= 0:
+            self.stopped = True
+            delta, self.sent = text[self.sent : cut], cut
+            return delta
+        end = len(text)
+        while end > self.sent and text[end - 1] == "\ufffd":  # an incomplete character
+            end -= 1
+        hold = max(
+            (k for s in self.stop for k in range(1, len(s)) if text[:end].endswith(s[:k])),
+            default=0,
+        )
+        end = max(self.sent, end - hold)
+        delta, self.sent = text[self.sent : end], end
+        return delta
+
+    def finish(self) -> str:
+        """Whatever was held back, once no more tokens come (not after a stop string)."""
+        if self.stopped:
+            return ""
+        text = self._text()
+        delta, self.sent = text[self.sent :], len(text)
+        return delta
+
+
+@dataclass(eq=False)
+class _Sequence:
+    id: int
+    body: Generate
+    stream: TextStream
+    rng: np.random.Generator
+    prefilled: int = 0
+    past: list[np.ndarray] | None = None
+    completion: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+
+class GenerationRunner(SteppingRunner):
+    def __init__(self, spec: WorkerSpec) -> None:
+        super().__init__(spec)
+        from tokenizers import Tokenizer
+
+        self.decoder = Decoder(self.session)
+        tok_file = self.dir / "tokenizer.json"
+        if not tok_file.is_file():
+            raise RuntimeError(f"{tok_file} is missing: text generation needs a fast tokenizer")
+        self.tokenizer = Tokenizer.from_file(str(tok_file))
+        self.context = context_length(read_json(self.dir / "config.json") or {})
+        self.eos = eos_ids(self.dir)
+        self.chunk = max(1, spec.prefill_chunk)
+        self.kv_bytes_per_token = (
+            2
+            * self.decoder.layers
+            * self.decoder.kv_heads
+            * self.decoder.head_dim
+            * np.dtype(self.decoder.kv_dtype).itemsize
+        )
+        self.waiting: list[_Sequence] = []  # prompts not fully processed, in arrival order
+        self.rows: list[_Sequence] = []  # the decode batch, one row each
+        self.past: list[np.ndarray] = []
+        self.mask = np.zeros((0, 0), dtype=np.int64)
+        self.next_tokens = np.zeros(0, dtype=np.int64)
+
+    # -- the runner interface --------------------------------------------------------------
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            inputs=(TensorSpec("text_input", "BYTES", (1,)),),
+            outputs=(TensorSpec("text_output", "BYTES", (1,)),),
+            providers=self.providers,
+            batchable=False,
+            context_length=self.context,
+            kv_bytes_per_token=int(self.kv_bytes_per_token),
+            pid=os.getpid(),
+            rss_bytes=rss_bytes(),
+        )
+
+    def warm_up(self) -> None:
+        self.decoder.greedy([1, 2, 3], 2)
+
+    def admit(self, request_id: int, body: Any) -> None:
+        if not isinstance(body, Generate):
+            raise TypeError(f"a text generation model cannot run {type(body).__name__}")
+        if not body.prompt_ids or len(body.prompt_ids) + body.max_tokens > self.context:
+            raise ValueError(
+                f"prompt ({len(body.prompt_ids)} tokens) + max_tokens ({body.max_tokens}) "
+                f"must be between 1 and the context length {self.context}"
+            )
+        self.waiting.append(
+            _Sequence(
+                id=request_id,
+                body=body,
+                stream=TextStream(self.tokenizer, body.stop),
+                rng=np.random.default_rng(body.seed),
+            )
+        )
+
+    def cancel(self, request_id: int) -> None:
+        self.waiting = [s for s in self.waiting if s.id != request_id]
+        keep = [i for i, s in enumerate(self.rows) if s.id != request_id]
+        if len(keep) != len(self.rows):
+            self._keep(keep)
+
+    def running(self) -> int:
+        return len(self.waiting) + len(self.rows)
+
+    def step(self) -> list[Reply]:
+        replies: list[Reply] = []
+        if self.rows:
+            replies += self._decode()
+        if self.waiting:
+            replies += self._prefill(self.waiting[0])
+        return replies
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _kv_bytes(self) -> int:
+        return sum(p.nbytes for p in self.past) + sum(
+            sum(p.nbytes for p in s.past or []) for s in self.waiting
+        )
+
+    def _sample(self, seq: _Sequence, logits: np.ndarray) -> tuple[int, float | None]:
+        body = seq.body
+        logp = log_softmax(logits) if body.logprobs or body.temperature > 0 else None
+        if body.temperature <= 0:
+            token = int(logits.argmax())
+        else:
+            assert logp is not None
+            scores = logp / body.temperature
+            if body.top_k > 0 and body.top_k < scores.size:
+                kth = np.partition(scores, -body.top_k)[-body.top_k]
+                scores = np.where(scores >= kth, scores, -np.inf)
+            probs = np.exp(scores - scores.max())
+            probs /= probs.sum()
+            if body.top_p < 1.0:
+                order = np.argsort(-probs, kind="stable")
+                cumulative = np.cumsum(probs[order])
+                cut = int(np.searchsorted(cumulative, body.top_p)) + 1
+                kept = np.zeros_like(probs)
+                kept[order[:cut]] = probs[order[:cut]]
+                probs = kept / kept.sum()
+            token = int(seq.rng.choice(probs.size, p=probs))
+        return token, (float(logp[token]) if body.logprobs and logp is not None else None)
+
+    def _emit(self, seq: _Sequence, token: int, logprob: float | None, batch: int) -> Reply:
+        """Account for a sampled token; the chunk for it (the last one if it ends the sequence)."""
+        seq.completion += 1
+        finish = None
+        if token in self.eos:
+            finish, text = "stop", seq.stream.finish()
+        else:
+            text = seq.stream.push(token)
+            if seq.stream.stopped:
+                finish = "stop"
+            elif seq.completion >= seq.body.max_tokens:
+                finish, text = "length", text + seq.stream.finish()
+        data: dict[str, Any] = {"text": text, "batch": batch, "kv_bytes": self._kv_bytes()}
+        if logprob is not None:
+            data["logprob"] = logprob
+            data["token"] = self.tokenizer.id_to_token(token) or ""
+        if finish is None:
+            return Reply(seq.id, Chunk(data), last=False)
+        data |= {
+            "finish_reason": finish,
+            "prompt_tokens": len(seq.body.prompt_ids),
+            "completion_tokens": seq.completion,
+        }
+        return Reply(seq.id, Chunk(data), last=True)
+
+    def _prefill(self, seq: _Sequence) -> list[Reply]:
+        ids = seq.body.prompt_ids
+        chunk = np.asarray([ids[seq.prefilled : seq.prefilled + self.chunk]], dtype=np.int64)
+        end = seq.prefilled + chunk.shape[1]
+        past = seq.past if seq.past is not None else self.decoder.empty_past(1)
+        logits, seq.past = self.decoder.forward(chunk, np.ones((1, end), dtype=np.int64), past)
+        seq.prefilled = end
+        if end < len(ids):
+            return []
+        self.waiting.remove(seq)
+        token, logprob = self._sample(seq, logits[0, -1])
+        reply = self._emit(seq, token, logprob, 1)
+        if not reply.last:
+            self._join(seq, token)
+        return [reply]
+
+    def _join(self, seq: _Sequence, token: int) -> None:
+        """Merge a prefilled sequence into the decode batch (left-padding the shorter side)."""
+        assert seq.past is not None
+        own = seq.past[0].shape[2]
+        width = max(self.mask.shape[1], own)
+        if self.rows:
+            grow = width - self.mask.shape[1]
+            self.past = [np.pad(p, ((0, 0), (0, 0), (grow, 0), (0, 0))) for p in self.past]
+            self.mask = np.pad(self.mask, ((0, 0), (grow, 0)))
+        pad = width - own
+        new_past = [np.pad(p, ((0, 0), (0, 0), (pad, 0), (0, 0))) for p in seq.past]
+        new_mask = np.concatenate([np.zeros((1, pad), np.int64), np.ones((1, own), np.int64)], 1)
+        if self.rows:
+            self.past = [np.concatenate([a, b]) for a, b in zip(self.past, new_past, strict=True)]
+            self.mask = np.concatenate([self.mask, new_mask])
+        else:
+            self.past, self.mask = new_past, new_mask
+        self.next_tokens = np.append(self.next_tokens, token)
+        seq.past = None
+        self.rows.append(seq)
+
+    def _keep(self, keep: list[int]) -> None:
+        """Only these rows stay; columns no remaining row attends to are trimmed."""
+        self.rows = [self.rows[i] for i in keep]
+        if not self.rows:
+            self.past, self.mask = [], np.zeros((0, 0), dtype=np.int64)
+            self.next_tokens = np.zeros(0, dtype=np.int64)
+            return
+        index = np.asarray(keep)
+        mask = self.mask[index]
+        first = int(np.argmax(mask.any(axis=0)))
+        self.mask = mask[:, first:]
+        self.past = [np.ascontiguousarray(p[index, :, first:]) for p in self.past]
+        self.next_tokens = self.next_tokens[index]
+
+    def _decode(self) -> list[Reply]:
+        batch = len(self.rows)
+        self.mask = np.concatenate([self.mask, np.ones((batch, 1), np.int64)], axis=1)
+        logits, self.past = self.decoder.forward(self.next_tokens[:, None], self.mask, self.past)
+        replies, keep = [], []
+        for i, seq in enumerate(self.rows):
+            token, logprob = self._sample(seq, logits[i, -1])
+            self.next_tokens[i] = token
+            reply = self._emit(seq, token, logprob, batch)
+            replies.append(reply)
+            if not reply.last:
+                keep.append(i)
+        if len(keep) != batch:
+            self._keep(keep)
+        return replies

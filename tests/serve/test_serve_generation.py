@@ -1,0 +1,367 @@
+"""Serving a causal LM: the official ``openai`` client against a real server and worker.
+
+The model is a tiny random Llama built and converted by the test (ModelMora's own export).
+Where a test must catch the worker mid-generation it uses the worker's test gate (hold
+between two decode steps) and waits on metrics, never on sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from serve_support import Server, run_server, wait_until, worker_pids
+
+from modelmora.testing.tiny_models import make_tiny_causal_lm
+
+MESSAGES = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Where is the nearest train station?"},
+]
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(snapshot, artifact) of a tiny Llama with a ChatML template."""
+    from modelmora.convert import convert
+    from modelmora.manifest.model import ConvertSpec
+
+    root = tmp_path_factory.mktemp("lm")
+    snapshot = make_tiny_causal_lm(root / "snapshot", family="llama")
+    convert(snapshot, root / "artifact", name="lm", task=None, spec=ConvertSpec())
+    return snapshot, root / "artifact"
+
+
+@pytest.fixture(scope="module")
+def server(lm: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    bare = tmp_path_factory.mktemp("bare") / "artifact"
+    shutil.copytree(lm[1], bare)
+    (bare / "chat_template.jinja").unlink()  # a model without a chat template
+    gate = tmp_path_factory.mktemp("gate")
+    with run_server(
+        {"lm": lm[1], "bare": bare, "one": lm[1]},
+        *("--set", "lm.max_sequences=4", "--set", "lm.max_queue_size=1"),
+        *("--set", "one.max_sequences=1"),
+        gate=gate,
+    ) as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+
+
+def _stream_text(stream: Any) -> tuple[str, Any, str | None]:
+    parts, usage, finish = [], None, None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            parts.append((getattr(choice, "delta", None) and choice.delta.content) or "")
+            parts.append(getattr(choice, "text", "") or "")
+            finish = choice.finish_reason or finish
+    return "".join(parts), usage, finish
+
+
+def test_greedy_chat_equals_pytorch_generate(client: openai.OpenAI, lm: tuple[Path, Path]) -> None:
+    import torch
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(str(lm[0]))
+    ids = tok.apply_chat_template(MESSAGES, add_generation_prompt=True, return_tensors="pt")
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(lm[0])).eval()
+    with torch.no_grad():
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=12,
+            pad_token_id=tok.eos_token_id,
+        )
+    expected = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+    reply = client.chat.completions.create(
+        model="lm",
+        messages=MESSAGES,
+        max_tokens=12,
+        temperature=0,  # type: ignore[arg-type]
+    )
+    assert reply.choices[0].message.content == expected
+    assert reply.usage is not None and reply.usage.prompt_tokens == ids.shape[1]
+    assert reply.choices[0].finish_reason in ("length", "stop")
+
+
+def test_streamed_text_equals_the_whole_answer_for_the_same_seed(client: openai.OpenAI) -> None:
+    args: dict[str, Any] = {
+        "model": "lm",
+        "messages": MESSAGES,
+        "max_tokens": 24,
+        "temperature": 0.9,
+        "seed": 7,
+    }
+    whole = client.chat.completions.create(**args)
+    text, usage, finish = _stream_text(
+        client.chat.completions.create(**args, stream=True, stream_options={"include_usage": True})
+    )
+    assert text == whole.choices[0].message.content
+    assert finish == whole.choices[0].finish_reason
+    assert usage is not None and usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
+    again = client.chat.completions.create(**args)
+    assert again.choices[0].message.content == text  # same seed, same text
+
+
+def test_completions_stream_and_not(client: openai.OpenAI) -> None:
+    whole = client.completions.create(
+        model="lm", prompt="The quick brown", max_tokens=10, temperature=0
+    )
+    text, _, finish = _stream_text(
+        client.completions.create(
+            model="lm", prompt="The quick brown", max_tokens=10, temperature=0, stream=True
+        )
+    )
+    assert text == whole.choices[0].text and finish == whole.choices[0].finish_reason
+    assert whole.usage is not None and whole.usage.completion_tokens <= 10
+
+
+def test_stop_strings_end_the_text_and_never_leak(client: openai.OpenAI) -> None:
+    full = client.completions.create(model="lm", prompt="Hello", max_tokens=30, temperature=0)
+    text = full.choices[0].text
+    printable = [i for i in range(3, len(text) - 3) if text[i : i + 2].isprintable()]
+    if not printable:
+        pytest.fail(f"the tiny model produced no printable pair to stop on: {text!r}")
+    stop = text[printable[0] : printable[0] + 2]
+    expected = text[: text.index(stop)]
+    cut = client.completions.create(
+        model="lm", prompt="Hello", max_tokens=30, temperature=0, stop=[stop]
+    )
+    assert cut.choices[0].text == expected and cut.choices[0].finish_reason == "stop"
+    streamed, _, finish = _stream_text(
+        client.completions.create(
+            model="lm", prompt="Hello", max_tokens=30, temperature=0, stop=[stop], stream=True
+        )
+    )
+    assert streamed == expected and finish == "stop"
+
+
+def test_continuous_batching_puts_concurrent_streams_in_one_step(
+    client: openai.OpenAI, server: Server
+) -> None:
+    before = server.metric("modelmora_decode_batch_sequences_bucket", model="lm", le="1.0")
+    total_before = server.metric("modelmora_decode_batch_sequences_count", model="lm")
+    results: list[str] = []
+
+    def one(i: int) -> None:
+        r = client.completions.create(
+            model="lm", prompt=f"Stream {i}", max_tokens=60, temperature=0
+        )
+        results.append(r.choices[0].text)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4
+    alone = server.metric("modelmora_decode_batch_sequences_bucket", model="lm", le="1.0") - before
+    total = server.metric("modelmora_decode_batch_sequences_count", model="lm") - total_before
+    assert total >= 4 * 2 and alone < total  # some tokens came from steps carrying >1 sequence
+
+
+def _held_steps(server: Server) -> int:
+    return sum(1 for e in server.events("lm") if e["event"] == "held" and e["inputs"] == "step")
+
+
+def test_a_disconnected_stream_is_dropped_from_the_worker(server: Server) -> None:
+    tokens = server.metric("modelmora_generated_tokens_total", model="lm")
+    held = _held_steps(server)
+    body = {"model": "lm", "prompt": "Hello", "max_tokens": 200, "temperature": 0, "stream": True}
+    with httpx.stream("POST", f"{server.url}/v1/completions", json=body, timeout=30) as r:
+        lines = r.iter_lines()
+        assert next(lines).startswith("data: ")
+        server.hold("lm")  # the worker stops between two steps
+        wait_until(lambda: _held_steps(server) > held, "the worker held between steps")
+    # The client is gone: the router frees the admission slot and sends Cancel.
+    wait_until(lambda: server.metric("modelmora_running_sequences", model="lm") == 0, "slot freed")
+    server.release("lm")
+    wait_until(lambda: server.metric("modelmora_kv_cache_bytes", model="lm") == 0, "cache freed")
+    produced = server.metric("modelmora_generated_tokens_total", model="lm") - tokens
+    assert produced < 200 - 150  # far from the 200 asked for: it stopped within a step
+    ok = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x").completions.create(
+        model="lm", prompt="Hello", max_tokens=3, temperature=0
+    )
+    assert ok.choices[0].text is not None
+
+
+def test_context_overflow_is_400_with_both_numbers(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model="lm", prompt="Hello there", max_tokens=10_000)
+    message = str(err.value)
+    assert "max_tokens (10000)" in message and "maximum context of 256 tokens" in message
+
+
+def test_full_queue_is_429_and_a_deadline_before_the_first_token_is_504(
+    server: Server, client: openai.OpenAI
+) -> None:
+    """max_sequences=4 and max_queue_size=1: four held streams, one waiting, then 429."""
+    server.hold("lm")
+    body = {"model": "lm", "prompt": "Hi", "max_tokens": 5, "temperature": 0}
+    done: list[int] = []
+
+    def post() -> None:
+        done.append(httpx.post(f"{server.url}/v1/completions", json=body, timeout=60).status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(5)]
+    try:
+        for t in threads:
+            t.start()
+        wait_until(
+            lambda: server.metric("modelmora_waiting_sequences", model="lm") == 1, "1 waiting"
+        )
+        with pytest.raises(openai.RateLimitError):
+            client.completions.create(model="lm", prompt="Hi", max_tokens=5)
+        r = httpx.post(
+            f"{server.url}/v1/completions", json=body, timeout=30, headers={"X-Timeout-Ms": "200"}
+        )
+        assert r.status_code in (429, 504)  # queue still full: 429 wins over waiting
+    finally:
+        server.release("lm")
+        for t in threads:
+            t.join()
+    assert done == [200] * 5
+    server.hold("lm")
+    try:
+        r = httpx.post(
+            f"{server.url}/v1/completions", json=body, timeout=30, headers={"X-Timeout-Ms": "300"}
+        )
+        assert r.status_code == 504 and "deadline" in r.json()["error"]["message"]
+    finally:
+        server.release("lm")
+
+
+def test_a_deadline_after_the_first_token_ends_with_length(server: Server) -> None:
+    held = _held_steps(server)
+    server.hold("lm", after_steps=1)  # the prompt step (first token) runs, then the worker holds
+    try:
+        r = httpx.post(
+            f"{server.url}/v1/completions",
+            timeout=60,
+            headers={"X-Timeout-Ms": "1000"},
+            json={"model": "lm", "prompt": "Hi", "max_tokens": 200, "temperature": 0},
+        )
+        assert _held_steps(server) > held, (r.text, server.events("lm")[-6:])
+    finally:
+        server.release("lm")
+    assert r.status_code == 200, r.text
+    assert r.headers["x-modelmora-deadline"] == "exceeded"
+    body = r.json()
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert body["usage"]["completion_tokens"] == 1
+
+
+def test_a_worker_killed_mid_stream_sends_an_error_event_then_recovers(
+    server: Server, client: openai.OpenAI
+) -> None:
+    stream = client.completions.create(model="lm", prompt="Hello", max_tokens=200, stream=True)
+    chunks = iter(stream)
+    next(chunks)
+    held = _held_steps(server)
+    server.hold("lm")
+    wait_until(lambda: _held_steps(server) > held, "lm's worker held between steps")
+    pid = server.events("lm")[-1]["pid"]
+    assert pid in worker_pids(server.proc.pid)
+    os.kill(pid, signal.SIGKILL)
+    server.release("lm")
+    with pytest.raises(openai.APIError, match="worker"):
+        for _ in chunks:
+            pass
+    ok = client.completions.create(model="lm", prompt="Hello", max_tokens=3, temperature=0)
+    assert ok.choices[0].text is not None
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"messages": [{"role": "robot", "content": "x"}]}, "role"),
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "user", "content": 3}]}, "content"),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]},
+            "stop",
+        ),
+        ({"messages": [{"role": "user", "content": "x"}], "n": 2}, "n"),
+        ({"messages": [{"role": "user", "content": "x"}], "temperature": 5}, "temperature"),
+        ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 10**6}, "max_tokens"),
+    ],
+)
+def test_bad_chat_requests_name_the_field(
+    server: Server, body: dict[str, Any], fragment: str
+) -> None:
+    r = server.http.post("/v1/chat/completions", json={"model": "lm", **body})
+    assert r.status_code in (400, 422), r.text
+    assert fragment in r.json()["error"]["message"]
+
+
+def test_invalid_utf8_and_a_model_without_template(server: Server) -> None:
+    r = server.http.post(
+        "/v1/chat/completions",
+        content=b'{"model": "lm", "messages": [{"role": "user", "content": "\xff"}]}',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code in (400, 422) and "error" in r.json()
+    r = server.http.post("/v1/chat/completions", json={"model": "bare", "messages": MESSAGES})
+    assert r.status_code == 400
+    assert "chat_template.jinja" in r.json()["error"]["message"]
+    assert "/v1/completions" in r.json()["error"]["message"]
+
+
+def test_v2_generate_and_generate_stream(server: Server) -> None:
+    body = {"text_input": "The quick brown", "parameters": {"max_tokens": 8}}
+    whole = server.http.post("/v2/models/lm/generate", json=body).json()
+    assert whole["model_name"] == "lm" and whole["finish_reason"] in ("length", "stop")
+    with server.http.stream("POST", "/v2/models/lm/generate_stream", json=body) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    assert "".join(e["text_output"] for e in events) == whole["text_output"]
+    assert events[-1]["finish_reason"] == whole["finish_reason"]
+    infer = {"inputs": [{"name": "text_input", "shape": [1], "datatype": "BYTES", "data": ["x"]}]}
+    r = server.http.post("/v2/models/lm/infer", json=infer)
+    assert r.status_code == 400 and "generate" in r.json()["error"]
+
+
+def test_priorities_order_admission(server: Server) -> None:
+    """One sequence at a time ("one"): the held one runs, then the higher priority goes first."""
+    server.hold("one")
+    finished: list[str] = []
+
+    def post(tag: str, priority: int) -> None:
+        body = {"model": "one", "prompt": "Hi", "max_tokens": 3, "temperature": 0}
+        r = httpx.post(
+            f"{server.url}/v1/completions",
+            json=body,
+            timeout=60,
+            headers={"X-Priority": str(priority)},
+        )
+        assert r.status_code == 200, r.text
+        finished.append(tag)
+
+    first = threading.Thread(target=post, args=("first", 0))
+    first.start()
+    wait_until(lambda: server.metric("modelmora_running_sequences", model="one") == 1, "running")
+    low = threading.Thread(target=post, args=("low", 0))
+    low.start()
+    wait_until(lambda: server.metric("modelmora_waiting_sequences", model="one") == 1, "1 waiting")
+    high = threading.Thread(target=post, args=("high", 5))
+    high.start()
+    wait_until(lambda: server.metric("modelmora_waiting_sequences", model="one") == 2, "2 waiting")
+    server.release("one")
+    for t in (first, low, high):
+        t.join()
+    assert finished == ["first", "high", "low"]
