@@ -12,4 +12,5 @@ $MM lock --check      # the committed lock matches modelmora.yml and the install
 $MM install           # cold: ~1-2 min on 2 cores; afterwards a no-op in well under a second
 $MM list
 $MM show minilm
+$MM show tiny-chat
 .venv/bin/python scripts/serve_smoke.py

@@ -1,4 +1,5 @@
-"""Serve smoke test: `modelmora serve` on a free port, one OpenAI embeddings call, stop.
+"""Serve smoke test: `modelmora serve` on a free port, one OpenAI embeddings call and one
+streamed chat completion (the tiny random Llama: gibberish, but really generated), stop.
 
 Run by scripts/demo.sh after `modelmora install`; exits non-zero if anything is off.
 """
@@ -46,10 +47,36 @@ def main() -> int:
         if vectors.shape != (3, 384) or not sims[0, 1] > sims[0, 2]:
             print("serve smoke: unexpected embeddings", file=sys.stderr)
             return 1
-        return 0
+        return chat(client, url)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
+
+
+def chat(client: openai.OpenAI, url: str) -> int:
+    print(f"serve smoke: {url} /v1/chat/completions (stream) -> ", end="", flush=True)
+    stream = client.chat.completions.create(
+        model="tiny-chat",
+        messages=[{"role": "user", "content": "Where is the nearest train station?"}],
+        max_tokens=24,
+        seed=1,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, usage, finish = [], None, None
+    for chunk in stream:
+        for choice in chunk.choices:
+            piece = choice.delta.content or ""
+            text.append(piece)
+            print(repr(piece)[1:-1], end="", flush=True)
+            finish = choice.finish_reason or finish
+        usage = chunk.usage or usage
+    print()
+    if usage is None or finish not in ("stop", "length") or usage.completion_tokens < 1:
+        print("serve smoke: the chat stream ended without usage or finish_reason", file=sys.stderr)
+        return 1
+    print(f"  {usage.completion_tokens} tokens, finish_reason {finish} (random weights: gibberish)")
+    return 0
 
 
 if __name__ == "__main__":
