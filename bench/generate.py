@@ -14,6 +14,7 @@ several sequences decoded together (the ONNX runtimes only). Usage::
 
     .venv/bin/python bench/generate.py                    # 4 layers, hidden 256, vocab 8192
     .venv/bin/python bench/generate.py --new-tokens 64 --repeats 7
+    .venv/bin/python bench/generate.py --serving      # serve vs naive vs limit, 1/8/32 streams
 """
 
 from __future__ import annotations
@@ -155,9 +156,35 @@ def main() -> None:
     parser.add_argument(
         "--sequences", default="4,16", help="also decode this many sequences together (ONNX only)"
     )
+    parser.add_argument(
+        "--serving",
+        action="store_true",
+        help="instead: modelmora serve vs a naive server vs the in-process limit (streams)",
+    )
+    parser.add_argument("--streams", default="1,8,32", help="--serving: concurrent streams")
+    parser.add_argument("--rounds", type=int, default=2, help="--serving: requests per stream")
+    parser.add_argument(
+        "--serve-set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="--serving: extra `serve --set lm.FIELD=VALUE` settings (repeatable)",
+    )
+    parser.add_argument("--naive-server", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.naive_server:
+        from _gen_serving import naive_server
+
+        port, snapshot_dir, threads = args.naive_server
+        naive_server(int(port), snapshot_dir, int(threads))
+        return
     with tempfile.TemporaryDirectory(prefix="modelmora-bench-gen-") as tmp:
         snapshot, artifact = build(Path(tmp), args.layers, args.hidden, args.vocab)
+        if args.serving:
+            from _gen_serving import run
+
+            run(snapshot, artifact, args)
+            return
         rng = np.random.default_rng(0)
         prompt = rng.integers(1, min(args.vocab, 600), size=(1, args.prompt_tokens))
         counts = [int(x) for x in args.sequences.split(",") if x]

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _procs import free_port, stop, wait_port, wait_ready
 from pydantic import BaseModel
 
 os.environ.setdefault("USE_TF", "0")
@@ -44,13 +44,6 @@ SENTENCES = [
     "It rained all day, so we stayed inside and read books.",
 ]
 CONCURRENCY = (1, 8, 32, 64)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def export_minilm(dest: Path) -> Path:
@@ -239,22 +232,6 @@ def _worker_pid(router_pid: int) -> int:
     raise SystemExit("no worker process with onnxruntime loaded under the router")
 
 
-def _wait_ready(proc: subprocess.Popen[str], marker: str) -> str:
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if marker in line:
-            return line
-    raise SystemExit(f"server exited before printing {marker!r}")
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
 def bench_server(url: str, model: str, duration: float) -> dict[tuple[int, int], dict[str, float]]:
     results = {}
     for size in (1, 16):
@@ -330,31 +307,26 @@ def main() -> None:
          "--set", "minilm.max_queue_size=1024", "--preload", "minilm"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
-    url = _wait_ready(mm, "ready on").split("ready on ")[1].strip()
+    url = wait_ready(mm, "ready on").split("ready on ")[1].strip()
     try:
         pids = {"router": mm.pid, "worker": _worker_pid(mm.pid)}
         lean = lean_latency(url, "minilm", pids, requests=int(200 * args.duration))
         ours = bench_server(url, "minilm", args.duration)
     finally:
-        _stop(mm)
+        stop(mm)
 
     print("(b) naive FastAPI + transformers", file=sys.stderr, flush=True)
-    port = _free_port()
+    port = free_port()
     naive = subprocess.Popen(
         [sys.executable, __file__, "--naive-server", str(port), str(snapshot)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
-    _wait_ready(naive, "ready")
-    for _ in range(100):  # uvicorn binds just after "ready"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    wait_ready(naive, "ready")
+    wait_port(port)
     try:
         theirs = bench_server(f"http://127.0.0.1:{port}", "minilm", args.duration)
     finally:
-        _stop(naive)
+        stop(naive)
     shutil.rmtree(work, ignore_errors=True)
 
     report(args.duration, ours, theirs, bare, lean)

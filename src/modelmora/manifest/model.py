@@ -113,7 +113,7 @@ class ServeSpec(_Strict):
     """KV-cache memory the running sequences may reserve (prompt + max_tokens each) [no limit]."""
     prefill_chunk: int | None = Field(None, ge=1, le=8192)
     """Prompt tokens processed per decode step of the others, so long prompts never stall
-    running streams for longer than one chunk [64]."""
+    running streams for longer than one chunk [512]."""
 
     @property
     def sequences_limit(self) -> int:
@@ -121,7 +121,7 @@ class ServeSpec(_Strict):
 
     @property
     def prefill_chunk_tokens(self) -> int:
-        return self.prefill_chunk or 64
+        return self.prefill_chunk or 512
 
     @field_validator("keep_alive", mode="before")
     @classmethod

@@ -33,6 +33,7 @@ __all__ = [
     "ModelInfo",
     "Output",
     "Ready",
+    "Replies",
     "Reply",
     "Request",
     "RunTensors",
@@ -56,7 +57,7 @@ class WorkerSpec:
     provider: str
     threads: int = 0
     spin: bool = True
-    prefill_chunk: int = 64
+    prefill_chunk: int = 512
     """Text generation: prompt tokens processed per step while other sequences decode."""
     runner: str = "modelmora.serve.runners.base:TensorRunner"
     """``module:Class`` of the task's worker-side runner (from the serve task table)."""
@@ -112,6 +113,8 @@ class Generate:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     logprobs: bool = False
+    ignore_eos: bool = False
+    """Generate ``max_tokens`` whatever comes (benchmarks; vLLM's extension of the same name)."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,14 @@ class Reply:
     """The end marker: no more replies for this id."""
 
 
-Message = WorkerSpec | Request | Cancel | Stop | Ready | Reply | Output | Chunk | Failed
+@dataclass(frozen=True)
+class Replies:
+    """Several replies in one message: what one step of a stepping runner produced."""
+
+    replies: list[Reply]
+
+
+Message = WorkerSpec | Request | Cancel | Stop | Ready | Reply | Replies | Output | Chunk | Failed
 
 
 _IN_BAND_MAX = 64 * 1024

@@ -34,6 +34,7 @@ from modelmora.serve.ipc import (
     ModelInfo,
     Output,
     Ready,
+    Replies,
     Reply,
     Request,
     Stop,
@@ -182,10 +183,11 @@ class WorkerHandle:
                 self.state = "dead"
                 self._loop.create_task(self._report_death())
             return
-        if isinstance(msg, Reply):
-            sink = self._open.pop(msg.id, None) if msg.last else self._open.get(msg.id)
-            if sink is not None:
-                sink(msg)
+        if isinstance(msg, Reply | Replies):
+            for reply in msg.replies if isinstance(msg, Replies) else (msg,):
+                sink = self._open.pop(reply.id, None) if reply.last else self._open.get(reply.id)
+                if sink is not None:
+                    sink(reply)
             return
         loading, self._loading = self._loading, None
         if loading is not None and not loading.done():

@@ -23,6 +23,7 @@ from modelmora.serve.ipc import (
     Failed,
     ModelInfo,
     Output,
+    Replies,
     Reply,
     Request,
     RunTensors,
@@ -136,8 +137,9 @@ class Runner:
         self.spec = spec
         self.dir = Path(spec.artifact_dir)
         options = ort.SessionOptions()
-        if spec.threads > 0:
-            options.intra_op_num_threads = spec.threads
+        threads = spec.threads or self.default_threads()
+        if threads > 0:
+            options.intra_op_num_threads = threads
         options.add_session_config_entry(
             "session.intra_op.allow_spinning", "1" if spec.spin else "0"
         )
@@ -155,6 +157,10 @@ class Runner:
         self.np_types = {
             i.name: ORT_TYPES.get(i.type, ("", np.float32))[1] for i in self.session.get_inputs()
         }
+
+    def default_threads(self) -> int:
+        """Intra-op threads when the model's ``threads`` is 0; 0 = ONNX Runtime's default."""
+        return 0
 
     def info(self) -> ModelInfo:
         batchable = all(t.shape[:1] == (-1,) for t in (*self.inputs, *self.outputs))
@@ -272,5 +278,8 @@ class SteppingRunner(Runner):
                 return
             if self.running():
                 gate.pause()
-                for reply in self.step():
-                    send_msg(conn, reply)
+                replies = self.step()
+                if len(replies) == 1:
+                    send_msg(conn, replies[0])
+                elif replies:  # one message per step, however many requests it answered
+                    send_msg(conn, Replies(replies))

@@ -2,11 +2,11 @@
 
 Every running sequence is a row of one batched KV cache (left-padded, masked), so a decode
 step advances all of them in one ONNX Runtime call. Between steps (``SteppingRunner``) new
-requests join and cancelled ones leave. A new request's prompt is processed alone, at most
-``prefill_chunk`` tokens per step, while the running rows keep decoding; once its prompt is
-done its cache is merged into the batch. A finished or cancelled row is dropped at once, and
-leading cache columns no row uses any more are trimmed, so memory follows the live
-sequences.
+requests join and cancelled ones leave. New prompts are processed one call each, at most
+``prefill_chunk`` prompt tokens per step over all of them, while the running rows keep
+decoding; once a prompt is done its cache is merged into the batch. A finished or cancelled
+row is dropped at once, and leading cache columns no row uses any more are trimmed, so
+memory follows the live sequences.
 
 Text is streamed as whole characters: the detokenized text is emitted up to its last
 complete character (a token may end inside a multi-byte UTF-8 sequence), and any tail that
@@ -75,7 +75,9 @@ class TextStream:
             delta, self.sent = text[self.sent : cut], cut
             return delta
         end = len(text)
-        while end > self.sent and text[end - 1] == "\ufffd":  # an incomplete character
+        # A trailing U+FFFD may be a character still incomplete (up to 3 bytes of UTF-8
+        # wait for their last one); more than 3 are invalid bytes for good and are sent.
+        while end > self.sent and text[end - 1] == "\ufffd" and len(text) - end < 3:
             end -= 1
         hold = max(
             (k for s in self.stop for k in range(1, len(s)) if text[:end].endswith(s[:k])),
@@ -134,6 +136,13 @@ class GenerationRunner(SteppingRunner):
 
     # -- the runner interface --------------------------------------------------------------
 
+    def default_threads(self) -> int:
+        """One core fewer than the machine has: the router sends a chunk per token and per
+        stream, and on a small machine it competes with ORT's spinning threads (measured on
+        2 cores, docs/benchmarks.md: 1 thread gave +30-45 % tokens/s at 1 stream and 32
+        streams, and TTFT 3.6 instead of 8.5 ms). ``threads`` in the model's settings wins."""
+        return max(1, (os.cpu_count() or 2) - 1)
+
     def info(self) -> ModelInfo:
         return ModelInfo(
             inputs=(TensorSpec("text_input", "BYTES", (1,)),),
@@ -179,8 +188,12 @@ class GenerationRunner(SteppingRunner):
         replies: list[Reply] = []
         if self.rows:
             replies += self._decode()
-        if self.waiting:
-            replies += self._prefill(self.waiting[0])
+        fresh = self._fresh_prompts()
+        if fresh:
+            replies += self._prefill_together(fresh)
+        elif self.waiting:
+            seq = self.waiting[0]
+            replies += self._prefill(seq, min(self.chunk, len(seq.body.prompt_ids) - seq.prefilled))
         return replies
 
     # -- internals -------------------------------------------------------------------------
@@ -217,7 +230,7 @@ class GenerationRunner(SteppingRunner):
         """Account for a sampled token; the chunk for it (the last one if it ends the sequence)."""
         seq.completion += 1
         finish = None
-        if token in self.eos:
+        if token in self.eos and not seq.body.ignore_eos:
             finish, text = "stop", seq.stream.finish()
         else:
             text = seq.stream.push(token)
@@ -238,42 +251,84 @@ class GenerationRunner(SteppingRunner):
         }
         return Reply(seq.id, Chunk(data), last=True)
 
-    def _prefill(self, seq: _Sequence) -> list[Reply]:
+    def _fresh_prompts(self) -> list[_Sequence]:
+        """Whole new prompts that fit in one step's budget together (padded to the longest)."""
+        batch: list[_Sequence] = []
+        width = 0
+        for seq in self.waiting:
+            n = len(seq.body.prompt_ids)
+            if seq.prefilled or (len(batch) + 1) * max(width, n) > self.chunk:
+                break
+            batch.append(seq)
+            width = max(width, n)
+        return batch
+
+    def _prefill_together(self, batch: list[_Sequence]) -> list[Reply]:
+        """Several whole prompts in one call (left-padded, masked), then into the batch."""
+        width = max(len(s.body.prompt_ids) for s in batch)
+        ids = np.zeros((len(batch), width), dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for i, seq in enumerate(batch):
+            n = len(seq.body.prompt_ids)
+            ids[i, width - n :], mask[i, width - n :] = seq.body.prompt_ids, 1
+            self.waiting.remove(seq)
+        logits, past = self.decoder.forward(ids, mask, self.decoder.empty_past(len(batch)))
+        return self._first_tokens(batch, logits[:, -1], past, mask)
+
+    def _prefill(self, seq: _Sequence, take: int) -> list[Reply]:
+        """The next ``take`` tokens of a prompt too long to go in one step."""
         ids = seq.body.prompt_ids
-        chunk = np.asarray([ids[seq.prefilled : seq.prefilled + self.chunk]], dtype=np.int64)
+        chunk = np.asarray([ids[seq.prefilled : seq.prefilled + take]], dtype=np.int64)
         end = seq.prefilled + chunk.shape[1]
         past = seq.past if seq.past is not None else self.decoder.empty_past(1)
-        logits, seq.past = self.decoder.forward(chunk, np.ones((1, end), dtype=np.int64), past)
+        mask = np.ones((1, end), dtype=np.int64)
+        logits, seq.past = self.decoder.forward(chunk, mask, past)
         seq.prefilled = end
         if end < len(ids):
             return []
         self.waiting.remove(seq)
-        token, logprob = self._sample(seq, logits[0, -1])
-        reply = self._emit(seq, token, logprob, 1)
-        if not reply.last:
-            self._join(seq, token)
-        return [reply]
+        past, seq.past = seq.past, None
+        return self._first_tokens([seq], logits[:, -1], past, mask)
 
-    def _join(self, seq: _Sequence, token: int) -> None:
-        """Merge a prefilled sequence into the decode batch (left-padding the shorter side)."""
-        assert seq.past is not None
-        own = seq.past[0].shape[2]
-        width = max(self.mask.shape[1], own)
-        if self.rows:
-            grow = width - self.mask.shape[1]
-            self.past = [np.pad(p, ((0, 0), (0, 0), (grow, 0), (0, 0))) for p in self.past]
-            self.mask = np.pad(self.mask, ((0, 0), (grow, 0)))
-        pad = width - own
-        new_past = [np.pad(p, ((0, 0), (0, 0), (pad, 0), (0, 0))) for p in seq.past]
-        new_mask = np.concatenate([np.zeros((1, pad), np.int64), np.ones((1, own), np.int64)], 1)
-        if self.rows:
-            self.past = [np.concatenate([a, b]) for a, b in zip(self.past, new_past, strict=True)]
-            self.mask = np.concatenate([self.mask, new_mask])
+    def _first_tokens(
+        self, seqs: list[_Sequence], logits: np.ndarray, past: list[np.ndarray], mask: np.ndarray
+    ) -> list[Reply]:
+        """Sample each prompt's first token; the unfinished ones join the decode batch."""
+        replies, joining, tokens = [], [], []
+        for i, seq in enumerate(seqs):
+            token, logprob = self._sample(seq, logits[i])
+            reply = self._emit(seq, token, logprob, len(seqs))
+            replies.append(reply)
+            if not reply.last:
+                joining.append(i)
+                tokens.append(token)
+        if joining:
+            index = np.asarray(joining)
+            self._join([seqs[i] for i in joining], tokens, [p[index] for p in past], mask[index])
+        return replies
+
+    def _join(
+        self, seqs: list[_Sequence], tokens: list[int], past: list[np.ndarray], mask: np.ndarray
+    ) -> None:
+        """Merge prefilled rows into the decode batch (left-padding the narrower side), once."""
+        if not self.rows:
+            self.past, self.mask = [np.ascontiguousarray(p) for p in past], mask
         else:
-            self.past, self.mask = new_past, new_mask
-        self.next_tokens = np.append(self.next_tokens, token)
-        seq.past = None
-        self.rows.append(seq)
+            width = max(self.mask.shape[1], mask.shape[1])
+
+            def left_pad(arrays: list[np.ndarray], m: np.ndarray) -> tuple[list[np.ndarray], Any]:
+                grow = width - m.shape[1]
+                if not grow:
+                    return arrays, m
+                padded = [np.pad(a, ((0, 0), (0, 0), (grow, 0), (0, 0))) for a in arrays]
+                return padded, np.pad(m, ((0, 0), (grow, 0)))
+
+            old_past, old_mask = left_pad(self.past, self.mask)
+            new_past, new_mask = left_pad(past, mask)
+            self.past = [np.concatenate([a, b]) for a, b in zip(old_past, new_past, strict=True)]
+            self.mask = np.concatenate([old_mask, new_mask])
+        self.next_tokens = np.concatenate([self.next_tokens, np.asarray(tokens, dtype=np.int64)])
+        self.rows.extend(seqs)
 
     def _keep(self, keep: list[int]) -> None:
         """Only these rows stay; columns no remaining row attends to are trimmed."""

@@ -84,6 +84,9 @@ class _Sampling(_Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    ignore_eos: bool = Field(
+        False, description="Extension (as vLLM): never stop at end-of-sequence."
+    )
 
     def stops(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -251,6 +254,7 @@ def _job(
             seed=seed,
             stop=sampling.stops(),
             logprobs=logprobs,
+            ignore_eos=sampling.ignore_eos,
         ),
         priority=priority,
         timeout_s=timeout_s,
@@ -435,7 +439,7 @@ async def chat_reply(
                 delta: dict[str, Any] = {"content": data.get("text", "")}
                 if not role_sent:
                     delta["role"], role_sent = "assistant", True
-                if delta["content"] or "role" in delta:
+                if delta["content"] or "role" in delta or "finish_reason" not in data:
                     choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None}
                     if job.body.logprobs and "logprob" in data:
                         choice["logprobs"] = {"content": [_logprob(data)]}
@@ -514,9 +518,7 @@ async def completion_reply(
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
             def chunk(data: dict[str, Any]) -> list[dict[str, Any]]:
-                finish = data.get("finish_reason")
-                if not data.get("text") and finish is None:
-                    return []
+                finish = data.get("finish_reason")  # one chunk per token, as vLLM: real timing
                 choice = {
                     "index": 0,
                     "text": data.get("text", ""),

@@ -1,0 +1,223 @@
+"""Serving side of ``bench/generate.py --serving``: concurrent streams against three contenders.
+
+(a) ``modelmora serve`` (router + worker, continuous batching), streamed ``/v1/completions``;
+(b) a naive baseline: FastAPI + transformers ``generate``, one request at a time (a lock),
+    no streaming (its TTFT is its whole answer, which is what a client of it waits for);
+(c) the limit: ``modelmora.decoding`` in this process, all N sequences in one batch from the
+    first step (no router, no HTTP, no arrivals), the same thread count.
+
+Every request generates exactly ``new_tokens`` tokens (``ignore_eos``), so all three do the
+same work. Aggregate tokens/s = all generated tokens / wall time of the level (first request
+sent → last answer read). The load generator (asyncio + aiohttp) shares the 2 cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _procs import free_port, stop, wait_port, wait_ready
+
+PROMPT = "Stream {i}: the quick brown fox jumps over the lazy dog near the station"
+
+
+def naive_server(port: int, snapshot: str, threads: int) -> None:
+    import threading
+
+    import torch
+    import transformers
+    import uvicorn
+    from fastapi import FastAPI
+
+    torch.set_num_threads(threads)
+    tok = transformers.AutoTokenizer.from_pretrained(snapshot)
+    model = transformers.AutoModelForCausalLM.from_pretrained(snapshot).eval()
+    lock = threading.Lock()
+    app = FastAPI()
+
+    @app.post("/v1/completions")
+    def complete(body: dict[str, Any]) -> dict[str, Any]:  # sync: FastAPI's thread pool
+        ids = tok(body["prompt"], return_tensors="pt").input_ids
+        n = int(body["max_tokens"])
+        with lock, torch.inference_mode():
+            out = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                pad_token_id=0,
+            )
+        text = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        return {
+            "choices": [{"text": text, "index": 0, "finish_reason": "length"}],
+            "usage": {"prompt_tokens": ids.shape[1], "completion_tokens": n},
+        }
+
+    print("ready", flush=True)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+async def _one(session: Any, url: str, i: int, new: int, stream: bool) -> tuple[float, int]:
+    """One request; (time to its first token, tokens generated). aiohttp, and JSON parsed
+    only where needed: the client shares the 2 cores with the server it measures."""
+    body = {
+        "model": "lm",
+        "prompt": PROMPT.format(i=i),
+        "max_tokens": new,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": stream,
+        "stream_options": {"include_usage": True} if stream else None,
+    }
+    started = time.perf_counter()
+    async with session.post(f"{url}/v1/completions", json=body) as r:
+        r.raise_for_status()
+        if not stream:
+            doc = await r.json()
+            return time.perf_counter() - started, int(doc["usage"]["completion_tokens"])
+        ttft, tokens = None, 0
+        async for line in r.content:
+            if not line.startswith(b"data: {"):
+                continue
+            if ttft is None:  # one chunk per token: this is the first token
+                ttft = time.perf_counter() - started
+            if b'"usage"' in line:
+                tokens = int(json.loads(line[6:])["usage"]["completion_tokens"])
+    return (ttft if ttft is not None else time.perf_counter() - started), tokens
+
+
+async def _level(url: str, streams: int, rounds: int, new: int, stream: bool) -> dict[str, float]:
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=streams + 4)
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await _one(session, url, 0, 4, stream)  # warm-up: the worker loads
+        ttfts: list[float] = []
+        started = time.perf_counter()
+
+        async def user(u: int) -> int:
+            total = 0
+            for k in range(rounds):
+                ttft, tokens = await _one(session, url, u * rounds + k, new, stream)
+                ttfts.append(ttft)
+                total += tokens
+            return total
+
+        tokens = sum(await asyncio.gather(*(user(u) for u in range(streams))))
+        wall = time.perf_counter() - started
+    q = statistics.quantiles(ttfts, n=20) if len(ttfts) > 1 else [ttfts[0]] * 19
+    return {
+        "tok_s": tokens / wall,
+        "ttft_p50_ms": statistics.median(ttfts) * 1000,
+        "ttft_p95_ms": q[18] * 1000,
+    }
+
+
+def in_process(
+    artifact: Path, streams: int, new: int, threads: int, prompt_tokens: int
+) -> dict[str, float]:
+    from modelmora.decoding import Decoder
+
+    decoder = Decoder.load(artifact / "model.onnx", threads=threads)
+    prompts = np.random.default_rng(0).integers(1, 600, size=(streams, prompt_tokens))
+    decoder.greedy_batch(prompts, 4)
+    runs = [decoder.greedy_batch(prompts, new) for _ in range(3)]
+    best = min(runs, key=lambda r: r.prompt_s + float(r.step_s.sum()))
+    wall = best.prompt_s + float(best.step_s.sum())
+    return {
+        "tok_s": streams * new / wall,
+        "ttft_p50_ms": best.prompt_s * 1000,
+        "ttft_p95_ms": best.prompt_s * 1000,
+    }
+
+
+def run(snapshot: Path, artifact: Path, args: Any) -> None:
+    levels = [int(x) for x in args.streams.split(",")]
+    new, threads = args.new_tokens, args.threads
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(artifact / "tokenizer.json"))
+    tok_len = len(tokenizer.encode(PROMPT.format(i=10)).ids)
+    limit = {n: in_process(artifact, n, new, threads, tok_len) for n in levels}
+
+    [a for kv in args.serve_set for a in ("--set", f"lm.{kv}")]
+    cli = Path(sys.executable).with_name("modelmora")
+    mm = subprocess.Popen(
+        [
+            str(cli),
+            "serve",
+            "--port",
+            "0",
+            "--model",
+            f"lm={artifact}",
+            "--set",
+            f"lm.max_sequences={max(levels)}",
+            "--set",
+            "lm.max_queue_size=4096",
+            *(a for kv in args.serve_set for a in ("--set", f"lm.{kv}")),
+            "--preload",
+            "lm",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    url = wait_ready(mm, "ready on").split("ready on ")[1].strip()
+    try:
+        ours = {n: asyncio.run(_level(url, n, args.rounds, new, True)) for n in levels}
+    finally:
+        stop(mm)
+
+    port = free_port()
+    naive = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("generate.py")),
+            "--naive-server",
+            str(port),
+            str(snapshot),
+            str(threads),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    wait_ready(naive, "ready")
+    wait_port(port)
+    try:
+        theirs = {
+            n: asyncio.run(_level(f"http://127.0.0.1:{port}", n, args.rounds, new, False))
+            for n in levels
+        }
+    finally:
+        stop(naive)
+
+    print(
+        f"serving: {new} new tokens per request (ignore_eos), prompt ~{tok_len} tokens, "
+        f"{args.rounds} requests per stream, {threads} threads for (b) and (c), serve's default "
+        f"for (a) (one core fewer than the machine's) {' '.join(args.serve_set)}"
+    )
+    print(
+        f"{'streams':<8}{'contender':<26}{'tokens/s':>10}{'TTFT p50 ms':>13}{'TTFT p95 ms':>13}"
+        f"{'vs naive':>10}{'vs limit':>10}"
+    )
+    for n in levels:
+        for name, r in (
+            ("(a) modelmora serve", ours[n]),
+            ("(b) naive FastAPI+HF", theirs[n]),
+            ("(c) in-process limit", limit[n]),
+        ):
+            print(
+                f"{n:<8}{name:<26}{r['tok_s']:>10.1f}{r['ttft_p50_ms']:>13.2f}"
+                f"{r['ttft_p95_ms']:>13.2f}{r['tok_s'] / theirs[n]['tok_s']:>9.2f}x"
+                f"{r['tok_s'] / limit[n]['tok_s']:>9.2f}x"
+            )
