@@ -365,3 +365,13 @@ def test_priorities_order_admission(server: Server) -> None:
     for t in (first, low, high):
         t.join()
     assert finished == ["first", "high", "low"]
+
+
+def test_serving_generation_never_loads_torch(server: Server, client: openai.OpenAI) -> None:
+    client.completions.create(model="lm", prompt="Hi", max_tokens=2)
+    processes = [server.proc.pid, *worker_pids(server.proc.pid)]
+    assert len(processes) >= 2  # the router and at least lm's worker
+    for pid in processes:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        assert "libtorch" not in maps, f"process {pid} loaded torch"
+    assert any("onnxruntime" in Path(f"/proc/{p}/maps").read_text() for p in processes[1:])
