@@ -141,6 +141,19 @@ def availability(backend: str) -> str | None:
     return None
 
 
+def open_session(
+    model: Path, chain: tuple[str, ...], threads: int | None
+) -> tuple[Literal["batch", "process"], Any, float, list[str], str | None]:
+    """A fresh session for one measurement: ``(peak RSS scope, session, load ms, active
+    providers, why the requested chain is not active or None)``; the peak RSS is reset first."""
+    scope: Literal["batch", "process"] = "batch" if _reset_peak_rss() else "process"
+    t0 = time.perf_counter()
+    session = _session(model, chain, threads)
+    load_ms = (time.perf_counter() - t0) * 1000
+    active = list(session.get_providers())
+    return scope, session, load_ms, active, active_provider_problem(chain, active)
+
+
 def _measure(
     model: Path,
     chain: tuple[str, ...],
@@ -152,12 +165,7 @@ def _measure(
     threads: int | None,
     gpu: bool,
 ) -> tuple[BatchResult | None, list[str], str | None]:
-    scope = "batch" if _reset_peak_rss() else "process"
-    t0 = time.perf_counter()
-    session = _session(model, chain, threads)
-    load_ms = (time.perf_counter() - t0) * 1000
-    active = list(session.get_providers())
-    problem = active_provider_problem(chain, active)
+    scope, session, load_ms, active, problem = open_session(model, chain, threads)
     if problem is not None:
         return None, active, problem
     vocab = vocab_size(model.parent)

@@ -12,7 +12,6 @@ recorded as unavailable, never measured.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +19,9 @@ import numpy as np
 
 from modelmora.bench.core import (
     _peak_rss_mb,
-    _reset_peak_rss,
-    _session,
-    active_provider_problem,
     availability,
     measure_each,
+    open_session,
     ort_version,
     provider_chain,
     resolve_model,
@@ -40,12 +37,7 @@ __all__ = ["benchmark_generation"]
 def _measure(
     model: Path, chain: tuple[str, ...], sequences: int, prompt_tokens: int, new_tokens: int
 ) -> tuple[BatchResult | None, list[str], str | None]:
-    scope = "batch" if _reset_peak_rss() else "process"
-    t0 = time.perf_counter()
-    session = _session(model, chain, None)
-    load_ms = (time.perf_counter() - t0) * 1000
-    active = list(session.get_providers())
-    problem = active_provider_problem(chain, active)
+    scope, session, load_ms, active, problem = open_session(model, chain, None)
     if problem is not None:
         return None, active, problem
     decoder = Decoder(session)

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from modelmora.serve.batching import ItemResult
 from modelmora.serve.errors import BadRequest
 from modelmora.serve.params import parse_priority, parse_timeout_ms
+from modelmora.serve.wire import dumps
 
 if TYPE_CHECKING:
     from modelmora.serve.state import ServeState
 
-__all__ = ["run_texts", "submit_texts", "texts_from_v2"]
+__all__ = ["list_reply", "run_texts", "submit_texts", "texts_from_v2"]
 
 
 def texts_from_v2(tensors: dict[str, np.ndarray]) -> list[str]:
@@ -63,3 +64,9 @@ async def run_texts(
     )
     tokens = int(result.tokens.sum()) if result.tokens is not None else 0
     return result.arrays, tokens
+
+
+def list_reply(model: str, data: list[dict[str, Any]], tokens: int) -> bytes:
+    """An OpenAI-style list answer with its ``usage`` (embeddings, classifications)."""
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return dumps({"object": "list", "data": data, "model": model, "usage": usage})

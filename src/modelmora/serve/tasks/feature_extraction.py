@@ -14,9 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelmora.serve.batching import TextRows
 from modelmora.serve.errors import BadRequest
-from modelmora.serve.tasks._text import run_texts, submit_texts, texts_from_v2
+from modelmora.serve.tasks._text import list_reply, run_texts, submit_texts, texts_from_v2
 from modelmora.serve.tasks.base import JsonRoute, ServeTask
-from modelmora.serve.wire import dumps
 
 if TYPE_CHECKING:
     from modelmora.serve.state import ServeState
@@ -57,14 +56,7 @@ async def embeddings_reply(
             else:
                 value = row
             data.append({"object": "embedding", "index": i, "embedding": value})
-        return dumps(
-            {
-                "object": "list",
-                "data": data,
-                "model": body.model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            }
-        )
+        return list_reply(body.model, data, tokens)
 
 
 async def v2_infer(

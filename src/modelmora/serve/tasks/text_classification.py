@@ -14,10 +14,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelmora.serve.batching import TextRows
-from modelmora.serve.tasks._text import run_texts, submit_texts, texts_from_v2
+from modelmora.serve.tasks._text import list_reply, run_texts, submit_texts, texts_from_v2
 from modelmora.serve.tasks.base import JsonRoute, ServeTask
 from modelmora.serve.tasks.feature_extraction import MAX_INPUTS, TextInput
-from modelmora.serve.wire import dumps
 
 if TYPE_CHECKING:
     from modelmora.serve.state import ServeState
@@ -63,14 +62,7 @@ async def classify_reply(
                     "scores": scores,
                 }
             )
-        return dumps(
-            {
-                "object": "list",
-                "data": data,
-                "model": body.model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            }
-        )
+        return list_reply(body.model, data, tokens)
 
 
 async def v2_infer(

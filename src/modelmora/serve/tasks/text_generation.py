@@ -344,6 +344,18 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
     }
 
 
+def _usage_chunk(head: dict[str, Any], include: bool) -> Any:
+    """The final chunk ``stream_options.include_usage`` asks for (none without it)."""
+
+    def usage(data: dict[str, Any]) -> dict[str, Any] | None:
+        if not include:
+            return None
+        usage = _usage(data["prompt_tokens"], data["completion_tokens"])
+        return {**head, "choices": [], "usage": usage}
+
+    return usage
+
+
 def _sse(doc: Any) -> bytes:
     return b"data: " + dumps(doc) + b"\n\n"
 
@@ -455,16 +467,7 @@ async def chat_reply(
                     )
                 return docs
 
-            def usage(data: dict[str, Any]) -> dict[str, Any] | None:
-                if not include_usage:
-                    return None
-                return {
-                    **head,
-                    "choices": [],
-                    "usage": _usage(data["prompt_tokens"], data["completion_tokens"]),
-                }
-
-            return _streaming(events, first, chunk, usage)
+            return _streaming(events, first, chunk, _usage_chunk(head, include_usage))
         result = await _collect(state, job)
         message: dict[str, Any] = {"role": "assistant", "content": result.text}
         choice: dict[str, Any] = {
@@ -527,16 +530,7 @@ async def completion_reply(
                 }
                 return [{**head, "choices": [choice]}]
 
-            def usage(data: dict[str, Any]) -> dict[str, Any] | None:
-                if not include_usage:
-                    return None
-                return {
-                    **head,
-                    "choices": [],
-                    "usage": _usage(data["prompt_tokens"], data["completion_tokens"]),
-                }
-
-            return _streaming(events, first, chunk, usage)
+            return _streaming(events, first, chunk, _usage_chunk(head, include_usage))
         result = await _collect(state, job)
         logprobs = None
         if result.logprobs is not None:
