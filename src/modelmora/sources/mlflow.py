@@ -26,7 +26,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import quote, urlsplit
@@ -674,7 +674,7 @@ class MlflowSource(Source):
                 source = f"mlflow://models:/{model.name}/{model.latest() or 'latest'}"
             updated = None
             if model.last_updated_timestamp is not None:
-                stamp = datetime.fromtimestamp(model.last_updated_timestamp / 1000, tz=UTC)
+                stamp = datetime.fromtimestamp(model.last_updated_timestamp / 1000, tz=timezone.utc)
                 updated = stamp.isoformat(timespec="seconds").replace("+00:00", "Z")
             hits.append(
                 SearchHit(
