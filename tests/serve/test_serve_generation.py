@@ -375,3 +375,32 @@ def test_serving_generation_never_loads_torch(server: Server, client: openai.Ope
         maps = Path(f"/proc/{pid}/maps").read_text()
         assert "libtorch" not in maps, f"process {pid} loaded torch"
     assert any("onnxruntime" in Path(f"/proc/{p}/maps").read_text() for p in processes[1:])
+
+
+def test_text_stream_deltas_add_up_to_the_full_decode(lm: tuple[Path, Path]) -> None:
+    """Incremental detokenization: for random ids (many invalid UTF-8 byte runs), with and
+    without a stop string, the streamed deltas equal the full decode (cut at the stop)."""
+    import random
+
+    from tokenizers import Tokenizer
+
+    from modelmora.serve.runners.generation import TextStream
+
+    tok = Tokenizer.from_file(str(lm[1] / "tokenizer.json"))
+    rng = random.Random(0)
+    for _ in range(200):
+        ids = [rng.randrange(0, 512) for _ in range(rng.randrange(1, 50))]
+        full = tok.decode(ids, skip_special_tokens=True)
+        plain = TextStream(tok, ())
+        assert "".join(plain.push(t) for t in ids) + plain.finish() == full
+        if len(full) < 4:
+            continue
+        stop = full[len(full) // 2 : len(full) // 2 + 2]
+        cut = TextStream(tok, (stop,))
+        parts = []
+        for t in ids:
+            parts.append(cut.push(t))
+            if cut.stopped:
+                break
+        text = "".join(parts) + cut.finish()
+        assert text == full[: full.index(stop)] and stop not in text

@@ -58,9 +58,26 @@ class TextStream:
         self.ids: list[int] = []
         self.sent = 0
         self.stopped = False
+        self._settled = ""  # the text of ids[: self._read], final
+        self._prefix = 0  # decoding restarts here: the tokens before _read give it context
+        self._read = 0
+
+    def _decode(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
     def _text(self) -> str:
-        return str(self.tokenizer.decode(self.ids, skip_special_tokens=True))
+        """The text of every id so far, decoding only the tokens since the last settled
+        point (plus a little context before it), so a long completion costs O(n), not O(n²)."""
+        before = self._decode(self.ids[self._prefix : self._read])
+        window = self._decode(self.ids[self._prefix :])
+        if not window.startswith(before):  # a decoder that rewrites earlier text
+            return self._decode(self.ids)
+        tail = window[len(before) :]
+        if tail and not tail.endswith("\ufffd"):  # complete characters: settle them
+            self._settled += tail
+            self._prefix, self._read = self._read, len(self.ids)
+            return self._settled
+        return self._settled + tail
 
     def push(self, token: int) -> str:
         """Add a token; the new text that is safe to send (may be empty)."""
@@ -91,7 +108,7 @@ class TextStream:
         """Whatever was held back, once no more tokens come (not after a stop string)."""
         if self.stopped:
             return ""
-        text = self._text()
+        text = self._settled + self._decode(self.ids[self._read :]) if self.ids else ""
         delta, self.sent = text[self.sent :], len(text)
         return delta
 
