@@ -11,6 +11,7 @@ graph through this one module; it imports numpy and onnxruntime only (never torc
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Sequence
@@ -20,7 +21,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BatchRun", "Decoder", "Generation", "log_softmax"]
+__all__ = [
+    "DEFAULT_CONTEXT",
+    "BatchRun",
+    "Decoder",
+    "Generation",
+    "context_length",
+    "eos_ids",
+    "log_softmax",
+]
+
+DEFAULT_CONTEXT = 2048
+"""Context length assumed for a ``config.json`` that states none."""
 
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 _FLOAT_TYPES: dict[str, Any] = {
@@ -28,6 +40,33 @@ _FLOAT_TYPES: dict[str, Any] = {
     "tensor(float16)": np.float16,
     "tensor(double)": np.float64,
 }
+
+
+def _json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else {}
+
+
+def eos_ids(model_dir: Path) -> list[int]:
+    """End-of-sequence ids: ``generation_config.json``'s, else ``config.json``'s."""
+    for name in ("generation_config.json", "config.json"):
+        value = _json(model_dir / name).get("eos_token_id")
+        if isinstance(value, int):
+            return [value]
+        if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+            return list(value)
+    return []
+
+
+def context_length(config: dict[str, Any]) -> int | None:
+    """Prompt + generated tokens the model accepts, from its ``config.json`` (None: unsaid)."""
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = config.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 @dataclass

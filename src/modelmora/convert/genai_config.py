@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from modelmora.decoding import context_length, eos_ids
 from modelmora.errors import UserInputError
 
 __all__ = ["GENAI_CONFIG", "genai_config", "write_genai_config"]
@@ -29,24 +30,18 @@ def _int(config: dict[str, Any], *keys: str) -> int | None:
     return None
 
 
-def _eos(config: dict[str, Any], generation: dict[str, Any]) -> int | list[int]:
-    value = generation.get("eos_token_id", config.get("eos_token_id"))
-    if isinstance(value, int):
-        return value
-    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
-        return value if len(value) > 1 else value[0]
-    return 0
-
-
 def genai_config(model_dir: Path, *, name: str, model_file: str = "model.onnx") -> dict[str, Any]:
     """The GenAI configuration for the exported graph, from the checkpoint's config files."""
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     gen_file = model_dir / "generation_config.json"
     generation = json.loads(gen_file.read_text(encoding="utf-8")) if gen_file.is_file() else {}
+    eos_list = eos_ids(model_dir) or [0]
+    eos: int | list[int] = eos_list if len(eos_list) > 1 else eos_list[0]
+    first_eos = eos_list[0]
     hidden = _int(config, "hidden_size", "n_embd")
     heads = _int(config, "num_attention_heads", "n_head")
     layers = _int(config, "num_hidden_layers", "n_layer")
-    context = _int(config, "max_position_embeddings", "n_positions")
+    context = context_length(config)
     if not (hidden and heads and layers and context):
         raise UserInputError(
             f"model '{name}': config.json lacks hidden_size, num_attention_heads, "
@@ -54,9 +49,7 @@ def genai_config(model_dir: Path, *, name: str, model_file: str = "model.onnx") 
         )
     kv_heads = _int(config, "num_key_value_heads") or heads
     head_size = _int(config, "head_dim") or hidden // heads
-    eos = _eos(config, generation)
     pad = generation.get("pad_token_id", config.get("pad_token_id"))
-    first_eos = eos[0] if isinstance(eos, list) else eos
     return {
         "model": {
             "type": str(config.get("model_type") or "llama"),

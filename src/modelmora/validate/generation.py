@@ -12,19 +12,19 @@ reference's, plus logits cosine ≥ ``int8_min_cosine``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from modelmora.decoding import Decoder, log_softmax
+from modelmora.convert.detect import read_config
+from modelmora.decoding import DEFAULT_CONTEXT, Decoder, context_length, eos_ids, log_softmax
 from modelmora.errors import ModelMoraError
 from modelmora.manifest.model import ValidateSpec
 from modelmora.validate.report import OutputComparison, PromptCheck
 
-__all__ = ["PROMPTS", "GenerationVerdict", "check_generation", "eos_ids"]
+__all__ = ["PROMPTS", "GenerationVerdict", "check_generation"]
 
 PROMPTS: tuple[str, ...] = (
     "Hello",
@@ -48,27 +48,9 @@ class GenerationVerdict:
     perplexity_ratio: float | None = None
 
 
-def _json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return data if isinstance(data, dict) else {}
-
-
-def eos_ids(model_dir: Path) -> list[int]:
-    """End-of-sequence ids from ``generation_config.json``, else ``config.json``."""
-    for name in ("generation_config.json", "config.json"):
-        value = _json(model_dir / name).get("eos_token_id")
-        if isinstance(value, int):
-            return [value]
-        if isinstance(value, list) and all(isinstance(v, int) for v in value):
-            return list(value)
-    return []
-
-
 def _prompt_ids(tokenizer: Any, model_dir: Path, new_tokens: int) -> list[list[int]]:
-    config = _json(model_dir / "config.json")
-    limit = int(config.get("max_position_embeddings") or 2048) - new_tokens
+    config = read_config(model_dir)
+    limit = (context_length(config) or DEFAULT_CONTEXT) - new_tokens
     prompts = [tokenizer.encode(p).ids for p in PROMPTS]
     window = config.get("sliding_window")
     if isinstance(window, int) and config.get("use_sliding_window", True) and window < limit:

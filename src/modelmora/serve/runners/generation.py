@@ -23,30 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from modelmora.decoding import Decoder, log_softmax
+from modelmora.decoding import DEFAULT_CONTEXT, Decoder, context_length, eos_ids, log_softmax
 from modelmora.serve.ipc import Chunk, Generate, ModelInfo, Reply, TensorSpec, WorkerSpec
 from modelmora.serve.runners.base import SteppingRunner, read_json, rss_bytes
 
-__all__ = ["GenerationRunner", "TextStream", "context_length", "eos_ids"]
-
-
-def context_length(config: dict[str, Any]) -> int:
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = config.get(key)
-        if isinstance(value, int) and value > 0:
-            return value
-    return 2048
-
-
-def eos_ids(artifact_dir: Any) -> set[int]:
-    """End-of-sequence ids: ``generation_config.json``, else ``config.json``."""
-    for name in ("generation_config.json", "config.json"):
-        value = (read_json(artifact_dir / name) or {}).get("eos_token_id")
-        if isinstance(value, int):
-            return {value}
-        if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
-            return set(value)
-    return set()
+__all__ = ["GenerationRunner", "TextStream"]
 
 
 class TextStream:
@@ -135,8 +116,8 @@ class GenerationRunner(SteppingRunner):
         if not tok_file.is_file():
             raise RuntimeError(f"{tok_file} is missing: text generation needs a fast tokenizer")
         self.tokenizer = Tokenizer.from_file(str(tok_file))
-        self.context = context_length(read_json(self.dir / "config.json") or {})
-        self.eos = eos_ids(self.dir)
+        self.context = context_length(read_json(self.dir / "config.json") or {}) or DEFAULT_CONTEXT
+        self.eos = set(eos_ids(self.dir))
         self.chunk = max(1, spec.prefill_chunk)
         self.kv_bytes_per_token = (
             2

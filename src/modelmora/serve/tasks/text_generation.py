@@ -134,7 +134,7 @@ def _frontend(artifact_dir: Path) -> _Frontend:
     from jinja2.sandbox import ImmutableSandboxedEnvironment
     from tokenizers import Tokenizer
 
-    from modelmora.serve.runners.generation import context_length
+    from modelmora.decoding import DEFAULT_CONTEXT, context_length
 
     def read(name: str) -> dict[str, Any]:
         path = artifact_dir / name
@@ -171,7 +171,7 @@ def _frontend(artifact_dir: Path) -> _Frontend:
             "bos_token": _special(tok_config.get("bos_token")),
             "eos_token": _special(tok_config.get("eos_token")),
         },
-        context=context_length(read("config.json")),
+        context=context_length(read("config.json")) or DEFAULT_CONTEXT,
     )
 
 
