@@ -225,8 +225,15 @@ class WorkerHandle:
             send_msg(self._conn, Request(request_id, body))
         return request_id
 
-    def _failure(self, reply: Failed) -> WorkerFailure:
-        return WorkerFailure(f"model {self.model.name!r} could not run: {reply.message}")
+    def _body(self, reply: Reply | ServeError) -> Output | Chunk:
+        """A reply's answer, or the error it stands for (the worker's death, a refusal)."""
+        if isinstance(reply, ServeError):
+            raise reply
+        if isinstance(reply.body, Failed):
+            raise WorkerFailure(f"model {self.model.name!r} could not run: {reply.body.message}")
+        if isinstance(reply.body, Output):
+            self.rss_bytes = reply.body.rss_bytes or self.rss_bytes
+        return reply.body
 
     async def run(self, body: object) -> Output:
         """Send one request and wait for its final answer (batch tasks; chunks are skipped)."""
@@ -239,17 +246,10 @@ class WorkerHandle:
                 fut.set_result(reply)
 
         self._send(body, deliver)
-        reply = await fut
-        if isinstance(reply, ServeError):
-            raise reply
-        if isinstance(reply.body, Failed):
-            raise self._failure(reply.body)
-        if not isinstance(reply.body, Output):
-            raise ModelUnavailable(
-                f"model {self.model.name!r} answered {type(reply.body).__name__}"
-            )
-        self.rss_bytes = reply.body.rss_bytes or self.rss_bytes
-        return reply.body
+        answer = self._body(await fut)
+        if not isinstance(answer, Output):
+            raise ModelUnavailable(f"model {self.model.name!r} answered {type(answer).__name__}")
+        return answer
 
     async def stream(self, body: object) -> AsyncGenerator[Chunk | Output, None]:
         """Send one request and yield its answers as they come (streaming tasks).
@@ -259,23 +259,15 @@ class WorkerHandle:
         """
         queue: asyncio.Queue[Reply | ServeError] = asyncio.Queue()
         request_id = self._send(body, queue.put_nowait)
-        finished = False
         try:
             while True:
                 reply = await queue.get()
-                if isinstance(reply, ServeError):
-                    finished = True
-                    raise reply
-                finished = reply.last
-                if isinstance(reply.body, Failed):
-                    raise self._failure(reply.body)
-                if isinstance(reply.body, Output):
-                    self.rss_bytes = reply.body.rss_bytes or self.rss_bytes
-                yield reply.body
-                if finished:
+                yield self._body(reply)
+                if isinstance(reply, Reply) and reply.last:
                     return
         finally:
-            if not finished and self._conn is not None and request_id in self._open:
+            # Still open: neither its last reply nor the worker's death has come.
+            if self._conn is not None and request_id in self._open:
                 with contextlib.suppress(OSError):
                     send_msg(self._conn, Cancel(request_id))
 

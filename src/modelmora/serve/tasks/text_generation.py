@@ -212,10 +212,13 @@ class _Result:
 @dataclass(frozen=True)
 class _Job:
     model: str
-    prompt_ids: list[int]
     body: Generate
     priority: int | None
     timeout_s: float | None
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.body.prompt_ids)
 
 
 def _job(
@@ -244,7 +247,6 @@ def _job(
     seed = sampling.seed if sampling.seed is None else sampling.seed % (2**64)
     return _Job(
         model=model,
-        prompt_ids=prompt_ids,
         body=Generate(
             prompt_ids=prompt_ids,
             max_tokens=tokens,
@@ -267,7 +269,7 @@ async def _events(state: ServeState, job: _Job) -> AsyncGenerator[dict[str, Any]
     started = time.perf_counter()
     deadline = None if job.timeout_s is None else time.monotonic() + job.timeout_s
     info = await state.pool.info(model)
-    cost = (len(job.prompt_ids) + job.body.max_tokens) * (info.kv_bytes_per_token or 0)
+    cost = (job.prompt_tokens + job.body.max_tokens) * (info.kv_bytes_per_token or 0)
     admission = state.admissions[model]
     produced = 0
     async with (
@@ -276,6 +278,11 @@ async def _events(state: ServeState, job: _Job) -> AsyncGenerator[dict[str, Any]
     ):
         stream = worker.stream(job.body)
         last = started
+        # Once per request, not per token: each .labels() call takes a lock and a lookup.
+        inter_token = metrics.inter_token_seconds.labels(model)
+        tokens = metrics.generated_tokens.labels(model)
+        batch = metrics.decode_batch.labels(model)
+        kv_bytes = metrics.kv_cache_bytes.labels(model)
         try:
             while True:
                 wait = None if deadline is None else deadline - time.monotonic()
@@ -296,7 +303,7 @@ async def _events(state: ServeState, job: _Job) -> AsyncGenerator[dict[str, Any]
                         "text": "",
                         "finish_reason": "length",
                         "deadline": True,
-                        "prompt_tokens": len(job.prompt_ids),
+                        "prompt_tokens": job.prompt_tokens,
                         "completion_tokens": produced,
                     }
                     return
@@ -306,23 +313,23 @@ async def _events(state: ServeState, job: _Job) -> AsyncGenerator[dict[str, Any]
                 if produced == 0:
                     metrics.ttft_seconds.labels(model).observe(now - started)
                 else:
-                    metrics.inter_token_seconds.labels(model).observe(now - last)
+                    inter_token.observe(now - last)
                 last = now
                 produced += 1
-                metrics.generated_tokens.labels(model).inc()
-                metrics.decode_batch.labels(model).observe(reply.data.get("batch", 1))
-                metrics.kv_cache_bytes.labels(model).set(reply.data.get("kv_bytes", 0))
+                tokens.inc()
+                batch.observe(reply.data.get("batch", 1))
+                kv_bytes.set(reply.data.get("kv_bytes", 0))
                 yield reply.data
                 if "finish_reason" in reply.data:
                     return
         finally:
             await stream.aclose()
             if admission.running <= 1:
-                metrics.kv_cache_bytes.labels(model).set(0)
+                kv_bytes.set(0)
 
 
 async def _collect(state: ServeState, job: _Job) -> _Result:
-    result = _Result(prompt_tokens=len(job.prompt_ids), logprobs=[] if job.body.logprobs else None)
+    result = _Result(prompt_tokens=job.prompt_tokens, logprobs=[] if job.body.logprobs else None)
     parts: list[str] = []
     async for data in _events(state, job):
         parts.append(data.get("text", ""))
