@@ -73,6 +73,9 @@ def test_install_converts_validates_and_benchmarks_a_causal_lm(family: str, tmp_
         and row["throughput"] == rows[1]["throughput_items_per_s"]
     )
     assert listed[0]["best_backend"] == "cpu"
+    shown = run_cli(project, "show", "lm", env={"MODELMORA_HOME": str(home), "COLUMNS": "200"})
+    assert shown.returncode == 0, shown.stderr
+    assert "sequences" in shown.stdout and "tokens/s" in shown.stdout and "TTFT ms" in shown.stdout
     quantized = model["artifacts"][1]  # validated by the looser, documented gate
     assert quantized["variant"] == variant and quantized["validated"] is True
     if variant == "int4":

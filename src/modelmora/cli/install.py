@@ -333,10 +333,12 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
                 bench.add_row(b.backend, "", f"{b.status}: {b.reason}", *blanks)
                 continue
             values = [b.p50_ms, b.p95_ms, b.p99_ms, b.throughput, b.load_time_ms]
+            if generation:
+                values.append(b.ttft_ms)
             bench.add_row(
                 b.backend,
                 str(b.batch_size),
-                *(f"{v:.2f}" if v is not None else "" for v in values + [b.ttft_ms][:generation]),
+                *(f"{v:.2f}" if v is not None else "" for v in values),
             )
         console.print(bench)
 

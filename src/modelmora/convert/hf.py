@@ -65,11 +65,8 @@ def _decoder_types() -> list[str]:
     """Model types optimum can export as a decoder with a KV cache."""
     from optimum.exporters.tasks import TasksManager
 
-    supported = TasksManager._SUPPORTED_MODEL_TYPE
     return sorted(
-        t
-        for t, exporters in supported.items()
-        if "text-generation-with-past" in exporters.get("onnx", {})
+        TasksManager.get_supported_model_type_for_task("text-generation-with-past", exporter="onnx")
     )
 
 
