@@ -71,15 +71,12 @@ def context_length(config: dict[str, Any]) -> int | None:
 
 @dataclass
 class Generation:
-    """What one greedy run produced, and when."""
+    """What one greedy run produced (for the validation gate)."""
 
     prompt_ids: list[int]
     new_ids: list[int] = field(default_factory=list)
     first_logits: np.ndarray | None = None
     """Logits of the last prompt position (the first step's distribution)."""
-    first_token_s: float = 0.0
-    """Prompt processing up to the first new token (time to first token)."""
-    total_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -168,7 +165,6 @@ class Decoder:
     ) -> Generation:
         """Greedy decoding of one prompt; stops after an end-of-sequence id (kept) or the limit."""
         result = Generation(prompt_ids=list(prompt_ids))
-        started = time.perf_counter()
         ids = np.asarray([prompt_ids], dtype=np.int64)
         mask = np.ones_like(ids)
         logits, past = self.forward(ids, mask, self.empty_past(1))
@@ -176,14 +172,11 @@ class Decoder:
         stop = set(eos_ids)
         for step in range(max_new_tokens):
             token = int(logits[0, -1].argmax())
-            if step == 0:
-                result.first_token_s = time.perf_counter() - started
             result.new_ids.append(token)
             if token in stop or step == max_new_tokens - 1:
                 break
             mask = np.ones((1, mask.shape[1] + 1), dtype=np.int64)
             logits, past = self.forward(np.asarray([[token]], dtype=np.int64), mask, past)
-        result.total_s = time.perf_counter() - started
         return result
 
     def greedy_batch(self, prompts: np.ndarray, new_tokens: int) -> BatchRun:

@@ -83,8 +83,6 @@ class ModelInfo:
     labels: tuple[str, ...] | None = None
     embedding_dim: int | None = None
     max_seq_length: int | None = None
-    context_length: int | None = None
-    """Text generation: prompt + generated tokens the model accepts."""
     kv_bytes_per_token: int | None = None
     """Text generation: KV-cache bytes one token of one sequence holds."""
     pid: int = 0

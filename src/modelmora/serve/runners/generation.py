@@ -17,8 +17,7 @@ strings never leak.
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -103,7 +102,6 @@ class _Sequence:
     prefilled: int = 0
     past: list[np.ndarray] | None = None
     completion: int = 0
-    started: float = field(default_factory=time.perf_counter)
 
 
 class GenerationRunner(SteppingRunner):
@@ -147,7 +145,6 @@ class GenerationRunner(SteppingRunner):
             outputs=(TensorSpec("text_output", "BYTES", (1,)),),
             providers=self.providers,
             batchable=False,
-            context_length=self.context,
             kv_bytes_per_token=int(self.kv_bytes_per_token),
             pid=os.getpid(),
             rss_bytes=rss_bytes(),
@@ -224,8 +221,11 @@ class GenerationRunner(SteppingRunner):
             token = int(seq.rng.choice(probs.size, p=probs))
         return token, (float(logp[token]) if body.logprobs and logp is not None else None)
 
-    def _emit(self, seq: _Sequence, token: int, logprob: float | None, batch: int) -> Reply:
-        """Account for a sampled token; the chunk for it (the last one if it ends the sequence)."""
+    def _emit(
+        self, seq: _Sequence, token: int, logprob: float | None, batch: int, kv_bytes: int
+    ) -> Reply:
+        """Account for a sampled token; the chunk for it (the last one if it ends the sequence).
+        ``batch`` and ``kv_bytes`` describe the step that produced it."""
         seq.completion += 1
         finish = None
         if token in self.eos and not seq.body.ignore_eos:
@@ -236,7 +236,7 @@ class GenerationRunner(SteppingRunner):
                 finish = "stop"
             elif seq.completion >= seq.body.max_tokens:
                 finish, text = "length", text + seq.stream.finish()
-        data: dict[str, Any] = {"text": text, "batch": batch, "kv_bytes": self._kv_bytes()}
+        data: dict[str, Any] = {"text": text, "batch": batch, "kv_bytes": kv_bytes}
         if logprob is not None:
             data["logprob"] = logprob
             data["token"] = self.tokenizer.id_to_token(token) or ""
@@ -292,10 +292,11 @@ class GenerationRunner(SteppingRunner):
         self, seqs: list[_Sequence], logits: np.ndarray, past: list[np.ndarray], mask: np.ndarray
     ) -> list[Reply]:
         """Sample each prompt's first token; the unfinished ones join the decode batch."""
+        kv_bytes = self._kv_bytes() + sum(p.nbytes for p in past)  # once per step
         replies, joining, tokens = [], [], []
         for i, seq in enumerate(seqs):
             token, logprob = self._sample(seq, logits[i])
-            reply = self._emit(seq, token, logprob, len(seqs))
+            reply = self._emit(seq, token, logprob, len(seqs), kv_bytes)
             replies.append(reply)
             if not reply.last:
                 joining.append(i)
@@ -346,11 +347,12 @@ class GenerationRunner(SteppingRunner):
         batch = len(self.rows)
         self.mask = np.concatenate([self.mask, np.ones((batch, 1), np.int64)], axis=1)
         logits, self.past = self.decoder.forward(self.next_tokens[:, None], self.mask, self.past)
+        kv_bytes = self._kv_bytes()  # once per step, not per token
         replies, keep = [], []
         for i, seq in enumerate(self.rows):
             token, logprob = self._sample(seq, logits[i, -1])
             self.next_tokens[i] = token
-            reply = self._emit(seq, token, logprob, batch)
+            reply = self._emit(seq, token, logprob, batch, kv_bytes)
             replies.append(reply)
             if not reply.last:
                 keep.append(i)
