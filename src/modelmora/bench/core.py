@@ -218,17 +218,9 @@ def benchmark(
     """
     if iterations < 1 or warmup < 0 or seq_len < 1 or any(b < 1 for b in batch_sizes):
         raise UserInputError("benchmark needs iterations ≥ 1, warmup ≥ 0, seq_len ≥ 1, batch ≥ 1")
-    model = resolve_model(artifact)
-    chain = provider_chain(backend)
-    record: dict[str, Any] = {
-        "backend": backend,
-        "provider": chain[0],
-        "onnxruntime_version": ort_version(),
-        "threads": threads,
-    }
-    reason = availability(backend)
-    if reason is not None:
-        return BackendBenchmark(status="unavailable", reason=reason, **record)
+    model, chain, record, unavailable = prepare(artifact, backend, threads=threads)
+    if unavailable is not None:
+        return unavailable
     return measure_each(
         batch_sizes,
         lambda batch_size: _measure(
@@ -244,6 +236,26 @@ def benchmark(
         record,
         label="batch",
     )
+
+
+def prepare(
+    artifact: Path, backend: str, **fields: Any
+) -> tuple[Path, tuple[str, ...], dict[str, Any], BackendBenchmark | None]:
+    """``(model file, provider chain, the record's common fields, an "unavailable" result
+    if the backend's providers are not in this build)``: how every benchmark starts."""
+    model = resolve_model(artifact)
+    chain = provider_chain(backend)
+    record: dict[str, Any] = {
+        "backend": backend,
+        "provider": chain[0],
+        "onnxruntime_version": ort_version(),
+        **fields,
+    }
+    reason = availability(backend)
+    unavailable = None
+    if reason is not None:
+        unavailable = BackendBenchmark(status="unavailable", reason=reason, **record)
+    return model, chain, record, unavailable
 
 
 Measurement = tuple[BatchResult | None, list[str], str | None]

@@ -13,19 +13,10 @@ recorded as unavailable, never measured.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from modelmora.bench.core import (
-    _peak_rss_mb,
-    availability,
-    measure_each,
-    open_session,
-    ort_version,
-    provider_chain,
-    resolve_model,
-)
+from modelmora.bench.core import _peak_rss_mb, measure_each, open_session, prepare
 from modelmora.bench.report import BackendBenchmark, BatchResult
 from modelmora.decoding import Decoder
 from modelmora.manifest.model import BenchmarkSpec
@@ -67,17 +58,9 @@ def _measure(
 
 def benchmark_generation(artifact: Path, *, backend: str, spec: BenchmarkSpec) -> BackendBenchmark:
     """Measure token generation of the decoder artifact in ``artifact`` on ``backend``."""
-    model = resolve_model(artifact)
-    chain = provider_chain(backend)
-    record: dict[str, Any] = {
-        "backend": backend,
-        "provider": chain[0],
-        "onnxruntime_version": ort_version(),
-        "kind": "generation",
-    }
-    reason = availability(backend)
-    if reason is not None:
-        return BackendBenchmark(status="unavailable", reason=reason, **record)
+    model, chain, record, unavailable = prepare(artifact, backend, kind="generation")
+    if unavailable is not None:
+        return unavailable
     prompt_tokens, new_tokens, sequences = spec.generation
     return measure_each(
         sequences,
