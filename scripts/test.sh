@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
+bash scripts/system-packages.sh
 export HF_HUB_DISABLE_XET=1 HF_HUB_DISABLE_TELEMETRY=1 USE_TF=0 TOKENIZERS_PARALLELISM=false
 .venv/bin/ruff check src tests bench pipelines
 .venv/bin/ruff format --check src tests bench pipelines

@@ -402,6 +402,7 @@ def bench(
 def ui(ctx: click.Context, port: int, host: str) -> None:
     """The Dagster UI for this project's instance (lineage, runs, re-execution)."""
     from modelmora.pipeline.install import dagster_home
+    from modelmora.pipeline.launch import UI_LOCATION_MODULE
     from modelmora.project import Project
 
     project = Project(find_project_dir(ctx))
@@ -416,7 +417,7 @@ def ui(ctx: click.Context, port: int, host: str) -> None:
         str(dagster) if dagster.exists() else "dagster",
         "dev",
         "-m",
-        "modelmora.pipeline.location",
+        UI_LOCATION_MODULE,
         "-h",
         host,
         "-p",

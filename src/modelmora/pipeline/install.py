@@ -1,8 +1,9 @@
 """Run the install job for each model on the project's own Dagster instance.
 
-Runs go through ``execute_job`` on a persistent instance (``.modelmora/dagster``), so each
+Runs execute in this process on a persistent instance (``.modelmora/dagster``), so each
 one shows up in the Dagster UI (``modelmora ui``) with its logs, lineage and metadata, and
-can be re-executed there. One model's failure never stops the others.
+can be re-executed there (:mod:`modelmora.pipeline.launch`). One model's failure never
+stops the others.
 """
 
 from __future__ import annotations
@@ -95,13 +96,14 @@ def run_install(
         "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
     }
 
+    from modelmora.pipeline import launch
     from modelmora.pipeline.index_records import record_run
     from modelmora.pipeline.records import now
 
     def one(name: str) -> ModelOutcome:
         started_at = now()
         started = time.perf_counter()
-        result = dg.execute_job(
+        result = launch.execute(
             job,
             instance=instance,
             run_config=run_config,
