@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -9,7 +12,7 @@ from urllib.parse import urlsplit
 import openai
 import pytest
 from click.testing import CliRunner
-from serve_support import Artifacts, Server, run_server
+from serve_support import CLI, Artifacts, Server, run_server
 
 from modelmora.cli import main
 
@@ -100,3 +103,41 @@ def test_cli_rejects_unknown_preload(artifacts: Artifacts) -> None:
     )
     assert result.exit_code == 2
     assert "--preload other: no such model" in result.output
+
+
+@pytest.mark.parametrize(("page", "title"), [("/docs", "Swagger UI"), ("/redoc", "ReDoc")])
+def test_api_docs_load_nothing_from_the_network(server: Server, page: str, title: str) -> None:
+    """Offline, a page that pulls its JavaScript from a CDN is blank: every asset is ours."""
+    auth = {"Authorization": f"Bearer {KEY}"}
+    html = server.http.get(page, headers=auth)
+    assert html.status_code == 200
+    assert f"ModelMora serve - {title}" in html.text
+    assets = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+\.(?:js|css|png))["']""", html.text)
+    assert any(a.endswith(".js") for a in assets), html.text
+    for asset in assets:
+        assert asset.startswith("/"), f"{page} loads {asset} from elsewhere"
+        fetched = server.http.get(asset, headers=auth)
+        assert fetched.status_code == 200, asset
+        assert len(fetched.content) > 1000, asset
+
+
+def test_servers_on_a_busy_port_exit_2_with_one_message(
+    artifacts: Artifacts, tmp_path: Path
+) -> None:
+    """``serve`` and ``ui`` say the same thing and exit; ``dagster dev`` alone would hang."""
+    (tmp_path / "modelmora.yml").write_text("models: {}\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        commands = {
+            "serve": ["serve", "--model", f"lin={artifacts.lin}", "--port", str(port)],
+            "ui": ["-C", str(tmp_path), "ui", "--port", str(port)],
+        }
+        for name, args in commands.items():
+            done = subprocess.run([str(CLI), *args], capture_output=True, text=True, timeout=120)
+            assert done.returncode == 2, (name, done.stderr)
+            assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in (
+                done.stderr
+            ), name
+            assert "Traceback" not in done.stderr

@@ -401,12 +401,16 @@ def bench(
 @click.pass_context
 def ui(ctx: click.Context, port: int, host: str) -> None:
     """The Dagster UI for this project's instance (lineage, runs, re-execution)."""
+    from modelmora.netutil import bind
     from modelmora.pipeline.install import dagster_home
     from modelmora.pipeline.launch import UI_LOCATION_MODULE
     from modelmora.project import Project
 
     project = Project(find_project_dir(ctx))
     _ = project.manifest  # fail early, with a located error, on a broken manifest
+    # dagster dev reports a port in use and then waits forever: find out first. (Another
+    # process may still take the port in the moment between; then dagster's error it is.)
+    bind(host, port).close()
     env = {
         **os.environ,
         "DAGSTER_HOME": str(dagster_home(project)),

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from modelmora import __version__
 from modelmora.serve import openai_routes, v2_routes
 from modelmora.serve.config import ServedModel, ServerSettings
+from modelmora.serve.docs import add_docs
 from modelmora.serve.errors import ServeError
 from modelmora.serve.state import ServeState
 from modelmora.serve.tasks import SERVE_TASKS
@@ -291,7 +292,10 @@ def create_app(
         version=__version__,
         lifespan=lifespan,
         description="OpenAI-compatible embeddings/classification and KServe v2 inference.",
+        docs_url=None,
+        redoc_url=None,
     )
+    add_docs(app)
     app.state.serve = state
 
     @app.exception_handler(ServeError)

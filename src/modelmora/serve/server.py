@@ -4,32 +4,20 @@ real port is printed once the server is ready to take requests)."""
 from __future__ import annotations
 
 import logging
-import socket
 import sys
 from collections.abc import Sequence
 
 import uvicorn
 
+from modelmora import netutil
 from modelmora.errors import ModelMoraError, UserInputError
 from modelmora.serve.app import create_app
 from modelmora.serve.config import ServedModel, ServerSettings
 
-__all__ = ["READY_PREFIX", "bind", "run"]
+__all__ = ["READY_PREFIX", "run"]
 
 READY_PREFIX = "modelmora serve: ready on "
 """The stdout line scripts and tests wait for: ``READY_PREFIX + "http://HOST:PORT"``."""
-
-
-def bind(host: str, port: int) -> socket.socket:
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError as exc:
-        raise UserInputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.set_inheritable(True)
-    return sock
 
 
 def run(
@@ -49,7 +37,8 @@ def run(
             f"(served: {', '.join(by_name) or 'none'})"
         )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
-    sock = bind(settings.host, settings.port)
+    sock = netutil.bind(settings.host, settings.port)
+    sock.set_inheritable(True)
     host, port = sock.getsockname()[:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
 
