@@ -21,13 +21,15 @@ import numpy as np
 from modelmora.backends import PROVIDERS
 from modelmora.bench.report import BackendBenchmark, BatchResult
 from modelmora.errors import UserInputError
-from modelmora.validate.inputs import synthetic_inputs, vocab_size
+from modelmora.validate.inputs import max_input_length, synthetic_inputs, vocab_size
 
 # Nodes TensorRT cannot take run on CUDA (never on CPU silently: CUDA must be there too).
 _CHAINS: dict[str, tuple[str, ...]] = {
     "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 }
 _GPU_BACKENDS = ("cuda", "tensorrt", "rocm")
+MIN_ITERATIONS = 3
+"""Timed runs per batch size even when the time budget is spent (p50 needs a few)."""
 
 
 def ort_version() -> str:
@@ -106,7 +108,7 @@ def _session(model: Path, chain: tuple[str, ...], threads: int | None) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # errors reach the record through the exception instead
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -145,10 +147,16 @@ def open_session(
     model: Path, chain: tuple[str, ...], threads: int | None
 ) -> tuple[Literal["batch", "process"], Any, float, list[str], str | None]:
     """A fresh session for one measurement: ``(peak RSS scope, session, load ms, active
-    providers, why the requested chain is not active or None)``; the peak RSS is reset first."""
+    providers, why the requested chain is not active or None)``; the peak RSS is reset first.
+    An accelerator provider that raises while starting is "not active" (no session)."""
     scope: Literal["batch", "process"] = "batch" if _reset_peak_rss() else "process"
     t0 = time.perf_counter()
-    session = _session(model, chain, threads)
+    try:
+        session = _session(model, chain, threads)
+    except Exception as exc:
+        if chain[0] == "CPUExecutionProvider":
+            raise  # the model itself does not load: a failure, not a missing backend
+        return scope, None, 0.0, [], f"{chain[0]} did not start: {type(exc).__name__}: {exc}"
     load_ms = (time.perf_counter() - t0) * 1000
     active = list(session.get_providers())
     return scope, session, load_ms, active, active_provider_problem(chain, active)
@@ -164,6 +172,7 @@ def _measure(
     iterations: int,
     threads: int | None,
     gpu: bool,
+    deadline: float,
 ) -> tuple[BatchResult | None, list[str], str | None]:
     scope, session, load_ms, active, problem = open_session(model, chain, threads)
     if problem is not None:
@@ -177,16 +186,19 @@ def _measure(
         session.run(None, feeds)
     warmup_ms = (time.perf_counter() - t0) * 1000
     latencies = np.empty(iterations, dtype=np.float64)
-    for i in range(iterations):
+    done = 0
+    while done < iterations and (done < MIN_ITERATIONS or time.perf_counter() < deadline):
         start = time.perf_counter()
         session.run(None, feeds)
-        latencies[i] = (time.perf_counter() - start) * 1000
+        latencies[done] = (time.perf_counter() - start) * 1000
+        done += 1
+    latencies = latencies[:done]
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
     total_s = float(latencies.sum()) / 1000
     result = BatchResult(
         batch_size=batch_size,
         seq_len=seq_len,
-        iterations=iterations,
+        iterations=done,
         load_time_ms=round(load_ms, 3),
         warmup_ms=round(warmup_ms, 3),
         p50_ms=round(float(p50), 4),
@@ -211,17 +223,27 @@ def benchmark(
     warmup: int,
     iterations: int,
     threads: int | None = None,
+    max_seconds: float = 20.0,
 ) -> BackendBenchmark:
     """Measure ``artifact`` (a directory holding ``model.onnx``, or the file) on ``backend``.
 
     One fresh session per batch size, so load time and peak memory belong to that batch.
+    ``seq_len`` is clamped to the model's maximum (a longer input only makes ONNX Runtime
+    fail). Once ``max_seconds`` are spent, the batch sizes left get ``MIN_ITERATIONS`` timed
+    runs each, so a first install on a small machine stays quick; both are in ``notes``.
     """
     if iterations < 1 or warmup < 0 or seq_len < 1 or any(b < 1 for b in batch_sizes):
         raise UserInputError("benchmark needs iterations ≥ 1, warmup ≥ 0, seq_len ≥ 1, batch ≥ 1")
     model, chain, record, unavailable = prepare(artifact, backend, threads=threads)
     if unavailable is not None:
         return unavailable
-    return measure_each(
+    notes = []
+    limit = max_input_length(model.parent)
+    if limit is not None and seq_len > limit:
+        notes.append(f"seq_len {seq_len} clamped to the model's maximum input length {limit}")
+        seq_len = limit
+    deadline = time.perf_counter() + max_seconds
+    result = measure_each(
         batch_sizes,
         lambda batch_size: _measure(
             model,
@@ -232,10 +254,19 @@ def benchmark(
             iterations=iterations,
             threads=threads,
             gpu=backend in _GPU_BACKENDS,
+            deadline=deadline,
         ),
         record,
         label="batch",
     )
+    cut = [b.batch_size for b in result.batches if b.iterations < iterations]
+    if cut:
+        sizes = ", ".join(map(str, cut))
+        notes.append(
+            f"time budget of {max_seconds:g} s spent: batch {sizes} measured with fewer than "
+            f"{iterations} iterations (benchmark.max_seconds)"
+        )
+    return result.model_copy(update={"notes": notes})
 
 
 def prepare(
@@ -268,13 +299,11 @@ def measure_each(
     record: dict[str, Any],
     *,
     label: str,
-    first_error: Literal["failed", "unavailable"] = "unavailable",
 ) -> BackendBenchmark:
     """One row per size, stopping at the first size that cannot be measured.
 
-    A provider that is not active gives ``unavailable``. An exception after some rows is
-    ``failed`` (the rows are kept); on the first size it is ``first_error``: for plain
-    sessions the usual cause is a provider that fails to initialize.
+    A provider that is not active gives ``unavailable``; an exception is ``failed``, naming
+    the size (the rows measured before it are kept).
     """
     rows: list[BatchResult] = []
     active: list[str] = []
@@ -283,7 +312,7 @@ def measure_each(
             result, active, reason = measure(size)
         except Exception as exc:
             return BackendBenchmark(
-                status="failed" if rows else first_error,
+                status="failed",
                 reason=f"{label} {size}: {type(exc).__name__}: {exc}".strip(),
                 session_providers=active,
                 batches=rows,

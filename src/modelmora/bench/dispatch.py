@@ -32,4 +32,5 @@ def benchmark_artifact(
         seq_len=spec.seq_len,
         warmup=spec.warmup,
         iterations=spec.iterations,
+        max_seconds=spec.budget_s,
     )

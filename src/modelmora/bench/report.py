@@ -40,6 +40,8 @@ class BackendBenchmark(BaseModel):
     backend: str
     provider: str
     status: Literal["ok", "unavailable", "failed"]
+    """``unavailable``: the backend is not active here (not in this build, or its provider did
+    not start); ``failed``: it is, and measuring raised (the reason says what)."""
     reason: str | None = None
     session_providers: list[str] = []
     """What ``session.get_providers()`` reported: the truth about where it ran."""
@@ -48,6 +50,8 @@ class BackendBenchmark(BaseModel):
     kind: Literal["latency", "generation"] = "latency"
     """``generation``: rows measure token generation (see :class:`BatchResult`)."""
     batches: list[BatchResult] = []
+    notes: list[str] = []
+    """What was measured differently from the spec, and why (a clamped length, the budget)."""
 
     @property
     def status_line(self) -> str:

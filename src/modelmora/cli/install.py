@@ -327,10 +327,13 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
         )
         for column in columns:
             bench.add_column(column)
+        notes: list[str] = []
         for b in art.benchmarks:
-            if b.status != "ok":
+            notes.extend(n for n in b.notes if n not in notes)
+            if b.status != "ok" and not b.batch_size:
                 blanks = [""] * (len(columns) - 3)
-                bench.add_row(b.backend, "", f"{b.status}: {b.reason}", *blanks)
+                mark = _MARKS["failed"] + " " if b.status == "failed" else ""
+                bench.add_row(b.backend, "", f"{mark}{b.status}: {b.reason}", *blanks)
                 continue
             values = [b.p50_ms, b.p95_ms, b.p99_ms, b.throughput, b.load_time_ms]
             if generation:
@@ -341,6 +344,8 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
                 *(f"{v:.2f}" if v is not None else "" for v in values),
             )
         console.print(bench)
+        for note in notes:
+            console.print(f"note: {note}")
 
 
 @click.command()
@@ -351,7 +356,11 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
 def bench(
     ctx: click.Context, names: tuple[str, ...], backends: tuple[str, ...], as_json: bool
 ) -> None:
-    """Re-run the benchmarks of installed, validated models."""
+    """Re-run the benchmarks of installed, validated models.
+
+    Exit code 1 if a benchmark failed (its record says why); a backend that is not active
+    here is `unavailable`, which is not a failure.
+    """
     from modelmora.cache import Store
     from modelmora.errors import ModelMoraError
     from modelmora.pipeline import steps
@@ -363,6 +372,7 @@ def bench(
     lock = project.read_lock()
     store = Store()
     results: dict[str, Any] = {}
+    failed = False
     for status in model_statuses(store, lock.select(names)):
         if status.stages["validate"] != "ok":
             raise ModelMoraError(
@@ -373,12 +383,15 @@ def bench(
         artifacts = [a for row in status.artifacts if (a := read_artifact(Path(row.path)))]
         records = steps.benchmark(job, artifacts, backends=list(backends) or None, force=True)
         results[status.name] = [rec.result.model_dump() for rec in records]
+        failed = failed or any(rec.result.status == "failed" for rec in records)
         if not as_json:
             for rec in records:
                 res = rec.result
                 click.echo(
                     f"{status.name} [{rec.artifact_key[:8]}] {res.backend}: {res.status_line}"
                 )
+                for note in res.notes:
+                    click.echo(f"  note: {note}")
                 for b in res.batches:
                     if res.kind == "generation":
                         click.echo(
@@ -393,6 +406,8 @@ def bench(
                     )
     if as_json:
         echo_json(results)
+    if failed:
+        sys.exit(1)
 
 
 @click.command()

@@ -84,6 +84,9 @@ class BenchmarkSpec(_Strict):
     seq_len: int = Field(128, ge=1)
     warmup: int = Field(3, ge=0)
     iterations: int = Field(20, ge=1)
+    max_seconds: float | None = Field(None, gt=0)
+    """Time budget per artifact and backend [20]: once spent, each batch size still left is
+    measured with a few iterations only (the record says so)."""
     # Text generation (None = the default in brackets; unset fields stay out of the lock).
     prompt_tokens: int | None = Field(None, ge=1)
     """Prompt length of the generation benchmark [32]."""
@@ -91,6 +94,10 @@ class BenchmarkSpec(_Strict):
     """Tokens generated per sequence [32]."""
     sequences: list[Annotated[int, Field(ge=1)]] | None = None
     """Concurrent sequences decoded together [1, 4, 16]."""
+
+    @property
+    def budget_s(self) -> float:
+        return self.max_seconds or 20.0
 
     @property
     def generation(self) -> tuple[int, int, list[int]]:

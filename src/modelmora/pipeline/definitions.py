@@ -178,10 +178,16 @@ def build_definitions(project_dir: str, store_root: str = "") -> dg.Definitions:
         table = (
             "| artifact | backend | run | p50 / p95 / p99 ms | items/s |\n|---|---|---|---|---|\n"
         )
-        return dg.Output(
-            [r.id for r in records],
-            metadata={"results": dg.MetadataValue.md(table + "\n".join(rows))},
-        )
+        results = dg.MetadataValue.md(table + "\n".join(rows))
+        failed = [r for r in records if r.result.status == "failed"]
+        if failed:  # recorded (list/show tell), and the step fails so install does too
+            first = failed[0]
+            raise dg.Failure(
+                description=f"benchmark failed on {first.result.backend} "
+                f"(artifact {first.artifact_key[:12]}): {first.result.reason}",
+                metadata={"results": results},
+            )
+        return dg.Output([r.id for r in records], metadata={"results": results})
 
     job = dg.define_asset_job(
         JOB_NAME,

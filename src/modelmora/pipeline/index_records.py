@@ -139,7 +139,13 @@ def insert_benchmark(con: duckdb.DuckDBPyConnection, record: BenchmarkRecord) ->
     result = record.result
     con.execute("DELETE FROM benchmarks WHERE benchmark_id LIKE ?", [f"{record.id}:%"])
     rows: list[list[Any]] = []
-    meta = json.dumps({"settings": record.settings, "session_providers": result.session_providers})
+    meta = json.dumps(
+        {
+            "settings": record.settings,
+            "session_providers": result.session_providers,
+            "notes": result.notes,
+        }
+    )
     if result.status != "ok" or not result.batches:
         rows.append(
             [

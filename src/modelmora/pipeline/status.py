@@ -31,6 +31,7 @@ class BenchRow:
     ttft_ms: float | None = None
     """Text generation only (then ``batch_size`` = sequences, ``p50_ms`` = per token)."""
     prompt_tokens_per_s: float | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -72,7 +73,11 @@ class ModelStatus:
                 if not validated or None in validated
                 else ("ok" if all(validated) else "failed")
             ),
-            "benchmark": "ok" if benches else "missing",
+            "benchmark": (
+                "missing"
+                if not benches
+                else ("failed" if any(b.status == "failed" for b in benches) else "ok")
+            ),
         }
 
     @property
@@ -156,6 +161,7 @@ def model_statuses(store: Store, entries: list[LockedModel]) -> list[ModelStatus
                             b[8],
                             ttft_ms=meta.get("ttft_ms"),
                             prompt_tokens_per_s=meta.get("prompt_tokens_per_s"),
+                            notes=meta.get("notes", []),
                         )
                     )
                 status.artifacts.append(row)

@@ -243,7 +243,8 @@ def benchmark(
     """Measure every validated artifact on every requested backend.
 
     A backend whose provider is not really active is recorded as ``unavailable`` with the
-    reason, never as a measurement. ``force`` re-measures even when a record exists.
+    reason, never as a measurement; one that raised while measuring as ``failed``. ``force``
+    re-measures even when a record exists.
     """
     from modelmora.bench.core import ort_version
     from modelmora.bench.dispatch import benchmark_artifact
@@ -258,7 +259,7 @@ def benchmark(
             settings = {"backend": backend, **settings_base}
             bid = digest_of({"artifact": artifact.key, **settings, "onnxruntime": ort_version()})
             record = None if force else read_benchmark(directory, bid)
-            if record is None:
+            if record is None or record.result.status == "failed":  # a failure is re-tried
                 result: BackendBenchmark = benchmark_artifact(
                     directory,
                     task=artifact.conversion.task,

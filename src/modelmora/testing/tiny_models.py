@@ -400,6 +400,36 @@ def linear_onnx(w: npt.NDArray[np.float32] = LINEAR_W) -> bytes:
     return bytes(model.SerializeToString())
 
 
+def positions_onnx(max_positions: int = 64) -> bytes:
+    """A graph that adds a position table of ``max_positions`` entries, sliced to the
+    sequence length, to ``input_ids`` (``(batch, seq)``, int64), as a BERT adds its position
+    embeddings: a longer sequence makes ONNX Runtime fail (the shapes no longer broadcast),
+    the way a real model does."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = np.arange(max_positions, dtype=np.float32) / max_positions
+    graph = helper.make_graph(
+        [
+            helper.make_node("Shape", ["input_ids"], ["shape"], start=1, end=2),
+            helper.make_node("Slice", ["table", "zero", "shape", "zero"], ["positions"]),
+            helper.make_node("Cast", ["input_ids"], ["ids"], to=TensorProto.FLOAT),
+            helper.make_node("Add", ["ids", "positions"], ["summed"]),
+            helper.make_node("ReduceSum", ["summed", "axes"], ["y"], keepdims=0),
+        ],
+        "tiny-positions",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch"])],
+        initializer=[
+            numpy_helper.from_array(table, "table"),
+            numpy_helper.from_array(np.array([0], dtype=np.int64), "zero"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "axes"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
 def check_linear_install(install_json: str) -> Path:
     """Check what ``modelmora install --json`` reported for a source serving :func:`linear_onnx`.
 

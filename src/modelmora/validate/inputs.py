@@ -27,6 +27,30 @@ _ORT_TYPES: dict[str, Any] = {
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model")
 
 
+def max_input_length(model_dir: Path) -> int | None:
+    """Tokens per sequence the model takes: the smallest limit that
+    ``sentence_bert_config.json`` (``max_seq_length``), ``tokenizer_config.json``
+    (``model_max_length``, unless it is the "unlimited" sentinel) and ``config.json``
+    (``max_position_embeddings``) declare, since a longer input fails in the model itself;
+    None when none of them says."""
+    limits = []
+    for name, key in (
+        ("sentence_bert_config.json", "max_seq_length"),
+        ("tokenizer_config.json", "model_max_length"),
+        ("config.json", "max_position_embeddings"),
+    ):
+        path = model_dir / name
+        try:
+            value = (
+                json.loads(path.read_text(encoding="utf-8")).get(key) if path.is_file() else None
+            )
+        except (OSError, ValueError, AttributeError):
+            value = None
+        if isinstance(value, int) and 0 < value < 100_000:
+            limits.append(value)
+    return min(limits, default=None)
+
+
 def vocab_size(*dirs: Path) -> int | None:
     """``vocab_size`` from the first ``config.json`` found, so that ids stay in range."""
     for d in dirs:

@@ -11,22 +11,14 @@ import numpy as np
 from modelmora.serve.ipc import ModelInfo, Output, RunText, TensorSpec, WorkerSpec
 from modelmora.serve.pooling import PoolingConfig, pool, read_pooling_config
 from modelmora.serve.runners.base import Runner, read_json, rss_bytes
+from modelmora.validate.inputs import max_input_length
 
 __all__ = ["ClassifierRunner", "EmbeddingRunner", "TextRunner", "max_seq_length"]
 
 
 def max_seq_length(artifact_dir: Path) -> int:
-    """sentence_bert_config → tokenizer_config → config.json → 512, as sentence-transformers."""
-    st = read_json(artifact_dir / "sentence_bert_config.json") or {}
-    if isinstance(st.get("max_seq_length"), int):
-        return int(st["max_seq_length"])
-    tok = read_json(artifact_dir / "tokenizer_config.json") or {}
-    if isinstance(tok.get("model_max_length"), int) and tok["model_max_length"] < 100_000:
-        return int(tok["model_max_length"])
-    cfg = read_json(artifact_dir / "config.json") or {}
-    if isinstance(cfg.get("max_position_embeddings"), int):
-        return int(cfg["max_position_embeddings"])
-    return 512
+    """The model's own maximum, else 512 (as sentence-transformers)."""
+    return max_input_length(artifact_dir) or 512
 
 
 class TextRunner(Runner):
