@@ -19,6 +19,8 @@ from modelmora.bench.core import MIN_ITERATIONS
 from modelmora.testing.cli import run_cli
 from modelmora.testing.tiny_models import positions_onnx
 
+pytestmark = pytest.mark.torch_free
+
 BENCH = "    benchmark: {batch_sizes: [1, 2], seq_len: 128, warmup: 1, iterations: 3}\n"
 
 

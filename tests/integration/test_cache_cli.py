@@ -7,10 +7,13 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
 from cache_helpers import CliRunner, HubProject, write_hub_project
 
 from modelmora.cache import Store
 from modelmora.testing.hub_emulator import HubEmulator
+
+pytestmark = pytest.mark.torch_free
 
 MiB = 1024 * 1024
 

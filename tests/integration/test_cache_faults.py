@@ -19,6 +19,8 @@ from cache_helpers import REPO_ROOT, CliRunner, cli_command, write_hub_project
 from modelmora.cache import Store
 from modelmora.testing.hub_emulator import HubEmulator
 
+pytestmark = pytest.mark.torch_free
+
 MiB = 1024 * 1024
 
 

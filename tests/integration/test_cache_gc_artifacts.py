@@ -10,9 +10,13 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from modelmora.cache import Store
 from modelmora.testing.cli import run_cli
 from modelmora.testing.tiny_models import LINEAR_W, linear_onnx
+
+pytestmark = pytest.mark.torch_free
 
 FAST = "    benchmark: {batch_sizes: [1], seq_len: 8, warmup: 1, iterations: 2}\n"
 

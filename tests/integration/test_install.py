@@ -245,3 +245,26 @@ def test_killed_install_resumes_without_redoing_finished_stages(
     assert "embedder: convert cached" in again.stderr
     assert json.loads(records[0].read_text())["created_at"] == built_at
     assert listing(project, home)["embedder"]["installed"] is True
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_progress_lines_and_library_noise_only_in_the_run_log(
+    tmp_path: Path, verbose: bool
+) -> None:
+    """Not a TTY: a line per finished stage and per measurement. The exporters' warnings
+    (TracerWarning, deprecations, the accelerate advisory) go to the run's log, which the
+    terminal shows only with ``-v``."""
+    root = tmp_path / "proj"
+    make_tiny_bert(root / "models" / "tiny")
+    (root / "modelmora.yml").write_text(
+        "models:\n  tiny:\n    source: ./models/tiny\n    task: feature-extraction\n" + FAST_BENCH
+    )
+    env = {"MODELMORA_HOME": str(tmp_path / "home"), "TRANSFORMERS_VERBOSITY": "warning"}
+    proc = run_cli(root, "install", *(["-v"] if verbose else []), env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "tiny: convert done (" in proc.stderr
+    assert "tiny: benchmark 1/2 base on cpu: batch 1, p50 " in proc.stderr
+    assert "tiny: benchmark 2/2 base on cpu: batch 2, p50 " in proc.stderr
+    noise = ("TracerWarning", "torch_dtype", "Weight deduplication")
+    shown = [n for n in noise if n in proc.stdout + proc.stderr]
+    assert shown == (list(noise) if verbose else []), proc.stderr

@@ -17,6 +17,8 @@ from modelmora.cli import main
 from modelmora.lock import read_lock
 from modelmora.testing.hub_emulator import HubEmulator
 
+pytestmark = pytest.mark.torch_free
+
 TOKEN = "hf_SECRETTOKEN123456"
 
 

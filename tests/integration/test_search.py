@@ -17,6 +17,8 @@ from click.testing import CliRunner, Result
 from modelmora.cli import main
 from modelmora.testing.hub_emulator import HubEmulator
 
+pytestmark = pytest.mark.torch_free
+
 TOKEN = "hf_SEARCHSECRET42"
 
 

@@ -21,7 +21,7 @@ from modelmora.lock import read_lock
 from modelmora.testing.hub_emulator import HubEmulator
 from modelmora.testing.tiny_models import LINEAR_W, check_linear_install, linear_onnx
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.torch_free, pytest.mark.timeout(300)]
 
 
 @pytest.fixture

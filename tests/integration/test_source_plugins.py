@@ -14,8 +14,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from modelmora.lock import read_lock
 from modelmora.testing.cli import run_cli
+
+pytestmark = pytest.mark.torch_free
 
 PLUGIN = """
 from modelmora.sources import RemoteFile, Resolution, Source

@@ -31,7 +31,7 @@ from modelmora.testing.cli import run_cli
 from modelmora.testing.tiny_models import LINEAR_W, check_linear_install, linear_onnx
 from modelmora.testing.wandb_emulator import PublishedVersion, WandbEmulator
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.torch_free, pytest.mark.timeout(120)]
 
 KEY = "0123456789abcdef0123456789abcdef01234567"
 LABELS = b"negative\nneutral\npositive\n"

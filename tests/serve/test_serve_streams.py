@@ -21,6 +21,8 @@ from modelmora.serve.errors import ModelUnavailable
 from modelmora.serve.ipc import Chunk, Output
 from modelmora.serve.pool import WorkerFailure, WorkerHandle, worker_spec
 
+pytestmark = pytest.mark.torch_free
+
 
 def _run(tmp_path: Path, body: Callable[[WorkerHandle], Awaitable[Any]]) -> Any:
     async def main() -> Any:

@@ -8,6 +8,8 @@ import pytest
 
 from modelmora.cache.home import default_home, modelmora_home
 
+pytestmark = pytest.mark.torch_free
+
 
 def test_env_override_wins_and_is_made_absolute(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path

@@ -15,6 +15,8 @@ from modelmora.lock import LockedFile, LockedModel
 from modelmora.sources import SourceContext
 from modelmora.sources.local import PathSource
 
+pytestmark = pytest.mark.torch_free
+
 
 def _model(tmp_path: Path, name: str, files: dict[str, bytes]) -> tuple[LockedModel, Path]:
     src = tmp_path / f"src-{name}"

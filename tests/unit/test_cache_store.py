@@ -24,6 +24,8 @@ from modelmora.lock import LockedFile, LockedModel, LockFile, write_lock
 from modelmora.sources import RemoteFile, SourceContext
 from modelmora.sources.local import PathSource
 
+pytestmark = pytest.mark.torch_free
+
 
 class CountingPathSource(PathSource):
     def __init__(self, *args: Any, **kwargs: Any) -> None:

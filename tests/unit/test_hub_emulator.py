@@ -18,6 +18,8 @@ from huggingface_hub import HfApi, hf_hub_download
 
 from modelmora.testing.hub_emulator import HubEmulator
 
+pytestmark = pytest.mark.torch_free
+
 CONFIG = json.dumps({"model_type": "bert", "hidden_size": 32}).encode()
 SMALL_WEIGHTS = b"\x00\x01" * 500  # small, but LFS because of its extension
 BIG = hashlib.sha256(b"seed").digest() * (3 * 1024 * 1024 // 32 + 7)  # > 1 MiB, not 2^n
@@ -302,6 +304,7 @@ def test_huggingface_hub_client_works(
 
 
 def test_transformers_autoconfig_through_emulator(hub: HubEmulator, tmp_path: Path) -> None:
+    pytest.importorskip("transformers", reason="needs the [convert] extra")
     hub.create_repo("org/tiny", {"config.json": CONFIG})
     env = {
         **os.environ,

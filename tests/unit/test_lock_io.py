@@ -14,6 +14,8 @@ from modelmora.lock.io import dumps_lock, loads_lock
 from modelmora.lock.resolve import lock_spec
 from modelmora.manifest.model import ModelSpec
 
+pytestmark = pytest.mark.torch_free
+
 SHA_A = "a" * 64
 SHA_B = "b" * 64
 

@@ -12,6 +12,8 @@ from modelmora.errors import ManifestError, UserInputError
 from modelmora.manifest import add_model, init_manifest, load_manifest, remove_model, suggest_name
 from modelmora.manifest.model import MODEL_NAME_PATTERN
 
+pytestmark = pytest.mark.torch_free
+
 HAND_WRITTEN = """\
 # Project models — keep this list short.
 registries:

@@ -6,6 +6,8 @@ import pytest
 
 from modelmora.manifest.interpolate import InterpolationError, interpolate
 
+pytestmark = pytest.mark.torch_free
+
 ENV = {"SET": "value", "EMPTY": "", "OTHER": "other"}
 
 

@@ -15,6 +15,8 @@ from modelmora.errors import ManifestError
 from modelmora.manifest import LoadedManifest, ModelSpec, load_manifest
 from modelmora.manifest.model import BenchmarkSpec, ConvertSpec, ServeSpec, ValidateSpec
 
+pytestmark = pytest.mark.torch_free
+
 SECRET = "hf_Sup3rS3cretTokenValue"
 
 EXAMPLE = """\

@@ -224,6 +224,7 @@ def benchmark(
     iterations: int,
     threads: int | None = None,
     max_seconds: float = 20.0,
+    on_row: Callable[[BatchResult], None] | None = None,
 ) -> BackendBenchmark:
     """Measure ``artifact`` (a directory holding ``model.onnx``, or the file) on ``backend``.
 
@@ -258,6 +259,7 @@ def benchmark(
         ),
         record,
         label="batch",
+        on_row=on_row,
     )
     cut = [b.batch_size for b in result.batches if b.iterations < iterations]
     if cut:
@@ -299,6 +301,7 @@ def measure_each(
     record: dict[str, Any],
     *,
     label: str,
+    on_row: Callable[[BatchResult], None] | None = None,
 ) -> BackendBenchmark:
     """One row per size, stopping at the first size that cannot be measured.
 
@@ -323,4 +326,6 @@ def measure_each(
                 status="unavailable", reason=reason, session_providers=active, **record
             )
         rows.append(result)
+        if on_row is not None:
+            on_row(result)
     return BackendBenchmark(status="ok", session_providers=active, batches=rows, **record)

@@ -6,23 +6,39 @@ everything else by forward-pass latency per batch size (``bench.core``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from modelmora import tasks
-from modelmora.bench.report import BackendBenchmark
+from modelmora.bench.report import BackendBenchmark, BatchResult
 from modelmora.manifest.model import BenchmarkSpec
 
-__all__ = ["benchmark_artifact"]
+__all__ = ["benchmark_artifact", "planned_sizes"]
+
+
+def _generative(task: str | None) -> bool:
+    info = tasks.known(task) if task else None
+    return info is not None and info.generative
+
+
+def planned_sizes(task: str | None, spec: BenchmarkSpec) -> list[int]:
+    """The measurements one backend gets: batch sizes, or numbers of sequences."""
+    return spec.generation[2] if _generative(task) else list(spec.batch_sizes)
 
 
 def benchmark_artifact(
-    artifact: Path, *, task: str | None, backend: str, spec: BenchmarkSpec
+    artifact: Path,
+    *,
+    task: str | None,
+    backend: str,
+    spec: BenchmarkSpec,
+    on_row: Callable[[BatchResult], None] | None = None,
 ) -> BackendBenchmark:
-    info = tasks.known(task) if task else None
-    if info is not None and info.generative:
+    """``on_row`` is called after each measurement (one per :func:`planned_sizes` entry)."""
+    if _generative(task):
         from modelmora.bench.generation import benchmark_generation
 
-        return benchmark_generation(artifact, backend=backend, spec=spec)
+        return benchmark_generation(artifact, backend=backend, spec=spec, on_row=on_row)
     from modelmora.bench.core import benchmark
 
     return benchmark(
@@ -33,4 +49,5 @@ def benchmark_artifact(
         warmup=spec.warmup,
         iterations=spec.iterations,
         max_seconds=spec.budget_s,
+        on_row=on_row,
     )

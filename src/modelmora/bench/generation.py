@@ -12,6 +12,7 @@ recorded as unavailable, never measured.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,13 @@ def _measure(
     return result, active, None
 
 
-def benchmark_generation(artifact: Path, *, backend: str, spec: BenchmarkSpec) -> BackendBenchmark:
+def benchmark_generation(
+    artifact: Path,
+    *,
+    backend: str,
+    spec: BenchmarkSpec,
+    on_row: Callable[[BatchResult], None] | None = None,
+) -> BackendBenchmark:
     """Measure token generation of the decoder artifact in ``artifact`` on ``backend``."""
     model, chain, record, unavailable = prepare(artifact, backend, kind="generation")
     if unavailable is not None:
@@ -67,4 +74,5 @@ def benchmark_generation(artifact: Path, *, backend: str, spec: BenchmarkSpec) -
         lambda count: _measure(model, chain, count, prompt_tokens, new_tokens),
         record,
         label="sequences",
+        on_row=on_row,
     )

@@ -56,6 +56,10 @@ _MARKS = {
     help="Models installed at the same time.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the per-model outcome as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress, only the summary.")
+@click.option(
+    "--verbose", "-v", is_flag=True, help="Also print the run's log (library warnings included)."
+)
 @click.pass_context
 def install(
     ctx: click.Context,
@@ -65,6 +69,8 @@ def install(
     backends: tuple[str, ...],
     jobs: int,
     as_json: bool,
+    quiet: bool,
+    verbose: bool,
 ) -> None:
     """Download, convert, validate and benchmark every locked model (or NAMES).
 
@@ -81,7 +87,11 @@ def install(
         else:
             click.echo("Everything is installed; nothing to do.")
         return
-    sys.exit(_install(project_dir, names, locked, frozen, backends, jobs, as_json))
+    sys.exit(
+        _install(
+            project_dir, names, locked, frozen, backends, jobs, as_json, as_json or quiet, verbose
+        )
+    )
 
 
 def _install(
@@ -92,6 +102,8 @@ def _install(
     backends: tuple[str, ...],
     jobs: int,
     as_json: bool,
+    quiet: bool,
+    verbose: bool,
 ) -> int:
     from modelmora.cache import Store
     from modelmora.cache.store import ARTIFACT_RECORD
@@ -102,12 +114,12 @@ def _install(
     if locked and frozen:
         raise UserInputError("--locked and --frozen cannot be combined")
     project = Project(project_dir)
-    lock = _lock_for_install(project, locked=locked, frozen=frozen, quiet=as_json)
+    lock = _lock_for_install(project, locked=locked, frozen=frozen, quiet=quiet)
     selected = [entry.name for entry in lock.select(names)]
     store = Store()
     started = time.perf_counter()
     outcomes = _run_with_progress(
-        project, lock, selected, store, backends, jobs=jobs, quiet=as_json
+        project, lock, selected, store, backends, jobs=jobs, quiet=quiet, verbose=verbose
     )
     from modelmora.pipeline.status import model_statuses
 
@@ -176,23 +188,28 @@ def _run_with_progress(
     *,
     jobs: int,
     quiet: bool,
+    verbose: bool,
 ) -> list[ModelOutcome]:
-    from modelmora.pipeline import steps
+    from contextlib import ExitStack
+
+    from modelmora.cli._progress import LiveProgress, display
+    from modelmora.pipeline import progress
     from modelmora.pipeline.install import run_install
 
-    live = not quiet and sys.stderr.isatty()
-
-    def on_stage(model: str, stage: str, status: str) -> None:
-        if not quiet and (live or status != "running"):
-            click.echo(f"  {model}: {stage} {status}", err=True)
+    shown = display(quiet=quiet)
 
     def on_outcome(outcome: ModelOutcome) -> None:
-        if not quiet:
-            mark = "✓" if outcome.ok else "✗"
-            click.echo(f"{mark} {outcome.name} ({outcome.seconds:.1f}s)", err=True)
+        if isinstance(shown, LiveProgress):
+            shown.finish_model(outcome.name)
+        mark = "✓" if outcome.ok else "✗"
+        click.echo(f"{mark} {outcome.name} ({outcome.seconds:.1f}s)", err=True)
 
-    steps.add_listener(on_stage)
-    try:
+    with ExitStack() as stack:
+        if shown is not None:
+            progress.add_listener(shown)
+            stack.callback(progress.remove_listener, shown)
+        if isinstance(shown, LiveProgress):
+            stack.enter_context(shown)
         return run_install(
             project,
             lock,
@@ -200,10 +217,9 @@ def _run_with_progress(
             store=store,
             backends=backends,
             jobs=jobs,
-            on_outcome=on_outcome,
+            on_outcome=on_outcome if shown is not None else None,
+            verbose=verbose,
         )
-    finally:
-        steps.remove_listener(on_stage)
 
 
 def _summary(statuses: list[ModelStatus], outcomes: list[ModelOutcome], seconds: float) -> None:

@@ -16,7 +16,7 @@ import dagster as dg
 
 from modelmora import __version__
 from modelmora.cache import Store
-from modelmora.pipeline import steps
+from modelmora.pipeline import progress, steps
 from modelmora.pipeline.records import ArtifactRecord, read_artifact
 from modelmora.project import Project
 
@@ -98,7 +98,8 @@ def build_definitions(project_dir: str, store_root: str = "") -> dg.Definitions:
         context: dg.AssetExecutionContext, project: ModelMoraProject, download: str
     ) -> dg.Output[list[str]]:
         job = project.job(context.partition_key)
-        records = steps.convert(job, Path(download))
+        with progress.library_logs_to(context.log):
+            records = steps.convert(job, Path(download))
         base = records[0].conversion
         return dg.Output(
             [r.key for r in records],
@@ -130,7 +131,8 @@ def build_definitions(project_dir: str, store_root: str = "") -> dg.Definitions:
     ) -> dg.AssetCheckResult:
         job = project.job(_partition(context))
         artifacts = _artifacts(job, onnx)
-        results = steps.validate(job, Path(download), artifacts)
+        with progress.library_logs_to(context.log):
+            results = steps.validate(job, Path(download), artifacts)
         metadata: dict[str, Any] = {}
         for artifact, record in zip(artifacts, results, strict=True):
             report = record.report

@@ -67,8 +67,11 @@ def run_install(
     backends: Sequence[str] = (),
     jobs: int = 1,
     on_outcome: Callable[[ModelOutcome], None] | None = None,
+    verbose: bool = False,
 ) -> list[ModelOutcome]:
-    """Install ``names``; ``jobs`` models run at once (threads: each run is in-process)."""
+    """Install ``names``; ``jobs`` models run at once (threads: each run is in-process).
+
+    ``verbose`` prints the runs' logs (Dagster's console logger) on stderr."""
     import dagster as dg
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -93,7 +96,7 @@ def run_install(
                 }
             }
         },
-        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+        "loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}},
     }
 
     from modelmora.pipeline import launch

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from modelmora.bench.report import BackendBenchmark
+from modelmora.bench.report import BackendBenchmark, BatchResult
 from modelmora.cache import Store, pull_entries
 from modelmora.cache.store import ARTIFACT_RECORD
 from modelmora.convert.result import ConversionResult
 from modelmora.errors import ModelMoraError
 from modelmora.lock import LockedModel
 from modelmora.manifest.model import ModelSpec
-from modelmora.pipeline import index_records
+from modelmora.pipeline import index_records, progress
 from modelmora.pipeline.records import (
     ArtifactRecord,
     BenchmarkRecord,
@@ -37,26 +37,6 @@ from modelmora.pipeline.records import (
     write_record,
 )
 from modelmora.project import Project
-
-Listener = Callable[[str, str, str], None]
-"""``(model, stage, status)``; status is ``running``, ``done``, ``cached`` or ``failed``."""
-
-_listeners: list[Listener] = []
-
-
-def add_listener(listener: Listener) -> None:
-    """Progress hook for the CLI (stages run in-process, so a callback is enough)."""
-    _listeners.append(listener)
-
-
-def remove_listener(listener: Listener) -> None:
-    if listener in _listeners:
-        _listeners.remove(listener)
-
-
-def notify(model: str, stage: str, status: str) -> None:
-    for listener in list(_listeners):
-        listener(model, stage, status)
 
 
 @dataclass(frozen=True)
@@ -78,18 +58,19 @@ class ModelJob:
 
 def download(job: ModelJob) -> Path:
     """Fetch and verify the locked files; return the snapshot directory."""
-    notify(job.name, "download", "running")
+    progress.stage(job.name, "download", "running")
     report = pull_entries(
         [job.entry],
         lambda entry: job.project.source_for(entry),
         job.store,
         jobs=4,
+        progress=progress.files,
         project=(job.project.dir, job.project.lock_path),
     )
     snapshot = report.models[0].snapshot
     if snapshot is None:  # pull_entries raises for missing files; this is a safety net
         raise ModelMoraError(f"model '{job.name}': download produced no snapshot")
-    notify(job.name, "download", "done" if report.bytes_fetched else "cached")
+    progress.stage(job.name, "download", "done" if report.bytes_fetched else "cached")
     return snapshot
 
 
@@ -105,7 +86,7 @@ def convert(job: ModelJob, snapshot: Path) -> list[ArtifactRecord]:
     from modelmora.convert import convert as convert_snapshot
     from modelmora.convert.api import resolve_format, resolve_task
 
-    notify(job.name, "convert", "running")
+    progress.stage(job.name, "convert", "running")
     spec = job.spec
     fmt = resolve_format(snapshot, name=job.name, exporter=spec.convert.exporter)
     task = resolve_task(
@@ -151,7 +132,7 @@ def convert(job: ModelJob, snapshot: Path) -> list[ArtifactRecord]:
         built = built or new
         records.append(record)
     index_records.link_artifacts(job.store, job.entry, records)
-    notify(job.name, "convert", "done" if built else "cached")
+    progress.stage(job.name, "convert", "done" if built else "cached")
     return records
 
 
@@ -192,7 +173,7 @@ def validate(
     from modelmora.convert.keys import QUANTIZED_VARIANTS
     from modelmora.validate import validate as run_validation
 
-    notify(job.name, "validate", "running")
+    progress.stage(job.name, "validate", "running")
     spec = job.spec.validate_
     results = []
     fresh = False
@@ -229,8 +210,17 @@ def validate(
         results.append(record)
     index_records.record_validations(job.store, results)
     passed = all(r.report.passed for r in results)
-    notify(job.name, "validate", ("done" if fresh else "cached") if passed else "failed")
+    progress.stage(job.name, "validate", ("done" if fresh else "cached") if passed else "failed")
     return results
+
+
+def _figure(row: BatchResult) -> str:
+    if row.ttft_ms is not None:
+        return (
+            f"{row.batch_size} sequences, {row.p50_ms:.2f} ms/token, "
+            f"{row.throughput_items_per_s:.0f} tokens/s"
+        )
+    return f"batch {row.batch_size}, p50 {row.p50_ms:.2f} ms"
 
 
 def benchmark(
@@ -247,24 +237,38 @@ def benchmark(
     re-measures even when a record exists.
     """
     from modelmora.bench.core import ort_version
-    from modelmora.bench.dispatch import benchmark_artifact
+    from modelmora.bench.dispatch import benchmark_artifact, planned_sizes
 
-    notify(job.name, "benchmark", "running")
-    settings_base = job.spec.benchmark.model_dump(exclude_none=True)
+    progress.stage(job.name, "benchmark", "running")
+    spec = job.spec.benchmark
+    settings_base = spec.model_dump(exclude_none=True)
+    chosen = backends or job.spec.backends
+    total = sum(len(planned_sizes(a.conversion.task, spec)) for a in artifacts) * len(chosen)
+    done = 0
     records = []
     fresh = False
     for artifact in artifacts:
         directory = job.store.artifact_dir(artifact.key)
-        for backend in backends or job.spec.backends:
+        sizes = len(planned_sizes(artifact.conversion.task, spec))
+        for backend in chosen:
             settings = {"backend": backend, **settings_base}
             bid = digest_of({"artifact": artifact.key, **settings, "onnxruntime": ort_version()})
             record = None if force else read_benchmark(directory, bid)
+            where = f"{artifact.variant} on {backend}"
+
+            def measured(row: BatchResult, where: str = where) -> None:
+                nonlocal done
+                done += 1
+                progress.step(job.name, "benchmark", done, total, f"{where}: {_figure(row)}")
+
+            pair_start = done
             if record is None or record.result.status == "failed":  # a failure is re-tried
                 result: BackendBenchmark = benchmark_artifact(
                     directory,
                     task=artifact.conversion.task,
                     backend=backend,
-                    spec=job.spec.benchmark,
+                    spec=spec,
+                    on_row=measured,
                 )
                 record = BenchmarkRecord(
                     id=bid,
@@ -276,7 +280,12 @@ def benchmark(
                 )
                 write_record(benchmark_path(directory, bid), record)
                 fresh = True
+            if record.result.status != "ok" or done == pair_start:  # not measured row by row
+                done = pair_start + sizes
+                progress.step(
+                    job.name, "benchmark", done, total, f"{where}: {record.result.status_line}"
+                )
             records.append(record)
     index_records.record_benchmarks(job.store, records)
-    notify(job.name, "benchmark", "done" if fresh else "cached")
+    progress.stage(job.name, "benchmark", "done" if fresh else "cached")
     return records
