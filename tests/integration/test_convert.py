@@ -121,6 +121,7 @@ def test_optimum_export_is_a_self_contained_artifact(
 ) -> None:
     result = convert(tiny_bert, tmp_path / "again", name="tiny", task=None, spec=SPEC, metadata={})
     assert result.exporter == "optimum"
+    assert result.exporter_label.startswith("optimum-onnx ")  # whose version it is
     assert result.exporter_version == metadata.version("optimum-onnx")
     assert result.task == "feature-extraction" and result.opset == SPEC.opset
     assert [i.name for i in result.inputs] == ["input_ids", "attention_mask", "token_type_ids"]

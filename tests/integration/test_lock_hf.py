@@ -204,5 +204,6 @@ def test_failed_add_restores_the_manifest(
     result = run(project, "add", "hf://org/typo-repo", env=env)
     assert result.exit_code == 2
     assert "repository not found" in result.output and "restored" in result.output
+    assert "Added" not in result.output  # it was not
     assert (project / "modelmora.yml").read_bytes() == before
     assert not (project / "modelmora.lock").exists()

@@ -287,3 +287,14 @@ def test_https_source_makes_one_attempt_plus_max_retries(
         f"https://127.0.0.1:{port}/m.onnx: unreachable after {attempts} attempts: "
         "Connection refused"
     )
+
+
+def test_pkg_source_without_include_leaves_out_repository_files(tmp_path: Path) -> None:
+    """The packaged model directory is a hub repository copy: no git or model-card files."""
+    project = tmp_path / "proj"
+    write_manifest(project, f"models:\n  minilm:\n    source: {MINILM}\n")
+    done = run(project, "lock")
+    assert done.exit_code == 0, done.output
+    paths = {f.path for f in read_lock(project / "modelmora.lock").models["minilm"].files}
+    assert "model.safetensors" in paths and "config.json" in paths
+    assert not paths & {".gitattributes", ".gitignore", "README.md"}

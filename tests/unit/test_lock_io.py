@@ -85,8 +85,14 @@ def test_duplicate_model_is_refused() -> None:
 
 
 def test_missing_lock_says_what_to_run(tmp_path: Path) -> None:
-    with pytest.raises(LockFileError, match="modelmora lock"):
+    """``lock`` where a manifest exists; ``init`` where there is not even that."""
+    with pytest.raises(LockFileError) as nothing:
         read_lock(tmp_path / "modelmora.lock")
+    assert "modelmora init" in str(nothing.value.hint)
+    (tmp_path / "modelmora.yml").write_text("models: {}\n")
+    with pytest.raises(LockFileError) as no_lock:
+        read_lock(tmp_path / "modelmora.lock")
+    assert "run `modelmora lock` first" in str(no_lock.value.hint)
 
 
 def test_etag_is_written_only_when_known_and_stays_out_of_the_digests() -> None:

@@ -72,15 +72,19 @@ def add(
         spec["trust_remote_code"] = True
     original = project.manifest_path.read_bytes()
     add_model(project.manifest_path, name, spec)
-    click.echo(f"Added {name} ({source}) to {project.manifest_path.name}")
+    added = f"Added {name} ({source}) to {project.manifest_path.name}"
     if no_lock:
+        click.echo(added)
         return
     try:
         _lock(Project(project.dir), upgrade=(), jobs=8, as_json=False, only=[name])
     except BaseException:
         atomic_write_bytes(project.manifest_path, original)
-        click.echo(f"Locking failed: {project.manifest_path.name} restored.", err=True)
+        click.echo(
+            f"Not added: locking {name} failed; {project.manifest_path.name} restored.", err=True
+        )
         raise
+    click.echo(added)
 
 
 @click.command()

@@ -48,12 +48,14 @@ class ConversionResult(BaseModel):
     exporter: str
     """``optimum``, ``torch.onnx``, ``tf2onnx``, ``onnx`` (pass-through), ``onnxruntime``."""
     exporter_version: str
+    """The version of the package that exported (for ``optimum``: of ``optimum-onnx``)."""
     torch_exporter: Literal["dynamo", "legacy"] | None = None
     """Which ``torch.onnx.export`` path produced the graph, when torch did."""
     opset: int
     model_file: str = "model.onnx"
     sha256: str
     """sha256 of ``model_file``."""
+
     external_data: bool = False
     files: list[ArtifactFile]
     inputs: list[TensorInfo]
@@ -63,3 +65,9 @@ class ConversionResult(BaseModel):
     """What was asked for (format, task, exporter, opset, variant…); part of the artifact key."""
     base_sha256: str | None = None
     """For variants: sha256 of the base ``model.onnx`` this variant was derived from."""
+
+    @property
+    def exporter_label(self) -> str:
+        """``PACKAGE VERSION`` of the exporter, as a person reads it."""
+        package = "optimum-onnx" if self.exporter == "optimum" else self.exporter
+        return f"{package} {self.exporter_version}"

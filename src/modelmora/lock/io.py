@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from modelmora.errors import LockFileError
 from modelmora.fsutil import atomic_write_bytes
 from modelmora.lock.model import LOCK_VERSION, LockedModel, LockFile
+from modelmora.names import MANIFEST_NAME
 
 try:  # Python >= 3.11
     import tomllib
@@ -111,8 +112,12 @@ def read_lock(path: Path) -> LockFile:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
+        has_manifest = (path.parent / MANIFEST_NAME).is_file()
         raise LockFileError(
-            f"{path.name}: not found in {path.parent}", hint="run `modelmora lock` first"
+            f"{path.name}: not found in {path.parent}",
+            hint="run `modelmora lock` first"
+            if has_manifest
+            else f"no {MANIFEST_NAME} either: start with `modelmora init`, then `modelmora add`",
         ) from None
     except UnicodeDecodeError as exc:
         raise LockFileError(f"{path.name}: not UTF-8 text ({exc})") from exc

@@ -106,7 +106,7 @@ def build_definitions(project_dir: str, store_root: str = "") -> dg.Definitions:
             data_version=dg.DataVersion(base.sha256[:32]),
             metadata={
                 "artifact_sha256": base.sha256,
-                "exporter": f"{base.exporter} {base.exporter_version}",
+                "exporter": base.exporter_label,
                 "opset": base.opset,
                 "task": base.task or "",
                 "variants": ", ".join(r.variant for r in records),

@@ -109,6 +109,8 @@ class Source(abc.ABC):
 
     scheme: ClassVar[str]
     default_include: ClassVar[tuple[str, ...]] = ("*",)
+    default_exclude: ClassVar[tuple[str, ...]] = ()
+    """Left out when the spec does not say which files to take (no ``files.include``)."""
     local: ClassVar[bool] = False
     """Local sources (directories, installed packages) are re-resolved on every ``lock``:
     it is cheap and their bytes can change under the same name. Remote sources keep the
@@ -126,7 +128,7 @@ class Source(abc.ABC):
         self.location = location
         self.context = context
         self.include = tuple(include) if include is not None else self.default_include
-        self.exclude = tuple(exclude)
+        self.exclude = tuple(exclude) + (self.default_exclude if include is None else ())
         self.options = dict(options or {})
         self.configure()
 

@@ -26,6 +26,9 @@ def _record_sha256(hash_field: object) -> str | None:
 
 class PackageSource(LocalTreeSource):
     scheme = "pkg"
+    # A model directory inside a wheel is often a copy of a hub repository: its git and
+    # model-card files are not part of the model.
+    default_exclude = (".gitattributes", ".gitignore", "README.md")
 
     def _parts(self) -> tuple[str, str]:
         dist, _, subdir = self.location.strip("/").partition("/")
