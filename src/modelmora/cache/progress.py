@@ -12,7 +12,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, TextIO
 
 if TYPE_CHECKING:
-    from rich.progress import TaskID
+    from rich.progress import Progress, TaskID
+    from typing_extensions import Self
 
 
 class PullProgress(Protocol):
@@ -36,7 +37,25 @@ class NullProgress:
         pass
 
 
-class RichProgress:
+class LiveDisplay:
+    """A rich ``Progress`` (``self._progress``) shown while the ``with`` block runs."""
+
+    _progress: Progress
+
+    def __enter__(self) -> Self:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._progress.stop()
+
+
+class RichProgress(LiveDisplay):
     """A bar per file in flight plus one for the total (grows as files start), on stderr."""
 
     def __init__(self, *, stream: TextIO | None = None) -> None:
@@ -63,18 +82,6 @@ class RichProgress:
         self._total_bytes = 0
         self._tasks: dict[str, TaskID] = {}
         self._lock = threading.Lock()
-
-    def __enter__(self) -> RichProgress:
-        self._progress.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._progress.stop()
 
     def start(self, key: str, label: str, total: int, completed: int = 0) -> None:
         with self._lock:

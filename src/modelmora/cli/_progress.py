@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -28,7 +27,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from modelmora.cache.progress import NullProgress, PullProgress
+from modelmora.cache.progress import LiveDisplay, NullProgress, PullProgress
 
 if TYPE_CHECKING:
     from rich.progress import Task, TaskID
@@ -68,7 +67,7 @@ class _FigureColumn(ProgressColumn):
         return Text(str(task.fields.get("figure", "")), style="dim")
 
 
-class LiveProgress:
+class LiveProgress(LiveDisplay):
     """The rich display; also the byte reporter for downloads (:attr:`files`)."""
 
     def __init__(self) -> None:
@@ -89,18 +88,6 @@ class LiveProgress:
     @property
     def files(self) -> PullProgress:
         return self
-
-    def __enter__(self) -> LiveProgress:
-        self._progress.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._progress.stop()
 
     # -- stages -----------------------------------------------------------------------
     def stage(self, model: str, stage: str, status: str) -> None:
