@@ -113,13 +113,13 @@ class SequenceAdmission:
             try:
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
                 await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
-            except (TimeoutError, asyncio.CancelledError) as exc:
+            except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
                 if waiter.future.done() and not waiter.future.cancelled():
                     self._release(cost)  # admitted just as we gave up
                 else:
                     waiter.future.cancel()
                 self._wake()
-                if isinstance(exc, TimeoutError):
+                if isinstance(exc, asyncio.TimeoutError):
                     self.metrics.dropped.labels(self.name, "deadline").inc()
                     raise DeadlineExceeded(
                         f"the deadline passed while the request waited for model {self.name!r}"

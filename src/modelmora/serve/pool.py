@@ -159,7 +159,7 @@ class WorkerHandle:
         os.set_blocking(parent.fileno(), True)
         try:
             msg = await asyncio.wait_for(asyncio.shield(self._loading), timeout_s)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             await self.stop()
             raise ModelUnavailable(
                 f"model {self.model.name!r} did not load within {timeout_s:g} s"

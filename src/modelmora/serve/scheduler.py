@@ -122,7 +122,7 @@ class ModelScheduler:
             if timeout_s is None:
                 return await asyncio.shield(item.future)
             return await asyncio.wait_for(asyncio.shield(item.future), timeout_s)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             self._abandon(item, "deadline")
             raise DeadlineExceeded(
                 f"no result from model {self.name!r} within the {(timeout_s or 0) * 1000:g} ms "
@@ -196,7 +196,9 @@ class ModelScheduler:
             self._wakeup.clear()
             try:
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
+            # asyncio's, not the builtin: they are one class only from Python 3.11 on, and on
+            # 3.10 the builtin lets a timeout escape and end this model's batching loop.
+            except asyncio.TimeoutError:
                 rows = self._take_compatible(batch, rows)
                 break
         return batch

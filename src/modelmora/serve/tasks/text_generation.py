@@ -288,11 +288,11 @@ async def _events(state: ServeState, job: _Job) -> AsyncGenerator[dict[str, Any]
                 wait = None if deadline is None else deadline - time.monotonic()
                 try:
                     if wait is not None and wait <= 0:
-                        raise TimeoutError
+                        raise asyncio.TimeoutError
                     reply = await asyncio.wait_for(anext(stream), wait)
                 except StopAsyncIteration:
                     return
-                except TimeoutError:
+                except asyncio.TimeoutError:
                     if produced == 0:
                         metrics.dropped.labels(model, "deadline").inc()
                         raise DeadlineExceeded(
