@@ -10,11 +10,14 @@ from modelmora.errors import UserInputError
 def bind(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port`` (``0``: any free port), or a user error saying why not
     (port in use, unknown host, no permission) — the same words for every server."""
+    sock = None
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
     except OSError as exc:
+        if sock is not None:
+            sock.close()
         raise UserInputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return sock

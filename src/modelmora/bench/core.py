@@ -21,6 +21,7 @@ import numpy as np
 from modelmora.backends import PROVIDERS
 from modelmora.bench.report import BackendBenchmark, BatchResult
 from modelmora.errors import UserInputError
+from modelmora.manifest.model import DEFAULT_BENCHMARK_SECONDS
 from modelmora.validate.inputs import max_input_length, synthetic_inputs, vocab_size
 
 # Nodes TensorRT cannot take run on CUDA (never on CPU silently: CUDA must be there too).
@@ -223,7 +224,7 @@ def benchmark(
     warmup: int,
     iterations: int,
     threads: int | None = None,
-    max_seconds: float = 20.0,
+    max_seconds: float = DEFAULT_BENCHMARK_SECONDS,
     on_row: Callable[[BatchResult], None] | None = None,
 ) -> BackendBenchmark:
     """Measure ``artifact`` (a directory holding ``model.onnx``, or the file) on ``backend``.

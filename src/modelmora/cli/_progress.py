@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -51,6 +51,15 @@ class PlainProgress:
 
     def step(self, model: str, stage: str, done: int, total: int, detail: str) -> None:
         click.echo(f"  {model}: {stage} {done}/{total} {detail}", err=True)
+
+    def finish_model(self, model: str) -> None:
+        """Nothing to take down: every line is final."""
+
+    def __enter__(self) -> PlainProgress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
 
 
 class _FigureColumn(ProgressColumn):
@@ -143,7 +152,7 @@ class LiveProgress(LiveDisplay):
             self._progress.remove_task(task)
 
 
-def display(*, quiet: bool) -> Any:
+def display(*, quiet: bool) -> LiveProgress | PlainProgress | None:
     """The listener for this terminal: live, plain, or None (quiet / ``--json``)."""
     if quiet:
         return None

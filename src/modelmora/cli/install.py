@@ -192,15 +192,15 @@ def _run_with_progress(
 ) -> list[ModelOutcome]:
     from contextlib import ExitStack
 
-    from modelmora.cli._progress import LiveProgress, display
+    from modelmora.cli._progress import display
     from modelmora.pipeline import progress
     from modelmora.pipeline.install import run_install
 
     shown = display(quiet=quiet)
 
     def on_outcome(outcome: ModelOutcome) -> None:
-        if isinstance(shown, LiveProgress):
-            shown.finish_model(outcome.name)
+        assert shown is not None  # only passed when something is shown
+        shown.finish_model(outcome.name)
         mark = "✓" if outcome.ok else "✗"
         click.echo(f"{mark} {outcome.name} ({outcome.seconds:.1f}s)", err=True)
 
@@ -208,7 +208,6 @@ def _run_with_progress(
         if shown is not None:
             progress.add_listener(shown)
             stack.callback(progress.remove_listener, shown)
-        if isinstance(shown, LiveProgress):
             stack.enter_context(shown)
         return run_install(
             project,

@@ -79,6 +79,10 @@ class ValidateSpec(_Strict):
         return self.quantized_max_ppl_ratio or 1.2
 
 
+DEFAULT_BENCHMARK_SECONDS = 20.0
+"""``benchmark.max_seconds`` when unset."""
+
+
 class BenchmarkSpec(_Strict):
     batch_sizes: list[Annotated[int, Field(ge=1)]] = [1, 8, 32]
     seq_len: int = Field(128, ge=1)
@@ -97,7 +101,7 @@ class BenchmarkSpec(_Strict):
 
     @property
     def budget_s(self) -> float:
-        return self.max_seconds or 20.0
+        return self.max_seconds or DEFAULT_BENCHMARK_SECONDS
 
     @property
     def generation(self) -> tuple[int, int, list[int]]:

@@ -243,13 +243,13 @@ def benchmark(
     spec = job.spec.benchmark
     settings_base = spec.model_dump(exclude_none=True)
     chosen = backends or job.spec.backends
-    total = sum(len(planned_sizes(a.conversion.task, spec)) for a in artifacts) * len(chosen)
+    counts = [len(planned_sizes(a.conversion.task, spec)) for a in artifacts]
+    total = sum(counts) * len(chosen)
     done = 0
     records = []
     fresh = False
-    for artifact in artifacts:
+    for artifact, sizes in zip(artifacts, counts, strict=True):
         directory = job.store.artifact_dir(artifact.key)
-        sizes = len(planned_sizes(artifact.conversion.task, spec))
         for backend in chosen:
             settings = {"backend": backend, **settings_base}
             bid = digest_of({"artifact": artifact.key, **settings, "onnxruntime": ort_version()})

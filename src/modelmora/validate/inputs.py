@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from modelmora.decoding import context_length
+
 # ONNX Runtime's type strings → numpy dtypes (the ones models actually take as inputs).
 _ORT_TYPES: dict[str, Any] = {
     "tensor(float)": np.float32,
@@ -27,39 +29,35 @@ _ORT_TYPES: dict[str, Any] = {
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model")
 
 
+def _json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; empty when the file is missing, unreadable or not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def max_input_length(model_dir: Path) -> int | None:
     """Tokens per sequence the model takes: the smallest limit that
     ``sentence_bert_config.json`` (``max_seq_length``), ``tokenizer_config.json``
-    (``model_max_length``, unless it is the "unlimited" sentinel) and ``config.json``
-    (``max_position_embeddings``) declare, since a longer input fails in the model itself;
-    None when none of them says."""
-    limits = []
-    for name, key in (
-        ("sentence_bert_config.json", "max_seq_length"),
-        ("tokenizer_config.json", "model_max_length"),
-        ("config.json", "max_position_embeddings"),
-    ):
-        path = model_dir / name
-        try:
-            value = (
-                json.loads(path.read_text(encoding="utf-8")).get(key) if path.is_file() else None
-            )
-        except (OSError, ValueError, AttributeError):
-            value = None
-        if isinstance(value, int) and 0 < value < 100_000:
-            limits.append(value)
+    (``model_max_length``, unless it is the "unlimited" sentinel) and ``config.json`` (its
+    context length) declare, since a longer input fails in the model itself; None when none
+    of them says."""
+    declared = [
+        _json_object(model_dir / "sentence_bert_config.json").get("max_seq_length"),
+        _json_object(model_dir / "tokenizer_config.json").get("model_max_length"),
+        context_length(_json_object(model_dir / "config.json")),
+    ]
+    limits = [v for v in declared if isinstance(v, int) and 0 < v < 100_000]
     return min(limits, default=None)
 
 
 def vocab_size(*dirs: Path) -> int | None:
     """``vocab_size`` from the first ``config.json`` found, so that ids stay in range."""
     for d in dirs:
-        path = d / "config.json"
-        if path.is_file():
-            try:
-                value = json.loads(path.read_text(encoding="utf-8")).get("vocab_size")
-            except (OSError, ValueError):
-                continue
+        if (d / "config.json").is_file():
+            value = _json_object(d / "config.json").get("vocab_size")
             if isinstance(value, int) and value > 0:
                 return value
     return None
