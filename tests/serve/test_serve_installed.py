@@ -7,6 +7,7 @@ PyTorch reference through the official `openai` client.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -66,6 +67,39 @@ def test_serve_discovers_installed_models(tmp_path: Path) -> None:
             server.http.post("/v1/embeddings", json={"model": "broken", "input": "x"}).status_code
             == 404
         )
+
+    # A flipped byte in the installed artifact: verify finds it, serve refuses to load it,
+    # install rebuilds it (the gate runs again), and then it serves.
+    emb_dir = next(
+        record.parent
+        for record in home.glob("artifacts/*/artifact.json")
+        if json.loads(record.read_text())["model"] == "emb"
+        and json.loads(record.read_text())["conversion"]["variant"] == "base"
+    )
+    model_file = emb_dir / "model.onnx"
+    data = bytearray(model_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model_file.chmod(0o644)
+    model_file.write_bytes(bytes(data))
+    verify = subprocess.run([str(CLI), "cache", "verify"], env=env, capture_output=True, text=True)
+    assert verify.returncode == 1
+    assert f"artifact {emb_dir.name}: model.onnx: content hashes to" in verify.stderr
+
+    with run_server({}, project=project, env={"MODELMORA_HOME": str(home)}) as server:
+        refused = server.http.post("/v1/embeddings", json={"model": "emb", "input": "x"})
+        assert refused.status_code == 503, refused.text
+        assert "model.onnx: content hashes to" in refused.text
+        assert "modelmora install" in refused.text
+
+    again = subprocess.run(
+        [str(CLI), "-C", str(project), "install"], env=env, capture_output=True, text=True
+    )
+    assert again.returncode == 1  # `broken` still fails its gate
+    assert "differs from its record" in again.stderr and "rebuilding it" in again.stderr
+    assert subprocess.run([str(CLI), "cache", "verify"], env=env).returncode == 0
+    with run_server({}, project=project, env={"MODELMORA_HOME": str(home)}) as server:
+        ok = server.http.post("/v1/embeddings", json={"model": "emb", "input": "x"})
+        assert ok.status_code == 200, ok.text
 
 
 @pytest.mark.slow

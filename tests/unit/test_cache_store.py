@@ -183,7 +183,11 @@ def test_identical_files_across_models_are_stored_once(tmp_path: Path, store: St
 
 def test_unsafe_lock_path_is_refused(tmp_path: Path, store: Store) -> None:
     entry, src = make_model(tmp_path, "m", {"ok.txt": b"x"})
-    evil = entry.model_copy(update={"files": (locked("../../escape.txt", b"x"),)})
+    # The lock's own validation refuses this path (tests/unit/test_lock_io.py); an entry
+    # built around that validation must still not make pull write outside the store.
+    sha = locked("x", b"x").sha256
+    bad = LockedFile.model_construct(path="../../escape.txt", size=1, sha256=sha)
+    evil = entry.model_copy(update={"files": (bad,)})
     with pytest.raises(LockFileError, match="escape"):
         pull_entries([evil], lambda e: source_for(tmp_path, src), store, record_index=False)
     assert not (store.root.parent / "escape.txt").exists()

@@ -4,23 +4,40 @@ Public surface (everything else is an implementation detail):
 
 * :class:`Store` — layout and atomic operations under ``MODELMORA_HOME``;
 * :func:`ensure_blob` / :func:`pull` / :func:`pull_entries` — verified downloads;
-* :class:`Index` — ``index.duckdb`` (imported lazily: DuckDB takes ~0.3 s to import);
+* :class:`Index` — ``index.duckdb``;
 * :func:`verify_store`, :func:`collect_garbage` — ``cache verify`` and ``cache gc``.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from modelmora.cache.download import BlobResult, PullReport, ensure_blob, pull, pull_entries
-from modelmora.cache.gc import GcReport, collect_garbage
-from modelmora.cache.home import default_home, modelmora_home
-from modelmora.cache.store import SnapshotRecord, Store, StoreError
-from modelmora.cache.verify import VerifyReport, verify_store
-
 if TYPE_CHECKING:
+    from modelmora.cache.download import BlobResult, PullReport, ensure_blob, pull, pull_entries
+    from modelmora.cache.gc import GcReport, collect_garbage
+    from modelmora.cache.home import default_home, modelmora_home
     from modelmora.cache.index import Index
+    from modelmora.cache.store import SnapshotRecord, Store, StoreError
+    from modelmora.cache.verify import VerifyReport, verify_store
 
+_HOMES = {
+    "BlobResult": "download",
+    "PullReport": "download",
+    "ensure_blob": "download",
+    "pull": "download",
+    "pull_entries": "download",
+    "GcReport": "gc",
+    "collect_garbage": "gc",
+    "default_home": "home",
+    "modelmora_home": "home",
+    "Index": "index",
+    "SnapshotRecord": "store",
+    "Store": "store",
+    "StoreError": "store",
+    "VerifyReport": "verify",
+    "verify_store": "verify",
+}
 __all__ = [
     "BlobResult",
     "GcReport",
@@ -41,8 +58,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Index":
-        from modelmora.cache.index import Index
-
-        return Index
-    raise AttributeError(name)
+    """Each name is imported on first use, so that ``modelmora.cache.home`` or
+    ``modelmora.cache.statcache`` (the install fast path, serve workers) cost only themselves."""
+    module = _HOMES.get(name)
+    if module is None:
+        raise AttributeError(name)
+    return getattr(import_module(f"modelmora.cache.{module}"), name)

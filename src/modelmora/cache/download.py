@@ -18,6 +18,7 @@ to a path we choose); everything that makes a download trustworthy lives here:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -206,6 +207,13 @@ def _usable_prefix(partial: Path, size: int) -> int:
     return have
 
 
+def _drop_if_empty(partial: Path) -> None:
+    """A failed attempt that wrote nothing leaves no 0-byte ``.part`` behind."""
+    with contextlib.suppress(OSError):
+        if partial.stat().st_size == 0:
+            partial.unlink()
+
+
 def _download(
     source: Source,
     revision: str,
@@ -236,9 +244,12 @@ def _download(
             first_offset = offset
         written = 0
 
-        def on_bytes(n: int, hasher: _FollowingHasher = hasher) -> None:
+        def on_bytes(n: int, hasher: _FollowingHasher = hasher, offset: int = offset) -> None:
             nonlocal written
             written += n
+            if offset + written > file.size:
+                # The built-in sources never write past the size; this catches a plugin's.
+                raise IntegrityError(f"the source wrote more than the {file.size} bytes locked")
             hasher.poke()
             progress.advance(file.sha256, n)
 
@@ -253,6 +264,13 @@ def _download(
                 transient_left -= 1
                 log.warning("%s: %s; resuming", label, exc.message)
                 continue
+            _drop_if_empty(partial)  # a prefix is kept for the next attempt to resume
+            raise
+        except IntegrityError as exc:
+            hasher.abort()
+            progress.finish(file.sha256, ok=False)
+            partial.unlink(missing_ok=True)
+            exc.message = f"{label}: {exc.message}"
             raise
         except OSError as exc:
             hasher.abort()
@@ -262,6 +280,7 @@ def _download(
         except BaseException:
             hasher.abort()
             progress.finish(file.sha256, ok=False)
+            _drop_if_empty(partial)
             raise
         downloaded += written
         try:

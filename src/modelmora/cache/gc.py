@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from filelock import FileLock, Timeout
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from modelmora.cache.source_caches import find_items, remove_unless_in_use
-from modelmora.cache.store import ARTIFACT_RECORD, ArtifactLinks, Store
+from modelmora.cache.store import ArtifactLinks, Store
 from modelmora.errors import LockFileError, ModelMoraError
 from modelmora.fsutil import disk_size
 from modelmora.lock import read_lock
+from modelmora.lock.resolve import LOCK_SCRATCH_PREFIX
 
 _STALE_BUILD_S = 3600.0
 
@@ -151,8 +151,9 @@ def collect_garbage(
             report.blobs.append((sha, path.stat().st_size))
     if store.partial_dir.is_dir():
         for part in sorted(store.partial_dir.glob("*.part")):
-            if part.stem not in keep_blobs:
-                report.partials.append((part.stem, part.stat().st_size))
+            size = part.stat().st_size
+            if part.stem not in keep_blobs or size == 0:  # an empty one resumes nothing
+                report.partials.append((part.stem, size))
     all_links = store.artifact_links()
     report.artifacts = _unused_artifacts(store, all_links, keep_entries, use_index=record_index)
     for item in find_items(store.root):
@@ -207,15 +208,6 @@ def collect_garbage(
     return report
 
 
-class _ArtifactHead(BaseModel):
-    """What gc reads of an artifact record (the pipeline owns the full schema)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    entry_digest: str
-
-
 def _unused_artifacts(
     store: Store, all_links: list[ArtifactLinks], keep_entries: set[str], *, use_index: bool
 ) -> list[tuple[str, str, int]]:
@@ -235,9 +227,8 @@ def _unused_artifacts(
     cutoff = time.time() - _STALE_BUILD_S
     unused = []
     for directory in sorted(p for p in store.artifacts_dir.iterdir() if p.is_dir()):
-        try:
-            head = _ArtifactHead.model_validate_json((directory / ARTIFACT_RECORD).read_bytes())
-        except (OSError, ValidationError, ValueError):  # building, killed, or damaged
+        head = store.read_artifact_head(directory)
+        if head is None:  # building, killed, or damaged
             try:
                 if directory.stat().st_mtime < cutoff:
                     unused.append((directory.name, "?", disk_size(directory)))
@@ -262,11 +253,14 @@ def _indexed_links(store: Store, keep_entries: set[str]) -> set[str]:
 
 
 def _remove_stale_builds(store: Store) -> None:
-    """Hidden ``.tmp-*`` snapshot builds left by a killed process (old enough to be dead)."""
-    if not store.snapshots_dir.is_dir():
-        return
+    """Hidden ``.tmp-*`` snapshot builds and lock-time scratch directories left by a killed
+    process (old enough to be dead)."""
     cutoff = time.time() - _STALE_BUILD_S
-    for build in store.snapshots_dir.glob("*/.tmp-*"):
+    leftovers = [
+        *store.snapshots_dir.glob("*/.tmp-*"),
+        *store.tmp_dir.glob(f"{LOCK_SCRATCH_PREFIX}*"),
+    ]
+    for build in leftovers:
         try:
             if build.stat().st_mtime < cutoff:
                 shutil.rmtree(build, ignore_errors=True)

@@ -41,6 +41,11 @@ class StatCache:
         self._mutex = threading.Lock()
         self._entries: dict[str, Key] | None = None
 
+    @classmethod
+    def of_store(cls, root: Path) -> StatCache:
+        """The store's one stat cache (a serve worker opens it without a ``Store``)."""
+        return cls(root / "statcache.json", root / "locks" / "statcache.lock")
+
     def _read(self) -> dict[str, Key]:
         try:
             raw = json.loads(self.path.read_bytes())

@@ -25,8 +25,9 @@ import errno
 import hashlib
 import os
 import re
+import secrets
 import shutil
-import tempfile
+import stat
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,11 +36,12 @@ from typing import Literal, TypeVar
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from modelmora.cache.filecheck import FileDigest
 from modelmora.cache.home import modelmora_home
 from modelmora.cache.statcache import StatCache
 from modelmora.errors import LockFileError, ModelMoraError, SourceError
 from modelmora.fsutil import atomic_write_bytes, sha256_file
-from modelmora.lock import LockedModel
+from modelmora.lock import LockedFile, LockedModel
 from modelmora.sources.base import safe_relpath
 
 LinkMode = Literal["hardlink", "symlink", "copy"]
@@ -106,6 +108,23 @@ class LinkedArtifact(BaseModel):
     key: str
 
 
+class _ConversionFiles(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    files: list[FileDigest]
+
+
+class ArtifactHead(BaseModel):
+    """What the store reads of an artifact record (the pipeline owns the full schema):
+    who built it, and the digest of every file it consists of."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    entry_digest: str
+    conversion: _ConversionFiles
+
+
 class ArtifactLinks(BaseModel):
     """The artifacts one lock entry's install uses: ``links/<entry_digest>.json``.
 
@@ -134,7 +153,7 @@ class Store:
                 hint="use one of: auto, hardlink, symlink, copy",
             )
         self.link_mode = mode
-        self.statcache = StatCache(self.root / "statcache.json", self.locks_dir / "statcache.lock")
+        self.statcache = StatCache.of_store(self.root)
 
     # -- layout --------------------------------------------------------------------------
     @property
@@ -305,10 +324,13 @@ class Store:
         with FileLock(self.locks_dir / f"snapshot-{entry.name}-{digest}.lock"):
             existing = self.read_snapshot(entry.name, digest)
             if existing is not None:
+                self._heal_snapshot(existing)
                 return existing
             final.parent.mkdir(parents=True, exist_ok=True)
+            # Not mkdtemp: its 0700 would make a shared store's snapshots private.
+            build = final.parent / f".tmp-{digest[:12]}-{secrets.token_hex(4)}"
             try:
-                build = Path(tempfile.mkdtemp(prefix=f".tmp-{digest[:12]}-", dir=final.parent))
+                build.mkdir()
                 modes: set[LinkMode] = set()
                 for rel, f in paths:
                     modes.add(self._link(self.blob_path(f.sha256), build / rel))
@@ -316,6 +338,7 @@ class Store:
                     shutil.rmtree(final)
                 os.rename(build, final)
             except OSError as exc:
+                shutil.rmtree(build, ignore_errors=True)
                 raise store_os_error("create snapshot", final, exc) from exc
             record = SnapshotRecord(
                 model=entry,
@@ -330,6 +353,58 @@ class Store:
                 durable=False,
             )
             return record
+
+    def snapshot_file_problem(
+        self, record: SnapshotRecord, file: LockedFile, *, full: bool = False
+    ) -> str | None:
+        """Why a snapshot file is not (any more) its blob's bytes, or None.
+
+        A symlink must point at the blob; a hardlink must be the blob's inode (a blob
+        fetched again after corruption is a new inode, and the old link keeps the bad
+        bytes); a copy must have the blob's size and, when it changed after the snapshot
+        was made or with ``full``, its content.
+        """
+        path = self.snapshot_dir(record.name, record.content_digest) / file.path
+        blob = self.blob_path(file.sha256)
+        try:
+            lst = path.lstat()
+        except FileNotFoundError:
+            return "file missing"
+        if stat.S_ISLNK(lst.st_mode):
+            if os.path.realpath(path) != os.path.realpath(blob):
+                return f"symlink points to {os.path.realpath(path)}, not to blob {file.sha256}"
+            return None
+        try:
+            blob_st = blob.stat()
+        except FileNotFoundError:
+            blob_st = None
+        if blob_st is not None and (lst.st_dev, lst.st_ino) == (blob_st.st_dev, blob_st.st_ino):
+            return None  # the blob itself, checked as a blob
+        if record.link_mode == "hardlink" and blob_st is not None:
+            return "a different file from its blob (not the same inode any more)"
+        if lst.st_size != file.size:
+            return f"size {lst.st_size}, lock says {file.size}"
+        changed = lst.st_mtime > record.created_at.timestamp()
+        if (full or changed) and sha256_file(path) != file.sha256:
+            return "content differs from the lock"
+        return None
+
+    def _heal_snapshot(self, record: SnapshotRecord) -> None:
+        """Re-link every snapshot file that is not its (intact) blob any more."""
+        root = self.snapshot_dir(record.name, record.content_digest)
+        for f in record.model.files:
+            if self.snapshot_file_problem(record, f) is None:
+                continue
+            if self.check_blob(f.sha256, f.size) != "ok":
+                continue  # nothing good to link to; pull fetches the blob first
+            dst = root / f.path
+            tmp = dst.with_name(f".{dst.name}.heal-{secrets.token_hex(4)}")
+            try:
+                self._link(self.blob_path(f.sha256), tmp)
+                os.replace(tmp, dst)
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise store_os_error("repair snapshot file", dst, exc) from exc
 
     def _link(self, blob: Path, dst: Path) -> LinkMode:
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -390,6 +465,22 @@ class Store:
 
     def remove_artifact_links(self, entry_digest: str) -> None:
         self._links_path(entry_digest).unlink(missing_ok=True)
+
+    def read_artifact_head(self, directory: Path) -> ArtifactHead | None:
+        """The record of a complete artifact; None while building, after a kill, if damaged."""
+        try:
+            return ArtifactHead.model_validate_json((directory / ARTIFACT_RECORD).read_bytes())
+        except (OSError, ValidationError, ValueError):
+            return None
+
+    def iter_artifact_files(self) -> Iterator[tuple[str, Path, list[FileDigest]]]:
+        """``(key, directory, recorded files)`` of every complete artifact, sorted by key."""
+        if not self.artifacts_dir.is_dir():
+            return
+        for directory in sorted(p for p in self.artifacts_dir.iterdir() if p.is_dir()):
+            head = self.read_artifact_head(directory)
+            if head is not None:
+                yield directory.name, directory, head.conversion.files
 
     def remove_artifact(self, key: str) -> None:
         """Drop the record first so a half-removed artifact never looks complete."""

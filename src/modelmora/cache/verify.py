@@ -1,4 +1,4 @@
-"""``cache verify``: is every blob intact and every snapshot complete?
+"""``cache verify``: is every blob intact, every snapshot its blobs, every artifact its record?
 
 The fast path trusts the stat cache (unchanged inode, size and mtime since the last
 hash), so a warm multi-GB cache verifies in milliseconds; ``full=True`` re-hashes every
@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
+from modelmora.cache.filecheck import file_problems
 from modelmora.cache.statcache import stat_key
 from modelmora.cache.store import Store
 from modelmora.fsutil import sha256_file
 
-ProblemKind = Literal["corrupt", "missing", "stray", "snapshot"]
+ProblemKind = Literal["corrupt", "missing", "stray", "snapshot", "artifact"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class VerifyReport:
     rehashed: int = 0
     rehashed_bytes: int = 0
     snapshots: int = 0
+    artifacts: int = 0
     problems: list[Problem] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
 
@@ -51,6 +52,7 @@ class VerifyReport:
             "rehashed": self.rehashed,
             "rehashed_bytes": self.rehashed_bytes,
             "snapshots": self.snapshots,
+            "artifacts": self.artifacts,
             "problems": [
                 {"kind": p.kind, "subject": p.subject, "detail": p.detail} for p in self.problems
             ],
@@ -59,10 +61,12 @@ class VerifyReport:
 
 
 def verify_store(store: Store, *, full: bool = False, repair: bool = False) -> VerifyReport:
-    """Check blobs against their names and snapshots against their records.
+    """Check blobs against their names, snapshots against their records and blobs, and
+    converted artifacts against the file digests their records hold.
 
-    ``repair`` deletes corrupt blobs and the snapshots that use them, so that the next
-    ``pull`` fetches them again; without it nothing is modified except the stat cache.
+    ``repair`` deletes corrupt blobs, the snapshots that use them and corrupt artifacts, so
+    that the next ``pull``/``install`` fetches or rebuilds them; without it nothing is
+    modified except the stat cache.
     """
     report = VerifyReport()
     known = store.statcache.entries(reload=True)
@@ -103,7 +107,6 @@ def verify_store(store: Store, *, full: bool = False, repair: bool = False) -> V
     for record in store.iter_snapshots():
         report.snapshots += 1
         name, digest = record.name, record.content_digest
-        root = store.snapshot_dir(name, digest)
         label = f"snapshot {name}@{digest[:12]}"
         bad = False
         for f in record.model.files:
@@ -114,12 +117,22 @@ def verify_store(store: Store, *, full: bool = False, repair: bool = False) -> V
                     Problem("missing", f"blob {f.sha256}", f"used by {name}/{f.path}, not in store")
                 )
                 bad = True
-            problem = _check_link(store, root / f.path, f.sha256, f.size, stats, full=full)
+            problem = store.snapshot_file_problem(record, f, full=full)
             if problem:
                 report.problems.append(Problem("snapshot", f"{label}: {f.path}", problem))
                 bad = True
         if bad:
             broken_snapshots.append((name, digest))
+
+    broken_artifacts: list[str] = []
+    for key, directory, files in store.iter_artifact_files():
+        report.artifacts += 1
+        damaged = file_problems(directory, files, store.statcache, full=full)
+        for bad_file in damaged:
+            subject = f"artifact {key}: {bad_file.path}"
+            report.problems.append(Problem("artifact", subject, bad_file.detail))
+        if damaged:
+            broken_artifacts.append(key)
 
     if repair:
         for sha in sorted(corrupt):
@@ -128,33 +141,8 @@ def verify_store(store: Store, *, full: bool = False, repair: bool = False) -> V
         for name, digest in broken_snapshots:
             store.remove_snapshot(name, digest)
             report.repaired.append(f"removed snapshot {name}@{digest}")
+        for key in broken_artifacts:
+            with store.artifact_lock(key):
+                store.remove_artifact(key)
+            report.repaired.append(f"removed artifact {key} (install rebuilds it)")
     return report
-
-
-def _check_link(
-    store: Store,
-    path: Path,
-    sha: str,
-    size: int,
-    blob_stats: dict[str, os.stat_result],
-    *,
-    full: bool,
-) -> str | None:
-    """A snapshot file is fine if it is the blob (hardlink/symlink) or a copy of it."""
-    try:
-        lst = path.lstat()
-    except FileNotFoundError:
-        return "file missing"
-    blob_st = blob_stats.get(sha)
-    if os.path.islink(path):
-        target = os.path.realpath(path)
-        if target != os.path.realpath(store.blob_path(sha)):
-            return f"symlink points to {target}, not to blob {sha}"
-        return None
-    if blob_st is not None and (lst.st_dev, lst.st_ino) == (blob_st.st_dev, blob_st.st_ino):
-        return None  # a hardlink of the blob, whose content was checked above
-    if lst.st_size != size:
-        return f"size {lst.st_size}, lock says {size}"
-    if full and sha256_file(path) != sha:
-        return "content differs from the lock"
-    return None

@@ -168,11 +168,14 @@ def ls_command(as_json: bool) -> None:
 @cache_group.command("verify")
 @click.option("--full", is_flag=True, help="Re-hash every byte (default: trust the stat cache).")
 @click.option(
-    "--repair", is_flag=True, help="Delete corrupt blobs and their snapshots (re-pull after)."
+    "--repair",
+    is_flag=True,
+    help="Delete corrupt blobs, their snapshots and corrupt artifacts (pull/install after).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def verify_command(full: bool, repair: bool, as_json: bool) -> None:
-    """Check every blob against its sha256 and every snapshot against its record.
+    """Check every blob against its sha256, every snapshot against its record and blobs, and
+    every converted artifact against the file digests install recorded.
 
     Exit 1 if anything is corrupt or missing.
     """
@@ -189,14 +192,15 @@ def verify_command(full: bool, repair: bool, as_json: bool) -> None:
             click.echo(f"repaired: {line}", err=True)
         verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
         click.echo(
-            f"{report.blobs} blobs ({_human(report.bytes)}), {report.snapshots} snapshots; "
+            f"{report.blobs} blobs ({_human(report.bytes)}), {report.snapshots} snapshots, "
+            f"{report.artifacts} artifacts; "
             f"re-hashed {report.rehashed} ({_human(report.rehashed_bytes)}) in "
             f"{elapsed * 1000:.0f} ms: {verdict}"
         )
         if not report.ok and not repair:
             click.echo(
                 "hint: `modelmora cache verify --repair` removes what is broken; "
-                "`modelmora pull` then fetches it again",
+                "`modelmora pull` then fetches it again, `modelmora install` rebuilds it",
                 err=True,
             )
     if not report.ok:

@@ -77,11 +77,15 @@ def install(
     Runs on the project's Dagster instance (.modelmora/dagster), so every run appears in
     `modelmora ui`. Exit code 0 only if every selected model was installed.
     """
+    from modelmora.cache.home import modelmora_home
     from modelmora.pipeline.fastpath import is_installed
 
     project_dir = find_project_dir(ctx)
     manifest, lock_path = project_dir / MANIFEST_NAME, project_dir / LOCK_NAME
-    if not (locked and frozen) and is_installed(project_dir, manifest, lock_path, names, backends):
+    home = modelmora_home().absolute()
+    if not (locked and frozen) and is_installed(
+        project_dir, manifest, lock_path, home, names, backends
+    ):
         if as_json:
             echo_json({"up_to_date": True, "models": []})
         else:
@@ -144,6 +148,7 @@ def _install(
             project.dir,
             project.manifest_path,
             project.lock_path,
+            store.root,
             backends,
             {s.name: [Path(a.path) / ARTIFACT_RECORD for a in s.artifacts] for s in statuses},
         )

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from modelmora.cache.store import Store
 from modelmora.cli._common import echo_json, find_project_dir, status
 from modelmora.errors import LockFileError, UserInputError
 from modelmora.fsutil import atomic_write_bytes
@@ -166,6 +167,7 @@ def _lock(
             upgrade=upgrade_arg,
             jobs=jobs,
             on_done=report,
+            scratch_dir=Store().tmp_dir,
         )
     changed_file = write_lock(project.lock_path, result.lock)
     elapsed = time.perf_counter() - started

@@ -47,7 +47,8 @@ def dumps_lock(lock: LockFile) -> str:
                 }
             )
         )
-    return HEADER + tomli_w.dumps({"version": lock.version, "model": models})
+    body = {"version": lock.version, "integrity": lock.integrity(), "model": models}
+    return HEADER + tomli_w.dumps(body)
 
 
 def loads_lock(text: str, *, origin: str = "modelmora.lock") -> LockFile:
@@ -65,8 +66,14 @@ def loads_lock(text: str, *, origin: str = "modelmora.lock") -> LockFile:
             f"version {LOCK_VERSION})",
             hint="upgrade modelmora, or run `modelmora lock` to regenerate the lock",
         )
+    items = raw.get("model", [])
+    if not isinstance(items, list):
+        raise LockFileError(
+            f"{origin}: 'model' must be an array of tables ([[model]]), got {type(items).__name__}",
+            hint="run `modelmora lock` to regenerate it",
+        )
     models: dict[str, LockedModel] = {}
-    for index, item in enumerate(raw.get("model", [])):
+    for index, item in enumerate(items):
         try:
             entry = LockedModel.model_validate(
                 {
@@ -93,10 +100,19 @@ def loads_lock(text: str, *, origin: str = "modelmora.lock") -> LockFile:
         if entry.name in models:
             raise LockFileError(f"{origin}: model {entry.name!r} appears twice")
         models[entry.name] = entry
-    extra = set(raw) - {"version", "model"}
+    extra = set(raw) - {"version", "integrity", "model"}
     if extra:
         raise LockFileError(f"{origin}: unknown top-level keys {sorted(extra)}")
-    return LockFile(version=version, models=models)
+    lock = LockFile(version=version, models=models)
+    recorded = raw.get("integrity")
+    # Locks written before the digest existed have none; every lock written now has one.
+    if recorded is not None and recorded != lock.integrity():
+        raise LockFileError(
+            f"{origin}: the entries do not match the lock's integrity digest: it was "
+            "truncated or edited by hand",
+            hint="restore it from version control, or run `modelmora lock` to regenerate it",
+        )
+    return lock
 
 
 def _first_error(exc: Exception) -> str:

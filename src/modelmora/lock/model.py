@@ -12,9 +12,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modelmora.errors import UserInputError
+from modelmora.layout import layout_problem, model_name_problem, path_problem
 
 LOCK_VERSION = 1
 
@@ -34,6 +35,15 @@ class LockedFile(BaseModel):
     bucket): the bytes stay reachable after the object is overwritten. A transport hint
     like ``etag``, out of both digests."""
 
+    @field_validator("path")
+    @classmethod
+    def _clean_path(cls, path: str) -> str:
+        """The lock is input too: a hand-edited path must not make pull write elsewhere."""
+        problem = path_problem(path)
+        if problem is not None:
+            raise ValueError(f"file {path!r}: {problem}")
+        return path
+
     def identity(self) -> dict[str, Any]:
         """The fields that say which bytes these are (what the digests cover)."""
         return {"path": self.path, "size": self.size, "sha256": self.sha256}
@@ -51,6 +61,23 @@ class LockedModel(BaseModel):
     """The normalized spec (``ModelSpec.normalized()``) this entry was resolved from."""
     metadata: dict[str, str] = {}
     files: tuple[LockedFile, ...]
+
+    @field_validator("name")
+    @classmethod
+    def _clean_name(cls, name: str) -> str:
+        problem = model_name_problem(name)
+        if problem is not None:
+            raise ValueError(problem)
+        return name
+
+    @model_validator(mode="after")
+    def _laid_out(self) -> LockedModel:
+        if not self.files:
+            raise ValueError("no files (a model has at least one)")
+        problem = layout_problem(f.path for f in self.files)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
 
     def content_digest(self) -> str:
         """sha256 over revision + files: identifies the exact bytes of this model."""
@@ -73,6 +100,17 @@ class LockFile(BaseModel):
 
     version: int = LOCK_VERSION
     models: dict[str, LockedModel] = {}
+
+    def integrity(self) -> str:
+        """``sha256:`` over every entry as read (not over TOML bytes, so formatting is free):
+        written at the top of the lock, so a truncated or hand-edited lock is named as such."""
+        entries = []
+        for name in sorted(self.models):
+            entry = self.models[name].model_dump(mode="json")
+            entry["files"] = sorted(entry["files"], key=lambda f: str(f["path"]))
+            entries.append(entry)
+        payload = json.dumps(entries, sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(payload.encode()).hexdigest()
 
     def select(self, names: Sequence[str]) -> list[LockedModel]:
         """The entries named on a command line (all, sorted, when none are named)."""

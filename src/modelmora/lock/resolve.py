@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from modelmora.errors import IntegrityError, ModelMoraError, SourceError
 from modelmora.fsutil import sha256_file
+from modelmora.layout import layout_problem
 from modelmora.lock.io import drop_none
 from modelmora.lock.model import LockedFile, LockedModel, LockFile
 from modelmora.sources import (
@@ -29,6 +30,9 @@ from modelmora.sources import (
     parse_source,
     safe_relpath,
 )
+
+LOCK_SCRATCH_PREFIX = "modelmora-lock-"
+"""Temporary directories of files fetched at lock time only to be hashed."""
 
 RESOLUTION_FIELDS = ("source", "sha256", "registry", "files")
 """Spec fields that decide which bytes a model is; the rest only affect later stages."""
@@ -69,11 +73,15 @@ def resolve_lock(
     upgrade: bool | Collection[str] = False,
     jobs: int = 8,
     on_done: Callable[[ModelChange], None] | None = None,
+    scratch_dir: Path | None = None,
 ) -> LockResult:
     """Build a new lock for ``specs`` (name → normalized spec), reusing ``previous`` pins.
 
     ``upgrade=True`` re-resolves every model; a collection of names re-resolves those.
     Models resolve in parallel (``jobs`` threads): resolution is network-bound.
+    ``scratch_dir`` holds files fetched only to be hashed (the store's tmp dir, so they
+    land on the store's disk and ``cache gc`` sweeps what a kill leaves); each is removed
+    on every exit path.
     """
     old_models = previous.models if previous else {}
     unknown = set(upgrade) - set(specs) if not isinstance(upgrade, bool) else set()
@@ -86,7 +94,7 @@ def resolve_lock(
     def one(name: str) -> tuple[LockedModel, ModelChange]:
         wants_upgrade = upgrade is True or (not isinstance(upgrade, bool) and name in upgrade)
         entry, change = _lock_one(
-            name, lock_spec(specs[name]), old_models.get(name), context, wants_upgrade
+            name, lock_spec(specs[name]), old_models.get(name), context, wants_upgrade, scratch_dir
         )
         if on_done:
             on_done(change)
@@ -122,6 +130,7 @@ def _lock_one(
     old: LockedModel | None,
     context: SourceContext,
     upgrade: bool,
+    scratch_dir: Path | None,
 ) -> tuple[LockedModel, ModelChange]:
     scheme = parse_source(str(spec["source"]))[0]
     with _attributed(name, scheme):
@@ -140,9 +149,17 @@ def _lock_one(
         pinned = old.revision  # files changed: same commit, new selection
     with _attributed(name, scheme):
         resolution = source.resolve(pinned)
-        files = tuple(_locked_file(source, resolution.revision, f, name) for f in resolution.files)
+        files = tuple(
+            _locked_file(source, resolution.revision, f, name, scratch_dir)
+            for f in resolution.files
+        )
     if not files:
         raise SourceError(f"models.{name}: {spec['source']} resolved to no files")
+    problem = layout_problem(f.path for f in files)
+    if problem is not None:
+        raise SourceError(
+            f"models.{name}: {spec['source']} lists files that cannot be laid out: {problem}"
+        )
     entry = LockedModel(
         name=name,
         source=spec["source"],
@@ -159,15 +176,23 @@ def _lock_one(
     return entry, ModelChange(name, "updated", entry.revision, len(files), reason)
 
 
-def _locked_file(source: Source, revision: str, file: RemoteFile, name: str) -> LockedFile:
+def _locked_file(
+    source: Source, revision: str, file: RemoteFile, name: str, scratch_dir: Path | None
+) -> LockedFile:
     path = safe_relpath(file.path, origin=f"models.{name}")
     hints = {"etag": file.etag, "version_id": file.version_id}
     if file.sha256 is not None:
         return LockedFile(path=path, size=file.size, sha256=file.sha256, **hints)
     # The registry publishes no sha256 (small non-LFS files on the HF Hub): fetch and hash.
-    with tempfile.TemporaryDirectory(prefix="modelmora-lock-") as tmp:
+    if scratch_dir is not None:
+        scratch_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=LOCK_SCRATCH_PREFIX, dir=scratch_dir) as tmp:
         dest = Path(tmp) / "blob"
-        source.fetch(revision, file, dest)
+        try:
+            source.fetch(revision, file, dest)
+        except IntegrityError as exc:
+            exc.message = f"{path}: {exc.message}"
+            raise
         size = dest.stat().st_size
         if size != file.size:
             raise IntegrityError(

@@ -27,6 +27,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from modelmora.errors import ManifestError, UserInputError
 from modelmora.fsutil import atomic_write_bytes
+from modelmora.layout import MODEL_NAME_PATTERN
 from modelmora.manifest.load import (
     display_path,
     dotted_path,
@@ -34,7 +35,7 @@ from modelmora.manifest.load import (
     parse_manifest_yaml,
     read_manifest_text,
 )
-from modelmora.manifest.model import MODEL_NAME_PATTERN, ModelSpec
+from modelmora.manifest.model import ModelSpec
 
 __all__ = ["add_model", "init_manifest", "remove_model", "suggest_name"]
 

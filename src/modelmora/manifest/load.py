@@ -27,6 +27,13 @@ from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import (
+    AliasEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+)
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 from ruamel.yaml.reader import ReaderError
 
@@ -96,6 +103,10 @@ class LoadedManifest:
         return None
 
 
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+"""The largest ``modelmora.yml`` read (thousands of models fit in far less)."""
+
+
 def load_manifest(path: Path, env: Mapping[str, str] | None = None) -> LoadedManifest:
     """Load and validate ``path``; every failure is a :class:`ManifestError` (exit code 2)."""
     return load_manifest_text(read_manifest_text(path), path, env)
@@ -105,7 +116,8 @@ def read_manifest_text(path: Path) -> str:
     """The manifest's text; a missing, unreadable or non-UTF-8 file is a ManifestError."""
     shown = display_path(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as fh:
+            data = fh.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
         raise ManifestError(
             f"{shown}: file not found", hint="run `modelmora init` to create one"
@@ -114,6 +126,11 @@ def read_manifest_text(path: Path) -> str:
         raise ManifestError(f"{shown}: is a directory, expected a YAML file") from None
     except OSError as exc:
         raise ManifestError(f"{shown}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ManifestError(
+            f"{shown}: larger than {MAX_MANIFEST_BYTES // (1024 * 1024)} MiB; a manifest "
+            "lists models, it does not hold them"
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -217,7 +234,13 @@ def parse_manifest_yaml(text: str, shown: str) -> Any:
     """The round-trip tree of ``text``; syntax errors and duplicate keys are located."""
     yaml = _yaml()
     try:
+        problem = _event_problem(yaml, text)
+        if problem is not None:
+            raise ManifestError(f"{shown}:{problem}")
         node = yaml.compose(text)
+        problem = _shape_problem(node) if node is not None else None
+        if problem is not None:
+            raise ManifestError(f"{shown}:{problem}")
         duplicates = sorted(_duplicate_keys(node)) if node is not None else []
         if duplicates:
             raise ManifestError(
@@ -235,6 +258,106 @@ def parse_manifest_yaml(text: str, shown: str) -> Any:
         ) from None
     except YAMLError as exc:  # pragma: no cover - ruamel raises the marked kinds above
         raise ManifestError(f"{shown}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ManifestError(
+            f"{shown}: nested too deeply to parse (a manifest nests at most {MAX_DEPTH} levels)"
+        ) from None
+
+
+MAX_DEPTH = 64
+"""Levels of nesting a manifest may have (a real one has under 10)."""
+MAX_ALIASES = 100
+"""``*alias`` references a manifest may use."""
+MAX_EXPANDED_NODES = 100_000
+"""Values the document may hold once every alias is expanded: an alias bomb (a billion
+laughs) is a few lines that expand to billions."""
+
+
+_PLAIN_TAGS = frozenset(
+    f"{prefix}{name}"
+    for prefix in ("!!", "tag:yaml.org,2002:")
+    for name in ("str", "int", "float", "bool", "null", "map", "seq")
+)
+
+
+def _event_problem(yaml: YAML, text: str) -> str | None:
+    """``LINE:COL: what`` for nesting, aliases or tags the manifest does not allow, found in
+    the parser's event stream before anything is built (the composer recurses per level, so
+    a deeply nested document must be refused before it runs)."""
+    depth = aliases = 0
+    for event in yaml.parse(text):
+        where = f"{event.start_mark.line + 1}:{event.start_mark.column + 1}"
+        tag = getattr(event, "tag", None)
+        if tag is not None and tag not in _PLAIN_TAGS and tag != "!":
+            return f"{where}: YAML tags such as {tag} are not supported here"
+        if isinstance(event, MappingStartEvent | SequenceStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return f"{where}: nested more than {MAX_DEPTH} levels deep"
+        elif isinstance(event, MappingEndEvent | SequenceEndEvent):
+            depth -= 1
+        elif isinstance(event, AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                return f"{where}: {aliases} aliases (at most {MAX_ALIASES} are allowed)"
+    return None
+
+
+def _shape_problem(root: Node) -> str | None:
+    """``LINE:COL: what`` when the composed document is too deep, too aliased or too big
+    once expanded; None otherwise. Computed over the node graph (aliases are shared nodes),
+    iteratively, so the check costs the document's size, not its expansion."""
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    on_path: set[int] = set()
+    seen: set[int] = {id(root)}
+    aliases = 0
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            children = _children(node)
+            on_path.discard(key)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            depth[key] = 1 + max((depth[id(c)] for c in children), default=0)
+            if depth[key] > MAX_DEPTH:
+                return f"{_at(node)}: nested more than {MAX_DEPTH} levels deep"
+            if size[key] > MAX_EXPANDED_NODES:
+                return (
+                    f"{_at(node)}: expands to more than {MAX_EXPANDED_NODES} values through "
+                    "aliases (an alias bomb?)"
+                )
+            continue
+        if key in size:  # reached again through an alias and finished meanwhile
+            continue
+        on_path.add(key)
+        stack.append((node, True))
+        for child in _children(node):
+            ckey = id(child)
+            if ckey in on_path:
+                return f"{_at(child)}: an alias refers to a value that contains it"
+            if ckey in seen:
+                aliases += 1
+                if aliases > MAX_ALIASES:
+                    return f"{_at(child)}: more than {MAX_ALIASES} aliases"
+            seen.add(ckey)
+            if ckey not in size:
+                stack.append((child, False))
+    return None
+
+
+def _at(node: Node) -> str:
+    mark = node.start_mark
+    return f"{mark.line + 1}:{mark.column + 1}"
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    if isinstance(node, MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
 
 
 def _duplicate_keys(root: Node) -> Iterator[tuple[_Pos, str]]:
@@ -329,7 +452,7 @@ class _Converter:
         parent = self.keys.get(path) or self.values.get(path) or (1, 1)
         for raw_key, value in node.items():
             try:
-                kl, kc, vl, vc = node.lc.data[raw_key]
+                kl, kc, vl, vc = (node.lc.data or {})[raw_key]
                 key_pos, value_pos = (kl + 1, kc + 1), (vl + 1, vc + 1)
             except KeyError:  # merged in through `<<:`; point at the mapping that merges
                 key_pos = value_pos = parent

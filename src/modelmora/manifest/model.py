@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from modelmora.layout import MODEL_NAME_PATTERN
+
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
@@ -125,6 +127,9 @@ class ServeSpec(_Strict):
     prefill_chunk: int | None = Field(None, ge=1, le=8192)
     """Prompt tokens processed per decode step of the others, so long prompts never stall
     running streams for longer than one chunk [512]."""
+    verify: Literal["stat", "full"] | None = None
+    """How a worker checks the artifact's files before each load: ``stat`` trusts files
+    whose stat is unchanged since they were hashed, ``full`` re-hashes them [stat]."""
 
     @property
     def sequences_limit(self) -> int:
@@ -182,9 +187,7 @@ class RegistrySpec(_Strict):
         return None if v == "" else v
 
 
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-MODEL_NAME_PATTERN = _NAME
-"""What a key under ``models:`` must look like (it names directories and URLs)."""
+_NAME = MODEL_NAME_PATTERN
 
 
 class Manifest(_Strict):

@@ -8,6 +8,7 @@ and skips it, so ``install`` resumes instead of redoing.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from modelmora.bench.report import BackendBenchmark, BatchResult
 from modelmora.cache import Store, pull_entries
+from modelmora.cache.filecheck import file_problems, remember_hashed
 from modelmora.cache.store import ARTIFACT_RECORD
 from modelmora.convert.result import ConversionResult
 from modelmora.errors import ModelMoraError
@@ -37,6 +39,8 @@ from modelmora.pipeline.records import (
     write_record,
 )
 from modelmora.project import Project
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -149,10 +153,19 @@ def _ensure_artifact(
     with job.store.artifact_lock(key):
         existing = read_artifact(directory)
         if existing is not None:
-            return existing, False
+            problems = file_problems(directory, existing.conversion.files, job.store.statcache)
+            if not problems:
+                return existing, False
+            log.warning(
+                "%s: artifact %s differs from its record (%s); rebuilding it",
+                job.name,
+                key,
+                "; ".join(map(str, problems[:3])),
+            )
         if directory.exists():
             shutil.rmtree(directory)
         result = build(directory)
+        remember_hashed(job.store.statcache, directory, result.files)
         record = ArtifactRecord(
             key=key,
             model=job.name,

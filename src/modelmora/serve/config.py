@@ -10,14 +10,16 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from modelmora import tasks
 from modelmora.backends import PROVIDERS
+from modelmora.cache.filecheck import FileDigest
 from modelmora.errors import UserInputError
+from modelmora.layout import MODEL_NAME_PATTERN
 from modelmora.manifest.model import Backend, ServeSpec, parse_duration
 from modelmora.serve.tasks import SERVE_TASKS, ServeTask, served_as
 
 __all__ = ["PROVIDERS", "ServedModel", "ServerSettings", "detect_task"]
 
 
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+_NAME = MODEL_NAME_PATTERN
 
 
 class ServedModel(BaseModel):
@@ -32,6 +34,10 @@ class ServedModel(BaseModel):
     """A served task (``modelmora.serve.tasks``), or a synonym of one."""
     backend: Backend = "cpu"
     serve: ServeSpec = ServeSpec()
+    files: tuple[FileDigest, ...] = ()
+    """The artifact's files as install recorded them; a worker checks them before loading."""
+    store_root: Path | None = None
+    """The store the artifact is in (its stat cache makes that check a stat per file)."""
     threads: int = Field(0, ge=0)
     """ONNX Runtime intra-op threads; 0 = ORT's default (one per physical core)."""
     spin: bool = True

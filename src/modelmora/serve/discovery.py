@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from modelmora.cache.filecheck import FileDigest
 from modelmora.errors import UserInputError
 from modelmora.manifest.model import ServeSpec
 from modelmora.serve.config import ServedModel
@@ -27,8 +28,10 @@ __all__ = ["choose_artifact", "discover"]
 def discover(project_dir: Path) -> list[ServedModel]:
     """The installed, validated models of the project in ``project_dir``."""
     from modelmora.cache import Store
+    from modelmora.pipeline.records import read_artifact
     from modelmora.pipeline.status import model_statuses
     from modelmora.project import Project
+    from modelmora.serve.tasks import served_as
 
     project = Project(project_dir)
     if not project.lock_path.is_file():
@@ -37,7 +40,8 @@ def discover(project_dir: Path) -> list[ServedModel]:
             hint="run `modelmora install` in a project, or serve a directory: --model NAME=DIR",
         )
     lock = project.read_lock()
-    statuses = model_statuses(Store(), [lock.models[n] for n in sorted(lock.models)])
+    store = Store()
+    statuses = model_statuses(store, [lock.models[n] for n in sorted(lock.models)])
     served, skipped = [], []
     for status in statuses:
         entry = lock.models[status.name]
@@ -46,12 +50,14 @@ def discover(project_dir: Path) -> list[ServedModel]:
             skipped.append(status.name)
             continue
         backend, artifact = chosen
-        task = _task(Path(artifact.path))
+        record = read_artifact(Path(artifact.path))
         served.append(
             ServedModel(
                 name=status.name,
                 artifact_dir=Path(artifact.path),
-                task=task,
+                task=served_as(record.conversion.task if record else None),
+                files=tuple(FileDigest.of(f) for f in record.conversion.files) if record else (),
+                store_root=store.root,
                 backend=backend,
                 serve=ServeSpec.model_validate(entry.spec.get("serve", {})),
             )
@@ -91,11 +97,3 @@ def choose_artifact(status: ModelStatus, backends: Sequence[str]) -> tuple[str, 
         if timed:
             return candidate, min(timed, key=lambda pair: pair[0])[1]
     return "cpu", valid[0]
-
-
-def _task(artifact_dir: Path) -> str:
-    from modelmora.pipeline.records import read_artifact
-    from modelmora.serve.tasks import served_as
-
-    record = read_artifact(artifact_dir)
-    return served_as(record.conversion.task if record else None)

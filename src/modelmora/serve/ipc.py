@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from modelmora.cache.filecheck import FileDigest
+
 __all__ = [
     "Cancel",
     "Chunk",
@@ -61,6 +63,12 @@ class WorkerSpec:
     """Text generation: prompt tokens processed per step while other sequences decode."""
     runner: str = "modelmora.serve.runners.base:TensorRunner"
     """``module:Class`` of the task's worker-side runner (from the serve task table)."""
+    files: tuple[FileDigest, ...] = ()
+    """The artifact's files as its record lists them: checked before the session loads."""
+    store_root: str | None = None
+    """The store whose stat cache makes that check a ``stat`` per file."""
+    verify_full: bool = False
+    """Re-hash every file on each load instead of trusting the stat cache."""
 
 
 @dataclass(frozen=True)

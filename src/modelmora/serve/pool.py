@@ -101,6 +101,9 @@ def worker_spec(model: ServedModel) -> WorkerSpec:
         spin=model.spin,
         prefill_chunk=model.serve.prefill_chunk_tokens,
         runner=serve_task(model.task).runner,
+        files=model.files,
+        store_root=str(model.store_root) if model.store_root else None,
+        verify_full=model.serve.verify == "full",
     )
 
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 import importlib
 import signal
 from multiprocessing.connection import Connection
+from pathlib import Path
 
+from modelmora.errors import IntegrityError
 from modelmora.serve.ipc import Failed, Ready, WorkerSpec, send_msg
 from modelmora.serve.runners.base import TEST_GATE_ENV, Gate, Runner
 
@@ -34,11 +36,29 @@ def load_runner(spec: WorkerSpec) -> Runner:
     return runner
 
 
+def check_artifact(spec: WorkerSpec) -> None:
+    """Refuse to load bytes that are not the ones install recorded (and validated)."""
+    if not spec.files:
+        return  # a directory served with --model NAME=DIR: no record to check against
+    from modelmora.cache.filecheck import file_problems
+    from modelmora.cache.statcache import StatCache
+
+    cache = StatCache.of_store(Path(spec.store_root)) if spec.store_root else None
+    problems = file_problems(Path(spec.artifact_dir), spec.files, cache, full=spec.verify_full)
+    if problems:
+        raise IntegrityError(
+            f"not loaded: {len(problems)} artifact file(s) differ from what install recorded: "
+            + "; ".join(map(str, problems[:3]))
+            + " — run `modelmora install` to rebuild it (`modelmora cache verify` lists all)"
+        )
+
+
 def main(conn: Connection, spec: WorkerSpec) -> None:
     """Entry point of the worker process (the ``target`` of the spawned Process)."""
     # Ctrl-C reaches the whole process group; the router decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
+        check_artifact(spec)
         runner = load_runner(spec)
         runner.warm_up()
         info = runner.info()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import abc
 import fnmatch
 import os
-import posixpath
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from modelmora.errors import SourceError
+from modelmora.layout import path_problem
 
 ProgressCallback = Callable[[int], None]
 """Called with the number of bytes just written (an increment, not a total)."""
@@ -172,15 +172,11 @@ class Source(abc.ABC):
 
 
 def safe_relpath(path: str, *, origin: str) -> str:
-    """Return ``path`` normalized, refusing absolute paths and ``..`` escapes.
+    """Return ``path`` when it is a clean relative path (:func:`modelmora.layout.path_problem`).
 
     A registry that lists ``../../etc/passwd`` must not make us write outside the store.
     """
-    if not path or path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
-        raise SourceError(f"{origin}: refusing file {path!r}: absolute paths are not allowed")
-    if "\\" in path:
-        raise SourceError(f"{origin}: refusing file {path!r}: backslashes are not allowed")
-    parts = path.split("/")
-    if any(part in ("..", "") for part in parts):
-        raise SourceError(f"{origin}: refusing file {path!r}: '..' or empty path segments")
-    return posixpath.normpath(path)
+    problem = path_problem(path)
+    if problem is not None:
+        raise SourceError(f"{origin}: refusing file {path!r}: {problem}")
+    return path

@@ -159,7 +159,7 @@ class HfSource(Source):
                 response = exc.response
                 if response is None:
                     raise
-                raise_if_transient(response.status_code)
+                raise_if_transient(response.status_code, response.headers)
                 raise self._status_error(
                     response.status_code, response.headers.get("X-Error-Code"), revision, None
                 ) from None

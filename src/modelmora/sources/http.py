@@ -26,12 +26,17 @@ from typing import TYPE_CHECKING, TypeVar
 
 import urllib3
 
+from modelmora.errors import IntegrityError
+
 if TYPE_CHECKING:
     import httpx
 
 READ_SIZE = 4 << 20
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 2.0
+RETRY_AFTER_CAP_S = 30.0
+"""The longest ``Retry-After`` we wait for: a registry asking for an hour gets a failure
+that says so instead of a command that seems to hang."""
 _ERRNO_RE = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 _T = TypeVar("_T")
 
@@ -82,9 +87,15 @@ def stream_to_file(
     headers: Mapping[str, str],
     offset: int,
     timeout_s: float,
+    size: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> None:
     """GET ``url`` into ``dest``: appended from ``offset`` on a 206, rewritten on a 200.
+
+    With ``size`` (the whole file's declared or locked size) ``dest`` never grows past it:
+    a ``Content-Length`` above what is left is refused before the body is read, and a body
+    that goes on past it is cut off with :class:`IntegrityError` after one extra byte, so a
+    lying or endless server costs at most ``size`` bytes of disk.
 
     Redirects are followed; urllib3 drops ``Authorization`` when a redirect leaves the host
     (the HF Hub sends LFS files to a CDN), so a token never travels to a third party.
@@ -110,20 +121,42 @@ def stream_to_file(
             content_range = resp.headers.get("Content-Range", "")
             if not content_range.startswith(f"bytes {offset}-"):
                 raise HttpStatusError(resp.status, resp.headers)
-            mode = "ab"
+            mode, start = "ab", offset
         elif resp.status == 200:
-            mode = "wb"
+            mode, start = "wb", 0
         else:
             raise HttpStatusError(resp.status, resp.headers)
+        left = None if size is None else size - start
+        declared = resp.headers.get("Content-Length", "")
+        if left is not None and declared.isdigit() and int(declared) > left:
+            raise _oversize(size)
         with dest.open(mode) as fh:
-            while chunk := resp.read(READ_SIZE):
+            while True:
+                want = READ_SIZE if left is None else min(READ_SIZE, left)
+                if want == 0:
+                    if resp.read(1):
+                        raise _oversize(size)
+                    break
+                chunk = resp.read(want)
+                if not chunk:
+                    break
                 fh.write(chunk)
+                if left is not None:
+                    left -= len(chunk)
                 if progress is not None:
                     progress(len(chunk))
     except urllib3.exceptions.HTTPError as exc:
         raise HttpTransportError(_reason(exc)) from exc
     finally:
         resp.release_conn()
+
+
+def _oversize(size: int | None) -> IntegrityError:
+    return IntegrityError(
+        f"the registry sent more than the {size} bytes the file has; stopped reading there",
+        hint="nothing was stored; the registry is misbehaving or the file changed since "
+        "`modelmora lock` (run it again if the change is intended)",
+    )
 
 
 def _reason(exc: BaseException) -> str:
@@ -137,9 +170,11 @@ class Transient(Exception):
     Safe means no URL, header or token: it ends up in the final "unreachable" message.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, retry_after_s: float | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.retry_after_s = retry_after_s
+        """How long the server asked us to wait (``Retry-After``), when it said."""
 
 
 def short_reason(exc: BaseException) -> str:
@@ -155,10 +190,34 @@ def short_reason(exc: BaseException) -> str:
     return type(exc).__name__ if len(text) > 200 or not text else text
 
 
-def raise_if_transient(status: int) -> None:
-    """429 and 5xx: the server is throttling or restarting, so a later attempt may succeed."""
+def raise_if_transient(status: int, headers: Mapping[str, str] | None = None) -> None:
+    """429 and 5xx: the server is throttling or restarting, so a later attempt may succeed.
+
+    Its ``Retry-After`` (seconds or an HTTP date) is kept for :func:`retrying` to honour.
+    """
     if status == 429 or status >= 500:
-        raise Transient(f"HTTP {status}")
+        wait = retry_after_seconds((headers or {}).get("Retry-After"))
+        raise Transient(f"HTTP {status}", retry_after_s=wait)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After: 3`` → 3.0; an HTTP date → seconds from now; junk → None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    from datetime import datetime, timezone
+
+    return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
 
 
 @contextmanager
@@ -173,7 +232,7 @@ def transient_failures(timeout_s: float) -> Iterator[None]:
     except HttpTransportError as exc:
         raise Transient(str(exc)) from None
     except HttpStatusError as exc:
-        raise_if_transient(exc.status)
+        raise_if_transient(exc.status, exc.headers)
         raise
     except Exception as exc:
         # Only a client that was imported can have raised: no need to import httpx here.
@@ -191,19 +250,26 @@ def retrying(
     """``call()``, again after each :class:`Transient` up to ``1 + retries`` attempts.
 
     Backoff doubles from 0.2 s up to 2 s, so a blip costs well under a second while a dead
-    host fails in bounded time. After the last attempt, raises
+    host fails in bounded time; a server's ``Retry-After`` is waited for instead, up to
+    :data:`RETRY_AFTER_CAP_S` (longer requests end the attempts). After the last attempt, raises
     ``unreachable(attempts, last reason)``: the registry's own wording and hint. Any other
     exception ends the attempts at once.
     """
     attempts = 1 + max(retries, 0)
     reason = ""
     for attempt in range(1, attempts + 1):
+        asked: float | None = None
         try:
             return call()
         except Transient as exc:
             reason = exc.reason
+            asked = exc.retry_after_s
+        if asked is not None and asked > RETRY_AFTER_CAP_S:
+            reason += f" (the server asked to retry after {asked:.0f} s)"
+            raise unreachable(attempt, reason)
         if attempt < attempts:
-            time.sleep(min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_CAP_S))
+            backoff = min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_CAP_S)
+            time.sleep(backoff if asked is None else max(asked, backoff))
     raise unreachable(attempts, reason)
 
 
@@ -239,7 +305,13 @@ def download_resuming(
         try:
             with transient_failures(timeout_s):
                 stream_to_file(
-                    url, dest, headers=headers, offset=start, timeout_s=timeout_s, progress=progress
+                    url,
+                    dest,
+                    headers=headers,
+                    offset=start,
+                    timeout_s=timeout_s,
+                    size=size,
+                    progress=progress,
                 )
         except HttpStatusError as exc:
             raise refused(exc) from None

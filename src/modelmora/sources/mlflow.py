@@ -295,7 +295,7 @@ class _Api:
                     f"{self.origin}: {self.conn.endpoint} does not serve artifacts",
                     hint="restart it with `mlflow server --serve-artifacts`",
                 )
-            raise_if_transient(resp.status_code)
+            raise_if_transient(resp.status_code, resp.headers)
             return resp
 
         resp = self.with_retries(call)

@@ -125,7 +125,7 @@ def search_hub(
             )
         if resp.status_code == 200:
             return _hits(resp, registry=registry, to_source=to_source, endpoint=endpoint)
-        raise_if_transient(resp.status_code)
+        raise_if_transient(resp.status_code, resp.headers)
         raise SourceError(f"{registry}: {endpoint} answered HTTP {resp.status_code}")
 
     def unreachable(attempts: int, reason: str) -> SourceError:

@@ -277,7 +277,7 @@ class TfHubSource(Source):
         def call() -> int:
             with transient_failures(self.context.timeout_s):
                 resp = shared_client().get(url, headers=self._auth, timeout=self.context.timeout_s)
-            raise_if_transient(resp.status_code)
+            raise_if_transient(resp.status_code, resp.headers)
             if resp.status_code != 200:
                 raise self._status_error(resp.status_code, None)
             try:

@@ -81,7 +81,7 @@ class HttpsSource(Source):
         """404 and other final answers fail at once; 429/5xx are tried again."""
         if resp.status_code == 404:
             raise SourceNotFoundError(f"{self.url}: not found (HTTP 404)")
-        raise_if_transient(resp.status_code)
+        raise_if_transient(resp.status_code, resp.headers)
         if not resp.is_success:
             raise SourceError(f"{self.url}: HTTP {resp.status_code}")
 
@@ -101,6 +101,7 @@ class HttpsSource(Source):
                 headers={},
                 offset=offset,
                 timeout_s=self.context.timeout_s,
+                size=file.size,
                 progress=progress,
             )
         except HttpStatusError as exc:

@@ -485,7 +485,7 @@ class WandbSource(Source):
                     timeout=self.context.timeout_s,
                 )
             status = resp.status_code
-            raise_if_transient(status)
+            raise_if_transient(status, resp.headers)
             if status in (401, 403):
                 raise self._auth_error(status)
             try:

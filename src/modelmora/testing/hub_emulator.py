@@ -69,6 +69,8 @@ class RequestRecord:
     """The ``Range`` request header, if any."""
     status: int
     query: str = ""
+    at: float = 0.0
+    """``time.monotonic()`` when the answer started."""
 
 
 class RequestLog(Sequence[RequestRecord]):
@@ -107,10 +109,17 @@ class RequestLog(Sequence[RequestRecord]):
 
 class _HttpError(Exception):
     def __init__(
-        self, status: int, message: str, code: str | None = None, commit: str | None = None
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        commit: str | None = None,
+        *,
+        extra: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.commit = status, message, code, commit
+        self.extra = dict(extra or {})
 
 
 class HubEmulator:
@@ -135,7 +144,8 @@ class HubEmulator:
         self._lock = threading.RLock()
         self._token: str | None = None
         self._corrupted: set[tuple[str, str]] = set()
-        self._failures: list[int] = []
+        self._failures: list[tuple[int, str | None]] = []
+        self._endless: set[tuple[str, str]] = set()
         self._served: dict[tuple[str, str], int] = {}
         self._closing = threading.Event()
         self._running: BackgroundServer | None = None
@@ -263,10 +273,20 @@ class HubEmulator:
             else:
                 self._corrupted.discard((repo_id, path))
 
-    def fail_next(self, count: int, status: int = 503) -> None:
-        """Answer the next ``count`` requests (any endpoint) with ``status``."""
+    def fail_next(self, count: int, status: int = 503, *, retry_after: str | None = None) -> None:
+        """Answer the next ``count`` requests (any endpoint) with ``status`` (and that
+        ``Retry-After`` header)."""
         with self._lock:
-            self._failures.extend([status] * count)
+            self._failures.extend([(status, retry_after)] * count)
+
+    def endless(self, repo_id: str, path: str, enabled: bool = True) -> None:
+        """A hostile server: send ``path``'s bytes, then keep sending more until the client
+        hangs up — no ``Content-Length``, the body ends only when the connection closes."""
+        with self._lock:
+            if enabled:
+                self._endless.add((repo_id, path))
+            else:
+                self._endless.discard((repo_id, path))
 
     def bytes_served(self, repo_id: str, path: str) -> int:
         """Body bytes handed to the socket for that file, over all requests."""
@@ -315,9 +335,13 @@ class HubEmulator:
             raise _HttpError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
         return commit
 
-    def _take_failure(self) -> int | None:
+    def _take_failure(self) -> tuple[int, str | None] | None:
         with self._lock:
             return self._failures.pop(0) if self._failures else None
+
+    def _is_endless(self, key: tuple[str, str]) -> bool:
+        with self._lock:
+            return key in self._endless
 
     def _count(self, key: tuple[str, str], n: int) -> None:
         with self._lock:
@@ -486,12 +510,14 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             failure = hub._take_failure()
             if failure is not None:
-                raise _HttpError(failure, f"injected failure {failure}")
+                status, retry_after = failure
+                extra = {"Retry-After": retry_after} if retry_after is not None else {}
+                raise _HttpError(status, f"injected failure {status}", extra=extra)
             self._check_auth()
             segments = [unquote(s) for s in split.path.split("/")[1:]]
             self._route(method, segments, parse_qs(split.query), body)
         except _HttpError as err:
-            self._send_error(err, head=method == "HEAD")
+            self._send_error(err, head=method == "HEAD", extra=err.extra)
         except OSError:  # the client went away (killed mid-file, timed out): not our error
             self.close_connection = True
 
@@ -631,10 +657,27 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(wanted, tuple):
             status, (start, end) = 206, wanted
             headers["Content-Range"] = f"bytes {start}-{end}/{blob.size}"
+        key = (repo.repo_id, path)
+        if self.hub._is_endless(key):
+            self._start(status, {**headers, "Connection": "close"})
+            self.close_connection = True
+            if not head:
+                self._stream(blob, start, end + 1 - start, key)
+                self._garbage_until_hangup(key)
+            return
         headers["Content-Length"] = str(max(end - start + 1, 0))
         self._start(status, headers)
         if not head:
-            self._stream(blob, start, end + 1 - start, (repo.repo_id, path))
+            self._stream(blob, start, end + 1 - start, key)
+
+    def _garbage_until_hangup(self, key: tuple[str, str]) -> None:
+        chunk = b"\xff" * _CHUNK
+        while not self.hub._closing.is_set():
+            try:
+                self.wfile.write(chunk)
+            except OSError:
+                return
+            self.hub._count(key, len(chunk))
 
     def _stream(self, blob: Blob, start: int, length: int, key: tuple[str, str]) -> None:
         hub = self.hub
@@ -667,6 +710,7 @@ class _Handler(BaseHTTPRequestHandler):
                 range=self.headers.get("Range"),
                 status=status,
                 query=self._query,
+                at=time.monotonic(),
             )
         )
         self.send_response(status)
