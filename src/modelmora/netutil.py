@@ -21,3 +21,15 @@ def bind(host: str, port: int) -> socket.socket:
             sock.close()
         raise UserInputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return sock
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only listens on this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

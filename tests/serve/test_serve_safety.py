@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import subprocess
@@ -141,3 +142,75 @@ def test_servers_on_a_busy_port_exit_2_with_one_message(
                 done.stderr
             ), name
             assert "Traceback" not in done.stderr
+
+
+@pytest.fixture(scope="module")
+def strict(artifacts: Artifacts) -> Iterator[Server]:
+    args = ["--header-timeout", "1", "--body-timeout", "1", "--max-header-bytes", "4096"]
+    with run_server({"emb": artifacts.emb}, *args, "--max-connections", "3") as s:
+        yield s
+
+
+def _raw(server: Server) -> socket.socket:
+    parts = urlsplit(server.url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=30)
+    return sock
+
+
+def _answer(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (it must close it)."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_headers_that_trickle_in_get_408_and_the_connection_closes(strict: Server) -> None:
+    with _raw(strict) as sock:
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Slow: a")  # never finished
+        answer = _answer(sock)  # blocks until the server's 1 s header timeout closes it
+    assert answer.startswith(b"HTTP/1.1 408 ")
+
+
+def test_a_body_that_never_arrives_gets_408(strict: Server) -> None:
+    with _raw(strict) as sock:
+        sock.sendall(
+            b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"model": '
+        )
+        answer = _answer(sock)
+    assert answer.startswith(b"HTTP/1.1 408 ")
+
+
+def test_oversized_headers_get_431_without_being_buffered(strict: Server) -> None:
+    with _raw(strict) as sock:
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        with contextlib.suppress(OSError):  # the server may close while we still send
+            for _ in range(64):  # 4 MiB offered; the limit is 4 KiB
+                sock.sendall(b"a" * 65536)
+        answer = _answer(sock)
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    assert strict.http.get("/v2/health/live").status_code == 200
+
+
+def test_connections_beyond_the_limit_get_503(strict: Server) -> None:
+    idle = [_raw(strict), _raw(strict)]
+    try:
+        with _raw(strict) as sock:
+            sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = _answer(sock)
+        assert answer.startswith(b"HTTP/1.1 503 ")
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_an_empty_api_key_is_an_error_not_auth_off() -> None:
+    result = CliRunner().invoke(main, ["serve", "--model", "m=."], env={"MODELMORA_API_KEY": ""})
+    assert result.exit_code == 2
+    assert "the API key is empty" in result.output
+
+
+def test_a_public_address_without_a_key_warns(artifacts: Artifacts) -> None:
+    with run_server({"emb": artifacts.emb}, "--host", "0.0.0.0") as s:
+        assert "without an API key" in s.stderr()

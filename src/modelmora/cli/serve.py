@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import click
 from pydantic import ValidationError
 
+from modelmora import netutil
 from modelmora.cli._common import find_project_dir
 from modelmora.cli.app import main
 from modelmora.errors import UserInputError
@@ -111,6 +113,36 @@ def _models(model_args: tuple[str, ...], set_args: tuple[str, ...]) -> list[Any]
     metavar="NAME.FIELD=VALUE",
     help="Per-model setting: " + ", ".join((*_SERVE_FIELDS, *_MODEL_FIELDS)) + ".",
 )
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10,
+    show_default=True,
+    metavar="S",
+    help="Seconds a client has to send the request line and headers (then 408).",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60,
+    show_default=True,
+    metavar="S",
+    help="Seconds a client has to send the request body after its headers (then 408).",
+)
+@click.option(
+    "--max-header-bytes",
+    type=click.IntRange(min=1024),
+    default=64 * 1024,
+    show_default=True,
+    help="Larger request line + headers get 431.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Open connections beyond this get 503.",
+)
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 @click.pass_context
 def serve(
@@ -124,6 +156,10 @@ def serve(
     preload: tuple[str, ...],
     model_args: tuple[str, ...],
     set_args: tuple[str, ...],
+    header_timeout: float,
+    body_timeout: float,
+    max_header_bytes: int,
+    max_connections: int,
     access_log: bool,
 ) -> None:
     """Serve models over HTTP: one worker process per model, batching, priority, LRU."""
@@ -131,14 +167,33 @@ def serve(
     from modelmora.serve.config import ServerSettings
     from modelmora.serve.discovery import discover
 
+    # click reads an empty MODELMORA_API_KEY as unset; an empty key must not mean "no auth".
+    if api_key is None:
+        api_key = os.environ.get("MODELMORA_API_KEY")
+    if api_key is not None and not api_key.strip():
+        raise UserInputError(
+            "the API key is empty (--api-key or MODELMORA_API_KEY)",
+            hint="set a real key, or unset MODELMORA_API_KEY to serve without one",
+        )
+    if api_key is None and not netutil.is_loopback(host):
+        click.echo(
+            f"warning: serving on {host} without an API key: anyone who can reach this "
+            "address can use the models (set MODELMORA_API_KEY)",
+            err=True,
+        )
+
     models = _models(model_args, set_args) if model_args else discover(find_project_dir(ctx))
     settings = ServerSettings(
         host=host,
         port=port,
-        api_key=api_key or None,
+        api_key=api_key,
         max_loaded_models=max_loaded_models,
         memory_budget_mb=memory_budget,
         max_body_bytes=max_body_bytes,
         preload=tuple(n.strip() for arg in preload for n in arg.split(",") if n.strip()),
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout,
+        max_header_bytes=max_header_bytes,
+        max_connections=max_connections,
     )
     server.run(settings, models, access_log=access_log)

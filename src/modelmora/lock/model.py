@@ -20,6 +20,15 @@ from modelmora.layout import layout_problem, model_name_problem, path_problem
 LOCK_VERSION = 1
 
 
+def drop_none(value: Any) -> Any:
+    """TOML has no null: drop ``None`` recursively (defaults restore them on read)."""
+    if isinstance(value, dict):
+        return {k: drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [drop_none(v) for v in value]
+    return value
+
+
 class LockedFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -102,11 +111,12 @@ class LockFile(BaseModel):
     models: dict[str, LockedModel] = {}
 
     def integrity(self) -> str:
-        """``sha256:`` over every entry as read (not over TOML bytes, so formatting is free):
-        written at the top of the lock, so a truncated or hand-edited lock is named as such."""
+        """``sha256:`` over every entry as the lock stores it (nulls dropped, files sorted) but
+        not over TOML bytes, so formatting is free: written at the top of the lock, so a
+        truncated or hand-edited lock is named as such."""
         entries = []
         for name in sorted(self.models):
-            entry = self.models[name].model_dump(mode="json")
+            entry = drop_none(self.models[name].model_dump(mode="json"))
             entry["files"] = sorted(entry["files"], key=lambda f: str(f["path"]))
             entries.append(entry)
         payload = json.dumps(entries, sort_keys=True, separators=(",", ":"))

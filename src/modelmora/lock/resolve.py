@@ -19,8 +19,7 @@ from typing import Any, Literal
 from modelmora.errors import IntegrityError, ModelMoraError, SourceError
 from modelmora.fsutil import sha256_file
 from modelmora.layout import layout_problem
-from modelmora.lock.io import drop_none
-from modelmora.lock.model import LockedFile, LockedModel, LockFile
+from modelmora.lock.model import LockedFile, LockedModel, LockFile, drop_none
 from modelmora.sources import (
     RemoteFile,
     Source,

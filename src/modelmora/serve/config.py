@@ -103,6 +103,14 @@ class ServerSettings(BaseModel):
     load_timeout_s: float = Field(300, gt=0)
     graceful_timeout_s: float = Field(30, gt=0)
     """How long shutdown waits for in-flight requests before stopping workers anyway."""
+    header_timeout_s: float = Field(10, gt=0)
+    """Request line and headers must arrive within this (408 after; slow-loris guard)."""
+    body_timeout_s: float = Field(60, gt=0)
+    """A request body must arrive within this of its headers (408 after)."""
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    """Request line plus headers larger than this get 431."""
+    max_connections: int = Field(1024, ge=1)
+    """Open connections (and requests in flight) beyond this get 503."""
 
 
 def detect_task(artifact_dir: Path) -> str:

@@ -13,6 +13,7 @@ from modelmora import netutil
 from modelmora.errors import ModelMoraError, UserInputError
 from modelmora.serve.app import create_app
 from modelmora.serve.config import ServedModel, ServerSettings
+from modelmora.serve.http_limits import ConnectionLimits, limited_protocol
 
 __all__ = ["READY_PREFIX", "run"]
 
@@ -46,8 +47,15 @@ def run(
         print(READY_PREFIX + url, flush=True)
 
     app = create_app(settings, by_name, on_ready=announce)
+    limits = ConnectionLimits(
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_header_bytes=settings.max_header_bytes,
+    )
     config = uvicorn.Config(
         app,
+        http=limited_protocol(limits),
+        limit_concurrency=settings.max_connections,
         lifespan="on",
         access_log=access_log,
         log_level="info",
