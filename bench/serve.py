@@ -281,11 +281,101 @@ def bare_ort(snapshot: Path, repeats: int) -> dict[int, float]:
     return out
 
 
+LONG_TEXT = " ".join(["word"] * 400)
+"""Truncated to MiniLM's 256 tokens: the longest a text can be."""
+
+
+async def _big_and_small(url: str, big_texts: int, duration: float) -> dict[str, float]:
+    """One client sends maximal requests back to back; another sends single sentences.
+
+    What the single sentences wait is head-of-line blocking: with requests run whole, a
+    sentence that arrives behind a big request waits for all of it; with parts, at most
+    for the part in the worker and one more batch.
+    """
+    import aiohttp
+
+    big = {"model": "minilm", "input": [LONG_TEXT] * big_texts}
+    small = {"model": "minilm", "input": SENTENCES[0]}
+    small_ms: list[float] = []
+    big_done = 0
+    stop_at = time.perf_counter() + duration
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+
+        async def big_client() -> None:
+            nonlocal big_done
+            while time.perf_counter() < stop_at:
+                async with session.post(url + "/v1/embeddings", json=big) as r:
+                    await r.read()
+                    big_done += r.status == 200
+
+        async def small_client() -> None:
+            await asyncio.sleep(0.5)  # let the first big request reach the worker
+            while time.perf_counter() < stop_at:
+                t0 = time.perf_counter()
+                async with session.post(url + "/v1/embeddings", json=small) as r:
+                    await r.read()
+                small_ms.append(1000 * (time.perf_counter() - t0))
+
+        await asyncio.gather(big_client(), small_client())
+    small_ms.sort()
+    return {
+        "p50": statistics.median(small_ms),
+        "p95": small_ms[int(0.95 * (len(small_ms) - 1))],
+        "small": len(small_ms),
+        "big": big_done,
+    }
+
+
+def batch_ms(snapshot: Path, rows: int, repeats: int = 5) -> float:
+    """p50 ms of one in-process ORT call on ``rows`` maximal-length texts (one full batch)."""
+    import numpy as np
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(snapshot / "tokenizer.json"))
+    tok.enable_truncation(max_length=256)
+    tok.enable_padding(pad_id=0, pad_token="[PAD]")
+    session = ort.InferenceSession(str(snapshot / "model.onnx"), providers=["CPUExecutionProvider"])
+    enc = tok.encode_batch([LONG_TEXT] * rows)
+    ids = np.asarray([e.ids for e in enc], dtype=np.int64)
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": 0 * ids}
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times[1:])
+
+
+def head_of_line(cli: Path, snapshot: Path, big_texts: int, duration: float) -> dict[str, Any]:
+    """Single-sentence latency behind maximal requests, in parts (now) and whole (before)."""
+    results: dict[str, Any] = {"batch_ms": batch_ms(snapshot, 32), "big_texts": big_texts}
+    for label, extra in (("parts", []), ("whole", ["--set", f"minilm.max_batch_size={big_texts}"])):
+        proc = subprocess.Popen(
+            [str(cli), "serve", "--port", "0", "--model", f"minilm={snapshot}",
+             "--set", "minilm.max_queue_delay_ms=0", "--preload", "minilm", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        url = wait_ready(proc, "ready on").split("ready on ")[1].strip()
+        try:
+            results[label] = asyncio.run(_big_and_small(url, big_texts, duration))
+        finally:
+            stop(proc)
+        print(f"  head of line ({label}): {results[label]}", file=sys.stderr, flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per measurement")
+    parser.add_argument(
+        "--big-texts",
+        type=int,
+        default=256,
+        help="texts of 256 tokens per maximal request in the head-of-line run",
+    )
     parser.add_argument(
         "--naive-server", nargs=2, metavar=("PORT", "SNAPSHOT"), help=argparse.SUPPRESS
     )
@@ -327,9 +417,12 @@ def main() -> None:
         theirs = bench_server(f"http://127.0.0.1:{port}", "minilm", args.duration)
     finally:
         stop(naive)
+    print("head-of-line: single sentences behind maximal requests", file=sys.stderr, flush=True)
+    hol = head_of_line(cli, snapshot, args.big_texts, max(args.duration * 3, 15.0))
     shutil.rmtree(work, ignore_errors=True)
 
     report(args.duration, ours, theirs, bare, lean)
+    report_head_of_line(hol)
 
 
 def report(
@@ -366,6 +459,23 @@ def report(
     )
     ratio = ours[(1, 32)]["rps"] / max(theirs[(1, 32)]["rps"], 1e-9)
     print(f"\nThroughput at 32 clients, single sentence: {ratio:.1f}× the naive baseline.")
+
+
+def report_head_of_line(hol: dict[str, Any]) -> None:
+    batch = hol["batch_ms"]
+    print(
+        f"\nHead of line: one client sends {hol['big_texts']} texts × 256 tokens per request "
+        "back to back, another single sentences (max_batch_size 32; one full batch of 32 × 256 "
+        f"tokens takes {batch:.0f} ms in process):\n"
+    )
+    print("| big requests run | single p50 ms | single p95 ms | p95 / batch time | big done |")
+    print("|---|---:|---:|---:|---:|")
+    for label, name in (("parts", "in parts (now)"), ("whole", "whole (one batch each)")):
+        r = hol[label]
+        print(
+            f"| {name} | {r['p50']:.0f} | {r['p95']:.0f} | {r['p95'] / batch:.1f} | "
+            f"{r['big']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

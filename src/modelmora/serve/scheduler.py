@@ -3,8 +3,9 @@
 A request becomes a work item of ``rows`` rows (sentences or tensor rows) carrying its task's
 payload; the task's :class:`~modelmora.serve.batching.BatchPolicy` says how payloads combine
 into one worker request and how the answer splits back. One
-batcher task per model pops the most urgent item (highest priority, then oldest), then
-keeps adding compatible items in priority order until the batch holds ``max_batch_size``
+batcher task per model pops the most urgent item (oldest, where each priority level counts
+as ``priority_aging_ms`` of waiting — see :meth:`_Item.key`), then
+keeps adding compatible items in that order until the batch holds ``max_batch_size``
 rows or ``max_queue_delay_ms`` has passed since that first item *arrived* (so an item that
 already waited behind a busy worker does not wait again). A worker runs one batch at a
 time; whatever arrives meanwhile forms the next batch, so batches grow with load without
@@ -47,8 +48,16 @@ class _Item:
     payload: Any
     state: Literal["queued", "batched", "sent", "done"] = field(default="queued")
 
-    def key(self) -> tuple[int, int]:
-        return (-self.priority, self.seq)
+    aging_s: float = 1.0
+
+    def key(self) -> tuple[float, int]:
+        """Earliest first, where each priority level counts as ``aging_s`` of waiting.
+
+        A priority-5 request that arrives now goes ahead of priority-0 requests that have
+        waited under 5 s, but not of older ones: higher priorities come first, and a lower
+        one waits at most (difference × ``aging_s``) behind later arrivals, never forever.
+        """
+        return (self.enqueued - self.priority * self.aging_s, self.seq)
 
 
 class ModelScheduler:
@@ -62,7 +71,7 @@ class ModelScheduler:
         self.name = model.name
         self.pool = pool
         self.metrics = metrics
-        self._heap: list[tuple[tuple[int, int], _Item]] = []
+        self._heap: list[tuple[tuple[float, int], _Item]] = []
         self._live = 0
         self._seq = itertools.count()
         self._wakeup = asyncio.Event()
@@ -92,8 +101,34 @@ class ModelScheduler:
         signature: Hashable = TEXT_SIGNATURE,
         priority: int | None = None,
         timeout_s: float | None = None,
+        splittable: bool = True,
     ) -> ItemResult:
-        """Queue one request and wait for its share of a batch's output."""
+        """Queue one request and wait for its share of a batch's output.
+
+        A request of more rows than ``max_batch_size`` is queued one batch-sized part at a
+        time, each part after the previous one ran: requests that arrive meanwhile are
+        served between the parts, so nobody waits behind more than one batch of it.
+        """
+        limit = self.model.serve.max_batch_size
+        if rows <= limit or not splittable:
+            return await self._submit(rows, payload, signature, priority, timeout_s)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        parts = []
+        for start in range(0, rows, limit):
+            stop = min(start + limit, rows)
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            part = self.policy.part(payload, start, stop)
+            parts.append(await self._submit(stop - start, part, signature, priority, left))
+        return self.policy.merge(parts)
+
+    async def _submit(
+        self,
+        rows: int,
+        payload: Any,
+        signature: Hashable,
+        priority: int | None,
+        timeout_s: float | None,
+    ) -> ItemResult:
         spec = self.model.serve
         if self._live >= spec.max_queue_size:
             self.metrics.dropped.labels(self.name, "queue_full").inc()
@@ -113,6 +148,7 @@ class ModelScheduler:
             seq=next(self._seq),
             enqueued=now,
             payload=payload,
+            aging_s=spec.priority_aging_seconds,
         )
         heapq.heappush(self._heap, (item.key(), item))
         self._live += 1
@@ -170,7 +206,7 @@ class ModelScheduler:
     def _take_compatible(self, batch: list[_Item], rows: int) -> int:
         limit = self.model.serve.max_batch_size
         signature = batch[0].signature
-        keep: list[tuple[tuple[int, int], _Item]] = []
+        keep: list[tuple[tuple[float, int], _Item]] = []
         now = time.monotonic()
         for entry in sorted(self._heap):
             item = entry[1]

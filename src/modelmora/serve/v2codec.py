@@ -8,11 +8,11 @@ wrong raises :class:`~modelmora.serve.errors.BadRequest` naming the tensor and t
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelmora.serve.errors import BadRequest
@@ -42,6 +42,8 @@ DTYPES: dict[str, Any] = {
     "FP64": np.float64,
     "BYTES": np.object_,
 }
+MAX_DATA_DEPTH = 17
+"""Nesting of ``data`` lists: one level per dimension (``shape`` has at most 16) plus one."""
 _V2_OF = {np.dtype(t): name for name, t in DTYPES.items() if name != "BYTES"}
 
 
@@ -74,11 +76,13 @@ class InferRequest(BaseModel):
 def _flatten_json(name: str, data: Any, datatype: str, count: int) -> np.ndarray:
     if datatype == "BYTES":
         flat: list[Any] = []
-        stack = [data]
+        stack = [(data, 0)]
         while stack:  # iterative flatten keeps deep nesting from blowing the stack
-            value = stack.pop()
+            value, depth = stack.pop()
             if isinstance(value, list):
-                stack.extend(reversed(value))
+                if depth >= MAX_DATA_DEPTH:
+                    raise BadRequest(f"input {name!r}: data nested deeper than {MAX_DATA_DEPTH}")
+                stack.extend((item, depth + 1) for item in reversed(value))
             elif isinstance(value, str):
                 flat.append(value.encode("utf-8"))
             else:
@@ -142,7 +146,9 @@ def decode_request(
         )
     head = body[:header_length] if header_length is not None else body
     try:
-        request = InferRequest.model_validate(json.loads(head))
+        # orjson, not json: it refuses lone UTF-16 surrogates (which could not be encoded
+        # back) and nesting past 1024 levels with a ValueError instead of a RecursionError.
+        request = InferRequest.model_validate(orjson.loads(head))
     except (ValueError, UnicodeDecodeError) as exc:
         if isinstance(exc, ValidationError):
             errors = "; ".join(

@@ -383,7 +383,9 @@ class TfHubSource(Source):
                     # Judged by the copy actually read (its inode cannot be reused while open):
                     # a parallel fetch may replace the file at this path meanwhile.
                     inode = os.fstat(stream.fileno()).st_ino
-                    digest = _copy_member(stream, path, dest, where, skip=offset, progress=progress)
+                    digest = _copy_member(
+                        stream, path, dest, where, skip=offset, size=file.size, progress=progress
+                    )
                     if file.sha256 is None or digest == file.sha256 or inode in self._fresh:
                         return
                 log.warning(
@@ -500,9 +502,11 @@ def _copy_member(
     where: str,
     *,
     skip: int,
+    size: int,
     progress: ProgressCallback | None,
 ) -> str:
-    """Write member ``path`` (minus its first ``skip`` bytes) to ``dest``; its sha256."""
+    """Write member ``path`` (minus its first ``skip`` bytes, and never past ``size``, the
+    locked size) to ``dest``; the sha256 of the whole member."""
     with _open_stream(archive, where) as tar:
         for info in tar:
             if not info.isreg() or _member_path(info.name, where) != path:
@@ -510,20 +514,25 @@ def _copy_member(
             reader = tar.extractfile(info)
             if reader is None:  # pragma: no cover (isreg() members always have data)
                 break
-            return _copy(reader, dest, skip=skip, progress=progress)
+            return _copy(reader, dest, skip=skip, size=size, progress=progress)
     raise SourceNotFoundError(f"{where}: the archive has no file {path!r}")
 
 
-def _copy(reader: IO[bytes], dest: Path, *, skip: int, progress: ProgressCallback | None) -> str:
+def _copy(
+    reader: IO[bytes], dest: Path, *, skip: int, size: int, progress: ProgressCallback | None
+) -> str:
     digest = hashlib.sha256()
+    room = size - skip
     with dest.open("ab" if skip else "wb") as fh:
         while chunk := reader.read(_CHUNK):
             digest.update(chunk)
             if skip:
                 drop = min(skip, len(chunk))
                 chunk, skip = chunk[drop:], skip - drop
-                if not chunk:
-                    continue
+            chunk = chunk[: max(room, 0)]  # a bigger member still hashes wrong: no more disk
+            if not chunk:
+                continue
+            room -= len(chunk)
             fh.write(chunk)
             if progress is not None:
                 progress(len(chunk))

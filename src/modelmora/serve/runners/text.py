@@ -77,6 +77,38 @@ class TextRunner(Runner):
         return self.run_text(body.texts)
 
     def run_text(self, texts: list[str]) -> Output:
+        """Tokenize, then run in parts of at most ``max_batch_tokens`` rows × padded length.
+
+        One padded batch of long and short texts costs the longest text's length per row;
+        splitting length-sorted keeps each ONNX Runtime call — and so the worker's peak
+        memory — within the budget whatever the request holds.
+        """
+        feed, mask = self.encode(texts)
+        lengths = mask.sum(axis=1)
+        budget = self.spec.max_batch_tokens
+        if len(texts) * mask.shape[1] <= budget:
+            return self.run_encoded(feed, mask)
+        order = np.argsort(lengths, kind="stable")
+        outputs: list[Output] = []
+        start = 0
+        while start < len(order):
+            stop = start + 1
+            # Rows sorted by length: a part's padded length is its last row's length.
+            while stop < len(order) and (stop + 1 - start) * int(lengths[order[stop]]) <= budget:
+                stop += 1
+            rows = order[start:stop]
+            width = max(int(lengths[rows[-1]]), 1)
+            part = {k: np.ascontiguousarray(v[rows, :width]) for k, v in feed.items()}
+            outputs.append(self.run_encoded(part, np.ascontiguousarray(mask[rows, :width])))
+            start = stop
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        arrays = {
+            k: np.concatenate([o.arrays[k] for o in outputs])[inverse] for k in outputs[0].arrays
+        }
+        return Output(arrays=arrays, tokens=lengths, rss_bytes=outputs[-1].rss_bytes)
+
+    def run_encoded(self, feed: dict[str, np.ndarray], mask: np.ndarray) -> Output:
         raise NotImplementedError
 
 
@@ -89,15 +121,14 @@ class EmbeddingRunner(TextRunner):
         self.output_name = "sentence_embedding" if "sentence_embedding" in names else names[0]
         self.dim = 0
 
-    def run_text(self, texts: list[str]) -> Output:
-        feed, mask = self.encode(texts)
+    def run_encoded(self, feed: dict[str, np.ndarray], mask: np.ndarray) -> Output:
         (hidden,) = self.session.run([self.output_name], feed)
         hidden = np.asarray(hidden, dtype=np.float32)
         if hidden.ndim == 3:
             vectors = pool(hidden, mask, self.pooling)
         elif self.pooling.normalize:
             vectors = pool(
-                hidden[:, None, :], np.ones((len(texts), 1)), PoolingConfig(("mean",), True)
+                hidden[:, None, :], np.ones((len(mask), 1)), PoolingConfig(("mean",), True)
             )
         else:
             vectors = np.ascontiguousarray(hidden)
@@ -129,8 +160,7 @@ class ClassifierRunner(TextRunner):
         self.labels = tuple(str(id2label.get(str(i), f"LABEL_{i}")) for i in range(n))
         self.multi_label = cfg.get("problem_type") == "multi_label_classification"
 
-    def run_text(self, texts: list[str]) -> Output:
-        feed, mask = self.encode(texts)
+    def run_encoded(self, feed: dict[str, np.ndarray], mask: np.ndarray) -> Output:
         (logits,) = self.session.run([self.outputs[0].name], feed)
         logits = np.asarray(logits, dtype=np.float32)
         if self.multi_label:

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from modelmora.serve.batching import ItemResult
-from modelmora.serve.errors import BadRequest
+from modelmora.serve.errors import BadRequest, PayloadTooLarge
 from modelmora.serve.params import parse_priority, parse_timeout_ms
 from modelmora.serve.wire import dumps
 
 if TYPE_CHECKING:
     from modelmora.serve.state import ServeState
 
-__all__ = ["list_reply", "run_texts", "submit_texts", "texts_from_v2"]
+__all__ = [
+    "MAX_INPUTS",
+    "MAX_TEXT_CHARS",
+    "TextInput",
+    "list_reply",
+    "run_texts",
+    "submit_texts",
+    "texts_from_v2",
+]
+
+MAX_INPUTS = 2048
+"""Texts one request may hold (OpenAI's own limit for embeddings)."""
+MAX_TEXT_CHARS = 100_000
+"""Characters per text: far past any encoder's context (it truncates to its maximum
+length), small enough that one text cannot keep the tokenizer busy for seconds."""
+TextInput = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
 
 
 def texts_from_v2(tensors: dict[str, np.ndarray]) -> list[str]:
@@ -31,10 +47,20 @@ def texts_from_v2(tensors: dict[str, np.ndarray]) -> list[str]:
         raise BadRequest(
             f"input 'text' must have shape [n] or [n, 1] with n ≥ 1, got {list(arr.shape)}"
         )
+    if arr.shape[0] > MAX_INPUTS:
+        raise PayloadTooLarge(
+            f"input 'text' has {arr.shape[0]} rows; a request may hold at most {MAX_INPUTS}"
+        )
     try:
-        return [item.decode("utf-8") for item in arr]
+        texts = [item.decode("utf-8") for item in arr]
     except UnicodeDecodeError:
         raise BadRequest("input 'text' holds bytes that are not UTF-8") from None
+    longest = max(len(t) for t in texts)
+    if longest > MAX_TEXT_CHARS:
+        raise PayloadTooLarge(
+            f"input 'text' has a text of {longest} characters; at most {MAX_TEXT_CHARS} each"
+        )
+    return texts
 
 
 async def submit_texts(

@@ -14,16 +14,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelmora.serve.batching import TextRows
 from modelmora.serve.errors import BadRequest
-from modelmora.serve.tasks._text import list_reply, run_texts, submit_texts, texts_from_v2
+from modelmora.serve.tasks._text import (
+    MAX_INPUTS,
+    TextInput,
+    list_reply,
+    run_texts,
+    submit_texts,
+    texts_from_v2,
+)
 from modelmora.serve.tasks.base import JsonRoute, ServeTask
 
 if TYPE_CHECKING:
     from modelmora.serve.state import ServeState
 
-__all__ = ["MAX_INPUTS", "TASK", "EmbeddingsRequest", "TextInput", "embeddings_reply"]
-
-MAX_INPUTS = 2048
-TextInput = Annotated[str, Field(max_length=1_000_000)]
+__all__ = ["TASK", "EmbeddingsRequest", "embeddings_reply"]
 
 
 class EmbeddingsRequest(BaseModel):

@@ -58,7 +58,12 @@ async def v2_infer(
     info = await state.pool.info(model)
     rows, signature = _check_tensors(model, info, tensors)
     result = await state.schedulers[model].submit(
-        rows=rows, payload=tensors, signature=signature, priority=priority, timeout_s=timeout_s
+        rows=rows,
+        payload=tensors,
+        signature=signature,
+        priority=priority,
+        timeout_s=timeout_s,
+        splittable=info.batchable,
     )
     return result.arrays
 

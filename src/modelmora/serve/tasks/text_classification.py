@@ -14,9 +14,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelmora.serve.batching import TextRows
-from modelmora.serve.tasks._text import list_reply, run_texts, submit_texts, texts_from_v2
+from modelmora.serve.tasks._text import (
+    MAX_INPUTS,
+    TextInput,
+    list_reply,
+    run_texts,
+    submit_texts,
+    texts_from_v2,
+)
 from modelmora.serve.tasks.base import JsonRoute, ServeTask
-from modelmora.serve.tasks.feature_extraction import MAX_INPUTS, TextInput
 
 if TYPE_CHECKING:
     from modelmora.serve.state import ServeState
