@@ -169,6 +169,33 @@ def _limit_file_size() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (8 * MiB, 8 * MiB))
 
 
+def test_reindex_on_a_full_disk_is_a_clear_error_and_keeps_the_old_index(
+    hub: HubEmulator, home: Path, tmp_path: Path, run_cli: CliRunner
+) -> None:
+    project = write_hub_project(hub, tmp_path / "proj", {"m": ("org/m", {"a.bin": b"abc"})})
+    assert run_cli(project.dir, "pull").returncode == 0
+    assert run_cli(project.dir, "cache", "reindex").returncode == 0
+    index = home / "index.duckdb"
+    before = index.read_bytes()
+
+    def tiny_files() -> None:  # 4 KiB: DuckDB cannot write a fresh database file
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    result = subprocess.run(
+        cli_command(project.dir, "cache", "reindex"),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=tiny_files,
+    )
+    assert result.returncode == 1
+    assert "cannot rebuild the index" in result.stderr and "File too large" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert index.read_bytes() == before
+    assert sorted(p.name for p in home.glob("index.duckdb*")) == ["index.duckdb"]
+
+
 def test_write_error_mid_download_gives_a_clear_message_and_leaves_nothing(
     hub: HubEmulator, home: Path, tmp_path: Path
 ) -> None:

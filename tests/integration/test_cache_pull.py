@@ -136,3 +136,17 @@ def test_unknown_model_name_is_a_user_error(
     result = run_cli(project.dir, "pull", "nope")
     assert result.returncode == 2
     assert "not in modelmora.lock: nope (locked models: a)" in result.stderr
+
+
+def test_offline_pull_reads_local_sources_as_install_does(
+    home: Path, tmp_path: Path, run_cli: CliRunner
+) -> None:
+    project = tmp_path / "proj"
+    (project / "m").mkdir(parents=True)
+    (project / "m" / "config.json").write_text('{"hidden_size": 8}')
+    (project / "modelmora.yml").write_text("models:\n  m:\n    source: ./m\n")
+    assert run_cli(project, "lock").returncode == 0
+    pulled = run_cli(project, "pull", "--offline", "--json")
+    assert pulled.returncode == 0, pulled.stderr
+    snapshot = Path(json.loads(pulled.stdout)["models"][0]["snapshot"])
+    assert (snapshot / "config.json").read_text() == '{"hidden_size": 8}'

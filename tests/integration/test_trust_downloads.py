@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cache_helpers import CliRunner, write_hub_project
@@ -26,6 +29,12 @@ def hub_manifest(hub: HubEmulator, project: Path, repo: str) -> None:
     (project / "modelmora.yml").write_text(
         f"registries:\n  hf:\n    endpoint: {hub.url}\nmodels:\n  m:\n    source: hf://{repo}\n"
     )
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def leftovers(home: Path) -> list[str]:
@@ -137,6 +146,8 @@ def test_a_refetched_blob_heals_the_snapshot_that_linked_the_bad_one(
     snap_file = store.snapshot_dir("m", project.lock.models["m"].content_digest()) / "w.bin"
     blob = store.blob_path(locked.sha256)
     assert snap_file.stat().st_ino == blob.stat().st_ino  # hardlinked
+    # Made with the umask (0o022 here), not mkdtemp's 0o700: a shared store stays readable.
+    assert stat.S_IMODE(snap_file.parent.stat().st_mode) == 0o777 & ~_umask()
     blob.chmod(0o644)
     with blob.open("r+b") as fh:  # a flipped byte; the mtime changes
         fh.seek(100)
@@ -150,3 +161,35 @@ def test_a_refetched_blob_heals_the_snapshot_that_linked_the_bad_one(
     assert snap_file.stat().st_ino == blob.stat().st_ino  # … and re-links the snapshot
     assert snap_file.read_bytes() == data
     assert run_cli(project.dir, "cache", "verify").returncode == 0
+
+
+def _negative_size(name: str, item: dict[str, Any]) -> dict[str, Any]:
+    return {**item, "size": -5, **({"lfs": {**item["lfs"], "size": -5}} if "lfs" in item else {})}
+
+
+def _bad_sha(name: str, item: dict[str, Any]) -> dict[str, Any]:
+    if "lfs" not in item:
+        return item
+    lfs = {**item["lfs"], "sha256": "NOT-HEX", "oid": "NOT-HEX"}
+    return {**item, "lfs": lfs}
+
+
+@pytest.mark.parametrize(
+    ("hook", "named"),
+    [(_negative_size, "with size -5"), (_bad_sha, "which is not 64 lowercase hex digits")],
+)
+def test_a_lying_listing_is_a_clean_error_at_lock(
+    hub: HubEmulator,
+    home: Path,
+    tmp_path: Path,
+    run_cli: CliRunner,
+    hook: Callable[[str, dict[str, Any]], dict[str, Any]],
+    named: str,
+) -> None:
+    hub.create_repo("org/liar", {"model.safetensors": os.urandom(2 * MiB)})
+    hub.listing_hook = hook
+    hub_manifest(hub, tmp_path / "proj", "org/liar")
+    result = run_cli(tmp_path / "proj", "lock")
+    assert result.returncode != 0
+    assert "models.m:" in result.stderr and named in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

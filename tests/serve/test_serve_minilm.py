@@ -43,9 +43,10 @@ def _peak_kb(pid: int) -> int:
 
 
 def test_a_maximal_request_keeps_the_worker_memory_bounded(tmp_path: Path) -> None:
-    """512 texts at MiniLM's full 256 tokens in one request: one padded batch of them took
-    the worker past 3 GB; in batch-sized parts within the token budget the peak grows by
-    what one part needs."""
+    """128 texts at MiniLM's full 256 tokens in one request. Run as one padded batch they
+    raised the worker's peak memory by 1.15 GB (1024 such texts: past 6 GB); in batch-sized
+    parts within the token budget by ~0.53 GB, what one part of 32 × 256 tokens needs,
+    however many texts the request holds (measured here: 2 cores, onnxruntime 1.32 CPU)."""
     source = Path(gt_minilm.__file__).parent / "model"
     snapshot = Path(shutil.copytree(source, tmp_path / "minilm"))
     export_text_model(snapshot)
@@ -54,10 +55,10 @@ def test_a_maximal_request_keeps_the_worker_memory_bounded(tmp_path: Path) -> No
         (pid,) = worker_pids(server.proc.pid)
         before = _peak_kb(pid)
         answer = server.http.post(
-            "/v1/embeddings", json={"model": "minilm", "input": [long_text] * 512}, timeout=600
+            "/v1/embeddings", json={"model": "minilm", "input": [long_text] * 128}, timeout=600
         )
         assert answer.status_code == 200, answer.text
-        assert len(answer.json()["data"]) == 512
-        assert answer.json()["usage"]["prompt_tokens"] == 512 * 256
+        assert len(answer.json()["data"]) == 128
+        assert answer.json()["usage"]["prompt_tokens"] == 128 * 256
         grown_mb = (_peak_kb(pid) - before) / 1024
-    assert grown_mb < 600, f"worker peak memory grew by {grown_mb:.0f} MB"
+    assert grown_mb < 800, f"worker peak memory grew by {grown_mb:.0f} MB"

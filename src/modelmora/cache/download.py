@@ -418,21 +418,32 @@ def pull_entries(
     results: dict[str, BlobResult] = {}
     errors: list[ModelMoraError] = []
 
-    if missing and not offline:
-        sources: dict[str, Source] = {}
-        sources_lock = threading.Lock()
+    sources: dict[str, Source] = {}
+    sources_lock = threading.Lock()
+
+    def source_of(entry: LockedModel) -> Source:
+        with sources_lock:
+            if entry.name not in sources:
+                sources[entry.name] = source_for(entry)
+            return sources[entry.name]
+
+    # Offline, local sources (path:, pkg://) still deliver: they need no network, and
+    # install reads them offline too.
+    fetchable = missing if not offline else {s for s in missing if source_of(owners[s][0]).local}
+    if fetchable:
 
         def job(sha: str) -> BlobResult:
             entry, f = owners[sha]
-            with sources_lock:
-                if entry.name not in sources:
-                    sources[entry.name] = source_for(entry)
-                src = sources[entry.name]
             return ensure_blob(
-                src, entry.revision, f, store, progress=progress, label=f"{entry.name}/{f.path}"
+                source_of(entry),
+                entry.revision,
+                f,
+                store,
+                progress=progress,
+                label=f"{entry.name}/{f.path}",
             )
 
-        order = sorted(missing, key=lambda s: -owners[s][1].size)  # big files start first
+        order = sorted(fetchable, key=lambda s: -owners[s][1].size)  # big files start first
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="modelmora-pull") as pool:
             futures: dict[Future[BlobResult], str] = {pool.submit(job, s): s for s in order}
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
@@ -499,7 +510,7 @@ def pull_entries(
         raise ModelMoraError(
             f"{len(errors)} downloads failed:\n" + "\n".join(f"  - {e}" for e in errors)
         )
-    if offline and missing:
+    if offline and missing - set(results):
         raise _missing_error(report)
     return report
 

@@ -442,21 +442,34 @@ class Index:
         projects, and install's artifact/validation/benchmark records); ``runs`` (a log) is
         copied from the old index when it is still readable.
         """
+        import duckdb
+
         self.store.ensure_layout()
         with FileLock(self.store.locks_dir / "index.lock", timeout=self.timeout_s):
             fresh = self.path.with_name(f"{self.path.name}.rebuild-{os.getpid()}")
             fresh.unlink(missing_ok=True)
-            con = self._connect(fresh)
             try:
-                con.begin()
-                con.execute(SCHEMA)
-                con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
-                counts = _populate(con, self.store)
-                con.commit()
-                if self.path.exists():
-                    counts.update(self._carry_over(con))
-            finally:
-                con.close()
+                con = self._connect(fresh)
+                try:
+                    con.begin()
+                    con.execute(SCHEMA)
+                    con.execute(
+                        "INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+                    )
+                    counts = _populate(con, self.store)
+                    con.commit()
+                    if self.path.exists():
+                        counts.update(self._carry_over(con))
+                finally:
+                    con.close()
+            except duckdb.Error as exc:  # a full disk, a file size limit, an unwritable dir
+                for leftover in (fresh, fresh.with_name(fresh.name + ".wal")):
+                    leftover.unlink(missing_ok=True)
+                raise ModelMoraError(
+                    f"cannot rebuild the index {self.path}: {_first_line(exc)}",
+                    hint="the old index and the store are unchanged; free disk space "
+                    "(`modelmora cache gc`) and run `modelmora cache reindex` again",
+                ) from None
             try:
                 os.replace(fresh, self.path)
                 (self.store.root / _CREATED_MARKER).touch()

@@ -8,6 +8,7 @@ a change to ``files`` re-resolves at the *locked* revision; only a changed ``sou
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from modelmora.sources import (
     safe_relpath,
 )
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 LOCK_SCRATCH_PREFIX = "modelmora-lock-"
 """Temporary directories of files fetched at lock time only to be hashed."""
 
@@ -180,7 +182,14 @@ def _locked_file(
 ) -> LockedFile:
     path = safe_relpath(file.path, origin=f"models.{name}")
     hints = {"etag": file.etag, "version_id": file.version_id}
+    if file.size < 0:
+        raise SourceError(f"models.{name}: the registry lists {path} with size {file.size}")
     if file.sha256 is not None:
+        if not _SHA256.fullmatch(file.sha256):
+            raise SourceError(
+                f"models.{name}: the registry lists {path} with sha256 {file.sha256[:80]!r}, "
+                "which is not 64 lowercase hex digits"
+            )
         return LockedFile(path=path, size=file.size, sha256=file.sha256, **hints)
     # The registry publishes no sha256 (small non-LFS files on the HF Hub): fetch and hash.
     if scratch_dir is not None:

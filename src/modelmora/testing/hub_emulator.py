@@ -28,7 +28,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -149,6 +149,9 @@ class HubEmulator:
         self._served: dict[tuple[str, str], int] = {}
         self._closing = threading.Event()
         self._running: BackgroundServer | None = None
+        self.listing_hook: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
+        """A hostile registry: rewrites each file's entry in listings (``name, item →
+        item``), e.g. a negative size or a sha256 that is not hex."""
         self.delay_s: float = 0.0
         self.throttle_bytes_per_s: int | None = None
         self.requests = RequestLog()
@@ -358,9 +361,14 @@ class HubEmulator:
     def _model_info(self, repo: Repo, commit: Commit, blobs: bool) -> dict[str, Any]:
         info = self._summary(repo, commit)
         info["siblings"] = [
-            _sibling(name, entry.blob, blobs) for name, entry in sorted(commit.files.items())
+            self._listed(name, _sibling(name, entry.blob, blobs))
+            for name, entry in sorted(commit.files.items())
         ]
         return info
+
+    def _listed(self, name: str, item: dict[str, Any]) -> dict[str, Any]:
+        hook = self.listing_hook
+        return hook(name, item) if hook is not None else item
 
     def _summary(self, repo: Repo, commit: Commit) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -586,7 +594,11 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HttpError(404, f"Entry not found: {base}", "EntryNotFound", commit.sha)
         out = []
         for name, blob in entries:
-            item = _tree_dir(name, commit) if blob is None else _tree_file(name, blob)
+            item = (
+                _tree_dir(name, commit)
+                if blob is None
+                else self.hub._listed(name, _tree_file(name, blob))
+            )
             if flag.get("expand") and blob is not None:
                 with self.hub._lock:
                     last = repo.commits[commit.files[name].last_commit]
@@ -599,7 +611,7 @@ class _Handler(BaseHTTPRequestHandler):
         out = []
         for name in form.get("paths", []):
             if name in commit.files:
-                out.append(_tree_file(name, commit.files[name].blob))
+                out.append(self.hub._listed(name, _tree_file(name, commit.files[name].blob)))
             elif any(f.startswith(name.rstrip("/") + "/") for f in commit.files):
                 out.append(_tree_dir(name, commit))
         return out
