@@ -10,6 +10,7 @@ export HF_HUB_DISABLE_XET=1 HF_HUB_DISABLE_TELEMETRY=1 USE_TF=0 TOKENIZERS_PARAL
 .venv/bin/ruff check src tests bench pipelines
 .venv/bin/ruff format --check src tests bench pipelines
 .venv/bin/mypy
+.venv/bin/lint-imports
 if [ $# -gt 0 ]; then exec .venv/bin/pytest "$@"; fi
 .venv/bin/pytest
 # The torch-free core on the other supported Pythons (3.10 and 3.13), each in its own venv.

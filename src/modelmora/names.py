@@ -4,3 +4,7 @@ MANIFEST_NAME = "modelmora.yml"
 LOCK_NAME = "modelmora.lock"
 STATE_DIR = ".modelmora"
 """Project-local state (Dagster home, install stamp); git-ignored."""
+
+TORCHHUB_DESCRIPTOR = "modelmora_torchhub.json"
+"""Written into a torchhub:// snapshot by the source, read by the converter: how to build
+the model from the pinned repository."""

@@ -163,10 +163,23 @@ def test_two_pulls_started_together_both_succeed_and_fetch_each_byte_once(
     assert Store(home).read_snapshot("m", digest) is not None
 
 
-def _limit_file_size() -> None:
-    # A real write error (EFBIG) without root-only tricks: the kernel refuses writes past
-    # 8 MiB in this process. CPython ignores SIGXFSZ, so write() fails with an OSError.
-    resource.setrlimit(resource.RLIMIT_FSIZE, (8 * MiB, 8 * MiB))
+def _with_file_size_limit(
+    project: Path, *args: str, limit: int
+) -> subprocess.CompletedProcess[str]:
+    """The CLI in a child that cannot write files past ``limit`` bytes: a real write error
+    (EFBIG) without root-only tricks. CPython ignores SIGXFSZ, so write() raises OSError."""
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run(
+        cli_command(project, *args),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit_file_size,
+    )
 
 
 def test_reindex_on_a_full_disk_is_a_clear_error_and_keeps_the_old_index(
@@ -178,17 +191,8 @@ def test_reindex_on_a_full_disk_is_a_clear_error_and_keeps_the_old_index(
     index = home / "index.duckdb"
     before = index.read_bytes()
 
-    def tiny_files() -> None:  # 4 KiB: DuckDB cannot write a fresh database file
-        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
-
-    result = subprocess.run(
-        cli_command(project.dir, "cache", "reindex"),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=tiny_files,
-    )
+    # 4 KiB: DuckDB cannot write a fresh database file.
+    result = _with_file_size_limit(project.dir, "cache", "reindex", limit=4096)
     assert result.returncode == 1
     assert "cannot rebuild the index" in result.stderr and "File too large" in result.stderr
     assert "Traceback" not in result.stderr
@@ -202,14 +206,7 @@ def test_write_error_mid_download_gives_a_clear_message_and_leaves_nothing(
     project = write_hub_project(
         hub, tmp_path / "proj", {"m": ("org/m", {"model.safetensors": os.urandom(12 * MiB)})}
     )
-    result = subprocess.run(
-        cli_command(project.dir, "pull"),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=_limit_file_size,
-    )
+    result = _with_file_size_limit(project.dir, "pull", limit=8 * MiB)
     assert result.returncode == 1
     assert "error: cannot write m/model.safetensors to" in result.stderr
     assert "File too large" in result.stderr

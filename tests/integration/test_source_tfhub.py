@@ -39,10 +39,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from modelmora.cache import Store, verify_store
-from modelmora.cache.source_caches import using
 from modelmora.cli import main
 from modelmora.lock import read_lock
 from modelmora.sources import RegistryConfig, SourceContext, make_source
+from modelmora.sources.caches import using
 from modelmora.testing.servers import BackgroundServer
 
 pytestmark = pytest.mark.timeout(300)

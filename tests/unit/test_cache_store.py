@@ -17,11 +17,11 @@ import pytest
 
 from modelmora.cache import Store, collect_garbage, ensure_blob, pull_entries, verify_store
 from modelmora.cache.progress import RichProgress
-from modelmora.cache.source_caches import using
 from modelmora.cache.statcache import StatCache
 from modelmora.errors import IntegrityError, LockFileError, ModelMoraError
 from modelmora.lock import LockedFile, LockedModel, LockFile, write_lock
 from modelmora.sources import RemoteFile, SourceContext
+from modelmora.sources.caches import using
 from modelmora.sources.local import PathSource
 
 pytestmark = pytest.mark.torch_free

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from modelmora.cache.download import BlobResult, PullReport, ensure_blob, pull, pull_entries
     from modelmora.cache.gc import GcReport, collect_garbage
-    from modelmora.cache.home import default_home, modelmora_home
     from modelmora.cache.index import Index
     from modelmora.cache.store import SnapshotRecord, Store, StoreError
     from modelmora.cache.verify import VerifyReport, verify_store
+    from modelmora.home import default_home, modelmora_home
 
 _HOMES = {
     "BlobResult": "download",
@@ -29,8 +29,8 @@ _HOMES = {
     "pull_entries": "download",
     "GcReport": "gc",
     "collect_garbage": "gc",
-    "default_home": "home",
-    "modelmora_home": "home",
+    "default_home": "modelmora.home",
+    "modelmora_home": "modelmora.home",
     "Index": "index",
     "SnapshotRecord": "store",
     "Store": "store",
@@ -58,9 +58,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Each name is imported on first use, so that ``modelmora.cache.home`` or
-    ``modelmora.cache.statcache`` (the install fast path, serve workers) cost only themselves."""
+    """Each name is imported on first use, so that ``modelmora.cache.statcache`` or
+    ``modelmora.cache.filecheck`` (the install fast path, serve workers) cost only themselves."""
     module = _HOMES.get(name)
     if module is None:
         raise AttributeError(name)
-    return getattr(import_module(f"modelmora.cache.{module}"), name)
+    return getattr(import_module(module if "." in module else f"modelmora.cache.{module}"), name)

@@ -5,7 +5,7 @@ download that none of the still-existing registered projects' locks mention; eve
 converted artifact that none of their entries' installs uses (see
 :class:`~modelmora.cache.store.ArtifactLinks`); and the sources' download caches (tfhub
 archives, git mirrors) that no unfinished pull needs (see
-:mod:`modelmora.cache.source_caches`). A project whose directory is gone is unregistered;
+:mod:`modelmora.sources.caches`). A project whose directory is gone is unregistered;
 a project whose lock cannot be read stops the collection (we cannot know what it needs, so
 we delete nothing). Blobs, partials, artifacts and source caches that a running ``lock``,
 ``pull`` or ``install`` holds are skipped, never waited for.
@@ -22,12 +22,12 @@ from typing import Any, TypeVar
 
 from filelock import FileLock, Timeout
 
-from modelmora.cache.source_caches import find_items, remove_unless_in_use
 from modelmora.cache.store import ArtifactLinks, Store
 from modelmora.errors import LockFileError, ModelMoraError
 from modelmora.fsutil import disk_size
 from modelmora.lock import read_lock
 from modelmora.lock.resolve import LOCK_SCRATCH_PREFIX
+from modelmora.sources.caches import find_items, remove_unless_in_use
 
 _STALE_BUILD_S = 3600.0
 

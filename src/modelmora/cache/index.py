@@ -1,6 +1,6 @@
 """``index.duckdb``: a queryable index of the store, rebuildable from it at any time.
 
-DuckDB lets one process at a time hold a database file (DESIGN §3), so every operation
+DuckDB lets one process at a time hold a database file for writing, so every operation
 here is open → one short transaction → close, serialized between ModelMora processes by a
 file lock and retried with backoff when something else (a DuckDB shell, a notebook) holds
 the file. The store is the truth: a missing, corrupt or outdated index is rebuilt from it,

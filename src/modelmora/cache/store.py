@@ -37,10 +37,10 @@ from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from modelmora.cache.filecheck import FileDigest
-from modelmora.cache.home import modelmora_home
 from modelmora.cache.statcache import StatCache
 from modelmora.errors import LockFileError, ModelMoraError, SourceError
 from modelmora.fsutil import atomic_write_bytes, sha256_file
+from modelmora.home import modelmora_home
 from modelmora.lock import LockedFile, LockedModel
 from modelmora.sources.base import safe_relpath
 

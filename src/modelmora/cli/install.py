@@ -77,7 +77,7 @@ def install(
     Runs on the project's Dagster instance (.modelmora/dagster), so every run appears in
     `modelmora ui`. Exit code 0 only if every selected model was installed.
     """
-    from modelmora.cache.home import modelmora_home
+    from modelmora.home import modelmora_home
     from modelmora.pipeline.fastpath import is_installed
 
     project_dir = find_project_dir(ctx)

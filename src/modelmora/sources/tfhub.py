@@ -47,8 +47,6 @@ from typing import IO, Literal
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modelmora.cache.home import modelmora_home
-from modelmora.cache.source_caches import using
 from modelmora.errors import (
     AuthenticationError,
     ModelMoraError,
@@ -57,6 +55,7 @@ from modelmora.errors import (
     UserInputError,
 )
 from modelmora.fsutil import sha256_file
+from modelmora.home import modelmora_home
 from modelmora.sources.base import (
     ProgressCallback,
     RegistryConfig,
@@ -65,6 +64,7 @@ from modelmora.sources.base import (
     Source,
     safe_relpath,
 )
+from modelmora.sources.caches import using
 from modelmora.sources.http import (
     HttpStatusError,
     raise_if_transient,

@@ -31,10 +31,9 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from modelmora.cache.home import modelmora_home
-from modelmora.cache.source_caches import using
-from modelmora.convert.detect import TORCHHUB_DESCRIPTOR
 from modelmora.errors import SourceError, SourceNotFoundError, UserInputError
+from modelmora.home import modelmora_home
+from modelmora.names import TORCHHUB_DESCRIPTOR
 from modelmora.sources.base import (
     ProgressCallback,
     RemoteFile,
@@ -42,6 +41,7 @@ from modelmora.sources.base import (
     Source,
     safe_relpath,
 )
+from modelmora.sources.caches import using
 
 __all__ = ["DEFAULT_ENDPOINT", "TorchHubSource", "descriptor_bytes", "parse_location"]
 

@@ -4,7 +4,7 @@ Why not mock ``huggingface_hub``? Because the bugs we care about live below that
 headers, status codes, Range requests, retries, auth. The emulator is a
 :class:`~http.server.ThreadingHTTPServer` on ``127.0.0.1`` serving repos with git-like
 history (branches, tags, commits) from an on-disk blob store, and it implements what
-``huggingface_hub`` 0.36 and ``transformers`` call (see DESIGN.md §3):
+``huggingface_hub`` 0.36 and ``transformers`` call:
 
 * ``GET /api/models?search=&pipeline_tag=&author=&filter=&limit=`` (model search)
 * ``GET /api/models/{repo}[/revision/{rev}][?blobs=True]`` (model info)

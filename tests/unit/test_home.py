@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from modelmora.cache.home import default_home, modelmora_home
+from modelmora.home import default_home, modelmora_home
 
 pytestmark = pytest.mark.torch_free
 
