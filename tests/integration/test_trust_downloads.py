@@ -112,6 +112,7 @@ def test_a_retry_after_beyond_the_cap_fails_at_once_saying_so(
     [
         ({"bad\nname.json": b"{}"}, "control characters"),
         ({"esc\x1b[31m.json": b"{}"}, "control characters"),
+        ({"nul\x00.json": b"{}"}, "control characters"),
         ({"x" * 256 + ".json": b"{}"}, "longer than 255 bytes"),
         ({"./x.json": b"{}", "x.json": b"{}"}, "'.', '..' or empty path segments"),
         ({"caf\u00e9.json": b"1", "cafe\u0301.json": b"2"}, "are the same file name"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import numpy as np
@@ -133,3 +134,52 @@ def test_unknown_model_and_version(client: triton.InferenceServerClient, server:
     assert server.http.get("/v2/models/nope").status_code == 404
     assert server.http.get("/v2/models/lin/versions/7").status_code == 400
     assert server.http.get("/v2/models/lin/versions/1/ready").status_code in (200, 503)
+
+
+def _texts(rows: list[str]) -> dict[str, object]:
+    return {"inputs": [{"name": "text", "shape": [len(rows)], "datatype": "BYTES", "data": rows}]}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        (_texts(["a"] * 3000), 413, "at most 2048"),
+        (_texts(["a" * 100_001]), 413, "at most 100000 each"),
+        (
+            b'{"inputs":[{"name":"text","shape":[1],"datatype":"BYTES","data":'
+            + b"[" * 1000
+            + b'"a"'
+            + b"]" * 1000
+            + b"}]}",
+            400,
+            "nested deeper",
+        ),
+        (
+            b'{"id":"\\ud800","inputs":[{"name":"text","shape":[1],"datatype":"BYTES",'
+            b'"data":["a"]}]}',
+            400,
+            "not valid JSON",
+        ),
+        (
+            b'{"inputs":[{"name":"text","shape":[1],"datatype":"BYTES","data":["\\udc00"]}]}',
+            400,
+            "not valid JSON",
+        ),
+    ],
+)
+def test_oversized_or_hostile_v2_requests_are_4xx_not_500(
+    server: Server, body: dict[str, object] | bytes, status: int, fragment: str
+) -> None:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    r = server.http.post(
+        "/v2/models/emb/infer", content=content, headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == status, r.text
+    assert fragment in r.json()["error"]
+
+
+def test_the_same_text_limits_hold_for_the_openai_route(server: Server) -> None:
+    long = server.http.post("/v1/embeddings", json={"model": "emb", "input": "a" * 100_001})
+    assert long.status_code == 422 and "100000" in long.text
+    many = server.http.post("/v1/embeddings", json={"model": "emb", "input": ["a"] * 2049})
+    assert many.status_code == 422 and "2048" in many.text
