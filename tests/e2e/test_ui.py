@@ -154,7 +154,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
 
 def test_ui_shows_assets_and_install_runs(ui: UI) -> None:
     keys = {tuple(node["assetKey"]["path"]) for node in ui.query(ASSETS)["assetNodes"]}
-    assert {("download",), ("onnx",), ("benchmark",)} <= keys
+    assert {("download",), ("convert",), ("benchmark",)} <= keys
     runs = ui.cli_runs()
     assert set(runs) == {"tiny", "broken"}
     assert runs["tiny"]["status"] == "SUCCESS"
@@ -174,8 +174,8 @@ def test_ui_reexecutes_a_cli_run(ui: UI, partition: str, strategy: str) -> None:
     assert run["status"] == "SUCCESS", steps
     assert steps == {
         "download": "SUCCESS",
-        "onnx": "SUCCESS",
-        "onnx_validation": "SUCCESS",
+        "convert": "SUCCESS",
+        "convert_validate": "SUCCESS",
         "benchmark": "SUCCESS",
     }
     # What the UI's run installed is what the CLI sees.
@@ -210,7 +210,7 @@ def test_lineage_page_renders_in_a_browser(ui: UI, tmp_path: Path) -> None:
         [*browser, "--dump-dom", page], capture_output=True, text=True, timeout=120, check=True
     ).stdout
     # The graph's nodes are drawn by the UI's JavaScript: only a rendered page names them.
-    for asset in ("download", "onnx", "benchmark"):
+    for asset in ("download", "convert", "benchmark"):
         assert f">{asset}<" in dom, f"asset {asset!r} not on the rendered lineage page"
     shot = tmp_path / "lineage.png"
     subprocess.run(

@@ -229,7 +229,8 @@ def _run_with_progress(
 def _summary(statuses: list[ModelStatus], outcomes: list[ModelOutcome], seconds: float) -> None:
     from rich.console import Console
 
-    stages = ("download", "onnx", "validation", "benchmark")
+    from modelmora.pipeline.progress import STAGES as stages
+
     console = Console()
     console.print(
         _status_table(
@@ -268,7 +269,8 @@ def list_models(ctx: click.Context, as_json: bool) -> None:
         return
     from rich.console import Console
 
-    stages = ("download", "convert", "validate", "benchmark")
+    from modelmora.pipeline.progress import STAGES as stages
+
     Console().print(
         _status_table(statuses, stages, [[s.stages[x] for x in stages] for s in statuses])
     )

@@ -1,10 +1,11 @@
 """Dagster definitions for one project: partitions per model, thin assets over ``steps``.
 
-``download`` → ``onnx`` → (blocking check ``validation``) → ``benchmark``, each partitioned by
-model name. Data versions come from the lock entry (bytes + spec), code versions from the
-tool versions, so the UI shows which model is stale after a lock or an upgrade. The project
-directory is a resource: ``modelmora install`` passes it, and the UI's code location
-(``modelmora.pipeline.location``) reads it from ``MODELMORA_PROJECT_DIR``.
+``download`` → ``convert`` → (blocking check ``validate``) → ``benchmark`` (the names of
+:data:`~modelmora.pipeline.progress.STAGES`, the same in the CLI, JSON and docs), each
+partitioned by model name. Data versions come from the lock entry (bytes + spec), code
+versions from the tool versions, so the UI shows which model is stale after a lock or an
+upgrade. The project directory is a resource: ``modelmora install`` passes it, and the UI's
+code location (``modelmora.pipeline.location``) reads it from ``MODELMORA_PROJECT_DIR``.
 """
 
 import warnings
@@ -56,7 +57,7 @@ def _artifacts(job: steps.ModelJob, keys: list[str]) -> list[ArtifactRecord]:
     found = [read_artifact(job.store.artifact_dir(k)) for k in keys]
     missing = [k for k, r in zip(keys, found, strict=True) if r is None]
     if missing:
-        raise dg.Failure(f"artifacts missing from the store: {missing}; re-run `onnx`")
+        raise dg.Failure(f"artifacts missing from the store: {missing}; re-run `convert`")
     return [r for r in found if r is not None]
 
 
@@ -94,7 +95,7 @@ def build_definitions(project_dir: str, store_root: str = "") -> dg.Definitions:
         kinds={"onnx"},
         description="Convert the snapshot to ONNX (plus optimized / int8 variants).",
     )
-    def onnx(
+    def convert(
         context: dg.AssetExecutionContext, project: ModelMoraProject, download: str
     ) -> dg.Output[list[str]]:
         job = project.job(context.partition_key)
@@ -116,21 +117,21 @@ def build_definitions(project_dir: str, store_root: str = "") -> dg.Definitions:
         )
 
     @dg.asset_check(
-        asset=onnx,
-        name="validation",
+        asset=convert,
+        name="validate",
         blocking=True,
         partitions_def=PARTITIONS,
         additional_ins={"download": dg.AssetIn("download")},
         description="Hard gate: ONNX Runtime outputs vs the reference model, per output.",
     )
-    def validation(
+    def validate(
         context: dg.AssetCheckExecutionContext,
         project: ModelMoraProject,
-        onnx: list[str],
+        convert: list[str],
         download: str,
     ) -> dg.AssetCheckResult:
         job = project.job(_partition(context))
-        artifacts = _artifacts(job, onnx)
+        artifacts = _artifacts(job, convert)
         with progress.library_logs_to(context.log):
             results = steps.validate(job, Path(download), artifacts)
         metadata: dict[str, Any] = {}
@@ -162,10 +163,10 @@ def build_definitions(project_dir: str, store_root: str = "") -> dg.Definitions:
         description="Latency, throughput and memory per execution provider and batch size.",
     )
     def benchmark(
-        context: dg.AssetExecutionContext, project: ModelMoraProject, onnx: list[str]
+        context: dg.AssetExecutionContext, project: ModelMoraProject, convert: list[str]
     ) -> dg.Output[list[str]]:
         job = project.job(context.partition_key)
-        records = steps.benchmark(job, _artifacts(job, onnx), backends=project.backends or None)
+        records = steps.benchmark(job, _artifacts(job, convert), backends=project.backends or None)
         rows = []
         for r in records:
             res = r.result
@@ -196,11 +197,11 @@ def build_definitions(project_dir: str, store_root: str = "") -> dg.Definitions:
         selection=dg.AssetSelection.all(include_sources=False),
         partitions_def=PARTITIONS,
         executor_def=dg.in_process_executor,
-        description="download → onnx → validation → benchmark for one model partition",
+        description="download → convert → validate → benchmark for one model partition",
     )
     return dg.Definitions(
-        assets=[download, onnx, benchmark],
-        asset_checks=[validation],
+        assets=[download, convert, benchmark],
+        asset_checks=[validate],
         jobs=[job],
         resources={"project": ModelMoraProject(project_dir=project_dir, store_root=store_root)},
     )

@@ -19,9 +19,8 @@ from typing import Any
 
 from modelmora.cache import Store
 from modelmora.lock import LockFile
+from modelmora.pipeline.progress import STAGES
 from modelmora.project import Project
-
-STAGES = ("download", "onnx", "validation", "benchmark")
 
 
 @dataclass
@@ -127,12 +126,8 @@ def run_install(
 
 def _outcome(name: str, result: Any) -> ModelOutcome:
     outcome = ModelOutcome(name=name, run_id=result.run_id)
-    step_to_stage = {
-        "download": "download",
-        "onnx": "onnx",
-        "onnx_validation": "validation",
-        "benchmark": "benchmark",
-    }
+    # Dagster names an asset check's step ``<asset>_<check>``.
+    step_to_stage = {**{s: s for s in STAGES}, "convert_validate": "validate"}
     for event in result.all_events:
         stage = step_to_stage.get(event.step_key or "")
         if stage is None:

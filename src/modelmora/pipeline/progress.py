@@ -20,6 +20,11 @@ from typing import Protocol
 
 from modelmora.cache.progress import PullProgress
 
+STAGES = ("download", "convert", "validate", "benchmark")
+"""The install stages, by the one set of names used everywhere: Dagster asset keys
+(``validate`` is the blocking asset check on ``convert``), the CLI tables, ``--json``,
+progress reports and the docs."""
+
 
 class Listener(Protocol):
     def stage(self, model: str, stage: str, status: str) -> None:
