@@ -270,7 +270,6 @@ def export_triton(
     directory already exists and ``force`` is off.
     """
     from modelmora.cache import Store
-    from modelmora.manifest.model import ServeSpec
     from modelmora.pipeline.records import read_artifact
     from modelmora.pipeline.status import model_statuses
     from modelmora.project import Project
@@ -289,15 +288,10 @@ def export_triton(
             hint="pass --force to replace, or export to another directory",
         )
 
-    serve_specs = {
-        n: ServeSpec.model_validate(e.spec.get("serve", {})) for n, e in lock.models.items()
-    }
+    serve_specs = {n: e.model_spec.serve for n, e in lock.models.items()}
     priorities = PriorityMapping.from_priorities(s.priority for s in serve_specs.values())
     statuses = model_statuses(store or Store(), [lock.models[n] for n in selected])
-    chosen = {
-        s.name: choose_artifact(s, list(lock.models[s.name].spec.get("backends", ["cpu"])))
-        for s in statuses
-    }
+    chosen = {s.name: choose_artifact(s, lock.models[s.name].model_spec.backends) for s in statuses}
     missing = [name for name, choice in chosen.items() if choice is None]
     if missing:
         raise UserInputError(

@@ -10,12 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modelmora.errors import UserInputError
 from modelmora.layout import layout_problem, model_name_problem, path_problem
+
+if TYPE_CHECKING:
+    from modelmora.manifest.model import ModelSpec
 
 LOCK_VERSION = 1
 
@@ -87,6 +90,15 @@ class LockedModel(BaseModel):
         if problem is not None:
             raise ValueError(problem)
         return self
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        """The entry's spec typed, with the manifest's defaults: every consumer reads it here
+        instead of ``spec.get(key, default)``, so a default is stated once. (Imported here:
+        the manifest package brings ruamel.yaml, which reading a lock does not need.)"""
+        from modelmora.manifest.model import ModelSpec
+
+        return ModelSpec.model_validate(self.spec)
 
     def content_digest(self) -> str:
         """sha256 over revision + files: identifies the exact bytes of this model."""

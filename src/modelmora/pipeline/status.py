@@ -12,7 +12,6 @@ from typing import Any
 
 from modelmora.cache import Store
 from modelmora.lock import LockedModel
-from modelmora.manifest.model import ModelSpec
 from modelmora.pipeline.records import validation_spec_digest
 
 
@@ -109,7 +108,7 @@ def model_statuses(store: Store, entries: list[LockedModel]) -> list[ModelStatus
     with Index(store).transaction() as con:
         for entry in entries:
             digest = entry.content_digest()
-            spec_digest = validation_spec_digest(ModelSpec.model_validate(entry.spec).validate_)
+            spec_digest = validation_spec_digest(entry.model_spec.validate_)
             snap = con.execute(
                 "SELECT path FROM snapshots WHERE name = ? AND content_digest = ?",
                 [entry.name, digest],
@@ -145,7 +144,7 @@ def model_statuses(store: Store, entries: list[LockedModel]) -> list[ModelStatus
                     "SELECT backend, status, reason, batch_size, latency_ms_p50, latency_ms_p95, "
                     "latency_ms_p99, throughput_per_s, load_time_ms, metadata FROM benchmarks "
                     "WHERE artifact_key = ? AND backend = ANY(?) ORDER BY backend, batch_size",
-                    [key, list(entry.spec.get("backends", ["cpu"]))],
+                    [key, list(entry.model_spec.backends)],
                 ).fetchall():
                     meta = json.loads(b[-1]) if b[-1] else {}
                     row.benchmarks.append(

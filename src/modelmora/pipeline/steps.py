@@ -53,7 +53,7 @@ class ModelJob:
 
     @cached_property
     def spec(self) -> ModelSpec:
-        return ModelSpec.model_validate(self.entry.spec)
+        return self.entry.model_spec
 
     @property
     def name(self) -> str:

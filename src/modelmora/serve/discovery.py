@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 from modelmora.cache.filecheck import FileDigest
 from modelmora.errors import UserInputError
-from modelmora.manifest.model import ServeSpec
 from modelmora.serve.config import ServedModel
 
 if TYPE_CHECKING:
@@ -45,7 +44,8 @@ def discover(project_dir: Path) -> list[ServedModel]:
     served, skipped = [], []
     for status in statuses:
         entry = lock.models[status.name]
-        chosen = choose_artifact(status, list(entry.spec.get("backends", ["cpu"])))
+        spec = entry.model_spec
+        chosen = choose_artifact(status, spec.backends)
         if chosen is None:
             skipped.append(status.name)
             continue
@@ -59,7 +59,7 @@ def discover(project_dir: Path) -> list[ServedModel]:
                 files=tuple(FileDigest.of(f) for f in record.conversion.files) if record else (),
                 store_root=store.root,
                 backend=backend,
-                serve=ServeSpec.model_validate(entry.spec.get("serve", {})),
+                serve=spec.serve,
             )
         )
     if skipped:

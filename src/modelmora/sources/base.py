@@ -132,6 +132,16 @@ class Source(abc.ABC):
         self.options = dict(options or {})
         self.configure()
 
+    @property
+    def registry_name(self) -> str:
+        """The manifest's ``registries:`` block this source connects through: the spec's
+        ``registry``, else the one named like the scheme."""
+        return str(self.options.get("registry") or self.default_registry())
+
+    def default_registry(self) -> str:
+        """The block used when the spec names none (a source may choose by context)."""
+        return self.scheme
+
     def configure(self) -> None:  # noqa: B027 (optional hook, deliberately empty)
         """Parse ``location`` and options; subclasses override this, not ``__init__``."""
 

@@ -95,7 +95,7 @@ class HfSource(Source):
 
     def configure(self) -> None:
         self.repo_id, self.revision = parse_location(self.location)
-        registry = str(self.options.get("registry") or "hf")
+        registry = self.registry_name
         self.endpoint, self._token, self.token_env = hub_connection(self.context, registry)
 
     @classmethod

@@ -366,7 +366,6 @@ class MlflowSource(Source):
 
     def configure(self) -> None:
         self.ref = parse_location(self.location)
-        self.registry = str(self.options.get("registry") or "mlflow")
         self._api: _Api | None = None
         self._roots: dict[str, str] = {}
         self._roots_lock = threading.Lock()
@@ -379,7 +378,7 @@ class MlflowSource(Source):
     def api(self) -> _Api:
         # Built lazily: a lock that reuses every pin must not need the server configured.
         if self._api is None:
-            conn = _connection(self.context, self.registry, self.origin)
+            conn = _connection(self.context, self.registry_name, self.origin)
             self._api = _Api(conn, self.context, self.origin, f"model {self.ref.name!r}")
         return self._api
 
@@ -487,7 +486,7 @@ class MlflowSource(Source):
             f"{self.origin}: registered model {self.ref.name!r} not found at "
             f"{self.api.conn.endpoint}",
             hint=f"check the name (`modelmora search {self.ref.name} --registry "
-            f"{self.registry}`); a private server needs ${self.api.conn.credential_env}",
+            f"{self.registry_name}`); a private server needs ${self.api.conn.credential_env}",
         )
 
     def _not_found(self, exc: _ApiError, what: str) -> SourceError:

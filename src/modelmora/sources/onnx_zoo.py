@@ -42,10 +42,12 @@ class OnnxZooSource(HfSource):
                 f"onnx-zoo://NAME[@REVISION] (a repository of huggingface.co/{ZOO_ORG})",
                 hint="for another organization use hf://ORG/NAME",
             )
-        self.options["registry"] = self.options.get("registry") or default_registry(self.context)
         self.location = f"{ZOO_ORG}/{name}"
         super().configure()
         self.zoo_name = self.repo_id.split("/", 1)[1]
+
+    def default_registry(self) -> str:
+        return default_registry(self.context)
 
     @property
     def origin(self) -> str:

@@ -133,7 +133,6 @@ class S3Source(Source):
                 f"invalid s3 source 's3://{self.location}': expected s3://BUCKET[/PREFIX] "
                 "(bucket: 3-63 lowercase letters, digits, '.', '-')"
             )
-        self.registry_name = str(self.options.get("registry") or "s3")
         block = self.context.registry(self.registry_name)
         if block.token is not None:
             raise UserInputError(

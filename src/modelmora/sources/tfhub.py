@@ -199,7 +199,7 @@ class TfHubSource(Source):
 
     def configure(self) -> None:
         self.handle = parse_handle(self.location)
-        block_name = str(self.options.get("registry") or "tfhub")
+        block_name = self.registry_name
         block = self.context.registry(block_name)
         default = (
             DEFAULT_KAGGLE_ENDPOINT if self.handle.kind == "kaggle" else DEFAULT_TFHUB_ENDPOINT

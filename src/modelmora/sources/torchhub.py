@@ -166,7 +166,7 @@ class TorchHubSource(Source):
 
     def configure(self) -> None:
         self.hub = parse_location(self.location)
-        registry = self.context.registry(str(self.options.get("registry") or "torchhub"))
+        registry = self.context.registry(self.registry_name)
         self.endpoint = (registry.endpoint or DEFAULT_ENDPOINT).rstrip("/")
         self.url = _repo_url(self.endpoint, self.hub.owner, self.hub.repo, self.context.project_dir)
 

@@ -267,7 +267,7 @@ class WandbSource(Source):
 
     def configure(self) -> None:
         self.where = parse_location(self.location)
-        registry = str(self.options.get("registry") or "wandb")
+        registry = self.registry_name
         self.endpoint, self._key, self.token_env = self.context.connection(
             registry,
             endpoint_env="WANDB_BASE_URL",
