@@ -8,7 +8,6 @@ stops the others.
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -53,8 +52,9 @@ def dagster_home(project: Project) -> Path:
 def instance_for(project: Project) -> Any:
     import dagster as dg
 
-    os.environ["DAGSTER_HOME"] = str(dagster_home(project))
-    return dg.DagsterInstance.get()
+    # From its directory, not through DAGSTER_HOME: setting that would change the instance
+    # of everything else in this process (other projects, a test's own Dagster).
+    return dg.DagsterInstance.from_config(str(dagster_home(project)))
 
 
 def run_install(

@@ -310,7 +310,12 @@ class WorkerPool:
     """Loaded workers by model name, within ``max_loaded_models`` and ``memory_budget_mb``."""
 
     def __init__(
-        self, models: Mapping[str, ServedModel], settings: ServerSettings, metrics: ServeMetrics
+        self,
+        models: Mapping[str, ServedModel],
+        settings: ServerSettings,
+        metrics: ServeMetrics,
+        *,
+        is_idle: Callable[[str], bool] = lambda name: True,
     ) -> None:
         self.models = dict(models)
         self.settings = settings
@@ -324,8 +329,8 @@ class WorkerPool:
         self._last_rss: dict[str, int] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
-        self.is_idle: Callable[[str], bool] = lambda name: True
-        """Set by the app: False while the model still has queued requests."""
+        self.is_idle = is_idle
+        """False while the model still has queued requests (the app's queues know)."""
 
     # -- public API -------------------------------------------------------------------------
 

@@ -22,7 +22,9 @@ class ServeState:
         self.settings = settings
         self.models = dict(models)
         self.metrics = ServeMetrics()
-        self.pool = WorkerPool(self.models, settings, self.metrics)
+        self.pool = WorkerPool(
+            self.models, settings, self.metrics, is_idle=lambda name: self.depth(name) == 0
+        )
         self.schedulers: dict[str, ModelScheduler] = {}
         self.admissions: dict[str, SequenceAdmission] = {}
         for name, m in self.models.items():
@@ -31,7 +33,6 @@ class ServeState:
                 self.admissions[name] = SequenceAdmission(m, self.metrics)
             else:
                 self.schedulers[name] = ModelScheduler(m, self.pool, self.metrics, policy)
-        self.pool.is_idle = lambda name: self.depth(name) == 0
         self.ready = False
         self.started_at = int(time.time())
         for name in self.models:
