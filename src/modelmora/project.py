@@ -7,16 +7,20 @@ This is the one place that knows the file names and how a lock entry becomes a
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from modelmora.errors import UserInputError
-from modelmora.lock import LockedModel, LockFile, read_lock
+from modelmora.errors import LockFileError, UserInputError
+from modelmora.lock import LockedModel, LockFile, read_lock, write_lock
 from modelmora.manifest import LoadedManifest, load_manifest
 from modelmora.names import LOCK_NAME, MANIFEST_NAME, STATE_DIR
 from modelmora.sources import Source, SourceContext, make_source
+
+if TYPE_CHECKING:
+    from modelmora.lock.resolve import LockResult, ModelChange
 
 __all__ = ["LOCK_NAME", "MANIFEST_NAME", "STATE_DIR", "Project", "offline_from_env"]
 
@@ -57,6 +61,43 @@ class Project:
 
     def read_lock(self) -> LockFile:
         return read_lock(self.lock_path)
+
+    def lock(
+        self,
+        *,
+        upgrade: bool | Collection[str] = False,
+        jobs: int = 8,
+        on_done: Callable[[ModelChange], None] | None = None,
+        scratch_dir: Path | None = None,
+    ) -> tuple[LockResult, bool]:
+        """Resolve the manifest into ``modelmora.lock`` (``modelmora lock``, and ``install``
+        when the lock is out of date): pins are kept unless ``upgrade`` (True: all, or these
+        names); the file is rewritten only when its bytes change. Returns the result and
+        whether the file changed. A lock that cannot be read is an error, except with
+        ``upgrade=True`` (resolving from scratch needs nothing of it)."""
+        from modelmora.lock.resolve import resolve_lock
+
+        previous = None
+        if self.lock_path.exists():
+            try:
+                previous = read_lock(self.lock_path)
+            except LockFileError as exc:
+                if upgrade is not True:
+                    exc.hint = (
+                        "fix or delete it, or run `modelmora lock --upgrade` to resolve "
+                        "from scratch"
+                    )
+                    raise
+        result = resolve_lock(
+            self.specs(),
+            self.source_context(),
+            previous=previous,
+            upgrade=upgrade,
+            jobs=jobs,
+            on_done=on_done,
+            scratch_dir=scratch_dir,
+        )
+        return result, write_lock(self.lock_path, result.lock)
 
     def source_context(self, *, offline: bool | None = None) -> SourceContext:
         return SourceContext(

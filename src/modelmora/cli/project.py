@@ -11,11 +11,11 @@ import click
 
 from modelmora.cache.store import Store
 from modelmora.cli._common import echo_json, find_project_dir, status
-from modelmora.errors import LockFileError, UserInputError
+from modelmora.errors import UserInputError
 from modelmora.fsutil import atomic_write_bytes
-from modelmora.lock import LockFile, read_lock, write_lock
+from modelmora.lock import read_lock
 from modelmora.lock.check import Drift, check_lock
-from modelmora.lock.resolve import LockResult, ModelChange, resolve_lock
+from modelmora.lock.resolve import ModelChange
 from modelmora.manifest.edit import add_model, init_manifest, remove_model, suggest_name
 from modelmora.project import Project
 
@@ -128,18 +128,6 @@ def lock(
     _lock(project, upgrade=upgrade, jobs=jobs, as_json=as_json)
 
 
-def _previous_lock(project: Project, *, ignore_broken: bool) -> LockFile | None:
-    if not project.lock_path.exists():
-        return None
-    try:
-        return read_lock(project.lock_path)
-    except LockFileError as exc:
-        if ignore_broken:
-            return None
-        exc.hint = "fix or delete it, or run `modelmora lock --upgrade` to resolve from scratch"
-        raise
-
-
 def _lock(
     project: Project,
     *,
@@ -148,31 +136,23 @@ def _lock(
     as_json: bool,
     only: Collection[str] = (),
     quiet: bool = False,
-) -> LockResult:
+) -> None:
+    """``Project.lock`` with the CLI's report: each change as it resolves (or only those of
+    ``only``), then one summary line; JSON instead with ``as_json``; nothing with ``quiet``."""
     started = time.perf_counter()
-    upgrade_all = "*" in upgrade
-    previous = _previous_lock(project, ignore_broken=upgrade_all)
-    specs = project.specs()
-    upgrade_arg: bool | Collection[str] = True if upgrade_all else set(upgrade)
+    upgrade_arg: bool | Collection[str] = True if "*" in upgrade else set(upgrade)
 
     def report(change: ModelChange) -> None:
         if not as_json and not quiet and (not only or change.name in only):
             _print_change(change)
 
-    with status(f"Resolving {len(specs)} model(s)…", quiet=as_json or quiet):
-        result = resolve_lock(
-            specs,
-            project.source_context(),
-            previous=previous,
-            upgrade=upgrade_arg,
-            jobs=jobs,
-            on_done=report,
-            scratch_dir=Store().tmp_dir,
+    with status(f"Resolving {len(project.specs())} model(s)…", quiet=as_json or quiet):
+        result, changed_file = project.lock(
+            upgrade=upgrade_arg, jobs=jobs, on_done=report, scratch_dir=Store().tmp_dir
         )
-    changed_file = write_lock(project.lock_path, result.lock)
     elapsed = time.perf_counter() - started
     if quiet:
-        return result
+        return
     if as_json:
         echo_json(
             {
@@ -182,21 +162,21 @@ def _lock(
                 "models": [vars(c) for c in result.changes],
             }
         )
-    else:
-        for change in result.changes:
-            if change.action == "removed":
-                _print_change(change)
-        verb = "Updated" if changed_file else "Unchanged:"
-        click.echo(
-            f"{verb} {project.lock_path.name} ({len(result.lock.models)} models) in {elapsed:.2f}s",
-            err=True,
-        )
-    return result
+        return
+    for change in result.changes:
+        if change.action == "removed":
+            _print_change(change)
+    verb = "Updated" if changed_file else "Unchanged:"
+    click.echo(
+        f"{verb} {project.lock_path.name} ({len(result.lock.models)} models) in {elapsed:.2f}s",
+        err=True,
+    )
 
 
-def lock_project(project: Project, *, quiet: bool = False) -> LockResult:
-    """Lock keeping every pin (what ``install`` does when the lock is out of date)."""
-    return _lock(project, upgrade=(), jobs=8, as_json=False, quiet=quiet)
+def lock_project(project: Project, *, quiet: bool = False) -> None:
+    """Lock keeping every pin, reported as ``modelmora lock`` does (``install`` when the lock
+    is out of date)."""
+    _lock(project, upgrade=(), jobs=8, as_json=False, quiet=quiet)
 
 
 def _print_change(change: ModelChange) -> None:
