@@ -6,7 +6,6 @@ This is the one place that knows the file names and how a lock entry becomes a
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,16 +16,13 @@ from modelmora.errors import LockFileError, UserInputError
 from modelmora.lock import LockedModel, LockFile, read_lock, write_lock
 from modelmora.manifest import LoadedManifest, load_manifest
 from modelmora.names import LOCK_NAME, MANIFEST_NAME, STATE_DIR
+from modelmora.settings import offline_from_env
 from modelmora.sources import Source, SourceContext, make_source
 
 if TYPE_CHECKING:
     from modelmora.lock.resolve import LockResult, ModelChange
 
 __all__ = ["LOCK_NAME", "MANIFEST_NAME", "STATE_DIR", "Project", "offline_from_env"]
-
-
-def offline_from_env() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 @dataclass

@@ -545,7 +545,7 @@ def pull(
     ``offline=None`` follows ``HF_HUB_OFFLINE``. Offline, nothing touches the network:
     present models are materialized and anything missing is listed in the error.
     """
-    from modelmora.project import offline_from_env
+    from modelmora.settings import offline_from_env
 
     lock = project.read_lock()
     entries = lock.select(names)

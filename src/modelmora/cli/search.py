@@ -43,7 +43,8 @@ def search(
     code 1 (2 for auth) when a registry that supports search failed; other registries'
     results are still shown.
     """
-    from modelmora.project import Project, offline_from_env
+    from modelmora.project import Project
+    from modelmora.settings import offline_from_env
     from modelmora.sources import SourceContext
     from modelmora.sources.search import search_registries, search_targets
 

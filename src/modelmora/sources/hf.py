@@ -14,13 +14,13 @@ status-code based mapping to ModelMora errors that never mentions the token.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import quote
 
 from modelmora.errors import AuthenticationError, SourceError, SourceNotFoundError, UserInputError
+from modelmora.settings import offline_from_env
 from modelmora.sources.base import (
     ProgressCallback,
     RemoteFile,
@@ -46,10 +46,6 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 _CHUNK = 1024 * 1024
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
-
-
-def _is_true(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def parse_location(location: str) -> tuple[str, str]:
@@ -124,7 +120,7 @@ class HfSource(Source):
 
     @property
     def offline(self) -> bool:
-        return self.context.offline or _is_true(os.environ.get("HF_HUB_OFFLINE"))
+        return self.context.offline or offline_from_env()
 
     # -- resolve -----------------------------------------------------------------------
     def resolve(self, pinned_revision: str | None = None) -> Resolution:
