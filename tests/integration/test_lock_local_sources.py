@@ -147,7 +147,10 @@ def test_include_matching_nothing_fails_and_writes_nothing(local_model: Path) ->
     )
     result = run(project, "lock")
     assert result.exit_code == 1
-    assert "models.tiny" in result.output and "no files match include=['*.gguf']" in result.output
+    assert (
+        "models.tiny" in result.output
+        and "include patterns matched no files (include=['*.gguf']" in result.output
+    )
     assert not (project / "modelmora.lock").exists()
 
 

@@ -169,6 +169,21 @@ class Source(abc.ABC):
         rest (HTTP Range for remote sources). Verification is the caller's job.
         """
 
+    def select_some(
+        self, paths: Iterable[str], *, where: str, listed: str = "available"
+    ) -> list[str]:
+        """:meth:`select`, refusing an empty choice with the one message every source gives:
+        the patterns and (some of) what there was to choose from."""
+        paths = list(paths)
+        chosen = self.select(paths)
+        if not chosen:
+            some = ", ".join(sorted(paths)[:8]) or "none"
+            raise SourceError(
+                f"{where}: include patterns matched no files (include={list(self.include)}, "
+                f"exclude={list(self.exclude)}); {listed}: {some}{', …' if len(paths) > 8 else ''}"
+            )
+        return chosen
+
     def select(self, paths: Iterable[str]) -> list[str]:
         """Apply include/exclude glob patterns (fnmatch; ``*`` also crosses ``/``)."""
         chosen = []

@@ -176,14 +176,7 @@ class HfSource(Source):
 
     def _files(self, siblings: list[object], revision: str) -> tuple[RemoteFile, ...]:
         by_name = {str(getattr(s, "rfilename", "")): s for s in siblings}
-        chosen = self.select(by_name)
-        if not chosen:
-            some = ", ".join(sorted(by_name)[:8]) or "none"
-            raise SourceError(
-                f"{self.origin}@{revision}: include patterns matched no files "
-                f"(include={list(self.include)}, exclude={list(self.exclude)}); "
-                f"available: {some}{', …' if len(by_name) > 8 else ''}"
-            )
+        chosen = self.select_some(by_name, where=f"{self.origin}@{revision}")
         files = []
         for name in chosen:
             sibling = by_name[name]

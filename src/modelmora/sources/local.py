@@ -11,7 +11,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from modelmora.errors import SourceError, SourceNotFoundError
+from modelmora.errors import SourceNotFoundError
 from modelmora.fsutil import copy_range, sha256_file
 from modelmora.sources.base import ProgressCallback, RemoteFile, Resolution, Source
 
@@ -51,12 +51,7 @@ class LocalTreeSource(Source):
     def _select_files(self, root: Path) -> tuple[RemoteFile, ...]:
         if root.is_file():
             return (RemoteFile(path=root.name, size=root.stat().st_size, sha256=sha256_file(root)),)
-        chosen = self.select(list_tree(root))
-        if not chosen:
-            raise SourceError(
-                f"{self.describe()}: no files match include={list(self.include)} "
-                f"exclude={list(self.exclude)}"
-            )
+        chosen = self.select_some(list_tree(root), where=self.describe())
         return tuple(
             RemoteFile(path=p, size=(root / p).stat().st_size, sha256=sha256_file(root / p))
             for p in chosen

@@ -405,14 +405,7 @@ class MlflowSource(Source):
         with self._roots_lock:
             self._roots[_revision(mv)] = root
         listed = self._list(root, where)
-        chosen = self.select(listed)
-        if not chosen:
-            some = ", ".join(sorted(listed)[:8]) or "none"
-            raise SourceError(
-                f"{where}: include patterns matched no files (include={list(self.include)}, "
-                f"exclude={list(self.exclude)}); available: "
-                f"{some}{', …' if len(listed) > 8 else ''}"
-            )
+        chosen = self.select_some(listed, where=where)
         metadata = {"model": mv.name, "version": mv.version}
         if mv.run_id:
             metadata["run_id"] = mv.run_id

@@ -81,12 +81,7 @@ class PackageSource(LocalTreeSource):
             entries[posix[len(prefix) :]] = RemoteFile(
                 path=posix[len(prefix) :], size=int(f.size), sha256=sha
             )
-        chosen = self.select(entries)
         if not entries:
             return None
-        if not chosen:
-            raise SourceError(
-                f"pkg://{self.location}: no files match include={list(self.include)} "
-                f"exclude={list(self.exclude)}"
-            )
+        chosen = self.select_some(entries, where=f"pkg://{self.location}")
         return tuple(entries[p] for p in chosen)

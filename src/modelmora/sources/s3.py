@@ -191,14 +191,7 @@ class S3Source(Source):
                 f"{pinned_revision}, the bucket now lists {listing.revision})",
                 hint="run `modelmora lock --upgrade` to lock the objects as they are now",
             )
-        chosen = self.select(listing.objects)
-        if not chosen:
-            some = sorted(listing.objects)
-            raise SourceError(
-                f"{self.origin}: include patterns matched no files "
-                f"(include={list(self.include)}, exclude={list(self.exclude)}); "
-                f"available: {', '.join(some[:8])}{', …' if len(some) > 8 else ''}"
-            )
+        chosen = self.select_some(listing.objects, where=self.origin)
         versions = self._version_ids(listing, chosen)
         files = []
         for rel in chosen:

@@ -230,13 +230,7 @@ class TfHubSource(Source):
         where = self._where(version)
         archive = self._archive(version)
         members = _list_members(archive, where)
-        chosen = self.select(members)
-        if not chosen:
-            some = ", ".join(sorted(members)[:8]) or "none"
-            raise SourceError(
-                f"{where}: include patterns matched no files (include={list(self.include)}, "
-                f"exclude={list(self.exclude)}); the archive has: {some}"
-            )
+        chosen = self.select_some(members, where=where, listed="the archive has")
         return Resolution(
             revision=str(version),
             files=tuple(

@@ -296,15 +296,8 @@ class WandbSource(Source):
                 f"{self.origin}: asked for locked version {pinned_revision}, W&B answered {version}"
             )
         listing = self._listing(version, artifact.id)
-        chosen = self.select(listing)
         where = f"{self.origin}:{version}"
-        if not chosen:
-            some = ", ".join(sorted(listing)[:8]) or "none"
-            raise SourceError(
-                f"{where}: include patterns matched no files (include={list(self.include)}, "
-                f"exclude={list(self.exclude)}); available: {some}"
-                f"{', …' if len(listing) > 8 else ''}"
-            )
+        chosen = self.select_some(listing, where=where)
         files = tuple(
             RemoteFile(path=safe_relpath(name, origin=where), size=listing[name].size_bytes)
             for name in chosen
