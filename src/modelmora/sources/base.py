@@ -99,6 +99,10 @@ class SourceContext:
         return endpoint.rstrip("/"), token, block.token_env or token_env
 
 
+OFFLINE_HINT = "run `modelmora lock` online once; installs from an existing lock work offline"
+PULL_HINT = "run `modelmora pull` with network access (unset HF_HUB_OFFLINE, drop --offline)"
+
+
 class Source(abc.ABC):
     """Base class of a registry adapter. One instance per model spec.
 
@@ -131,6 +135,18 @@ class Source(abc.ABC):
         self.exclude = tuple(exclude) + (self.default_exclude if include is None else ())
         self.options = dict(options or {})
         self.configure()
+
+    @property
+    def origin(self) -> str:
+        """How errors name this source (``scheme://location``; sources refine it)."""
+        return f"{self.scheme}://{self.location}"
+
+    def offline_error(self, action: str, why: str = "", *, hint: str | None = None) -> SourceError:
+        """The one refusal of work that needs the registry while offline."""
+        return SourceError(
+            f"{self.origin}: cannot {action} in offline mode" + (f": {why}" if why else ""),
+            hint=hint or OFFLINE_HINT,
+        )
 
     @property
     def registry_name(self) -> str:

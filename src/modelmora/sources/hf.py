@@ -22,6 +22,7 @@ from urllib.parse import quote
 from modelmora.errors import AuthenticationError, SourceError, SourceNotFoundError, UserInputError
 from modelmora.settings import offline_from_env
 from modelmora.sources.base import (
+    PULL_HINT,
     ProgressCallback,
     RemoteFile,
     Resolution,
@@ -126,11 +127,8 @@ class HfSource(Source):
     def resolve(self, pinned_revision: str | None = None) -> Resolution:
         revision = pinned_revision or self.revision
         if self.offline:
-            raise SourceError(
-                f"{self.origin}@{revision}: cannot resolve in offline mode: the file list "
-                "of a revision is only known to the hub",
-                hint="run `modelmora lock` online once; installs from an existing lock "
-                "work offline",
+            raise self.offline_error(
+                f"resolve @{revision}", "the file list of a revision is only known to the hub"
             )
         # Imported here: huggingface_hub costs ~0.7 s and only resolution needs it.
         import requests
@@ -214,7 +212,7 @@ class HfSource(Source):
         request (answers 200), ``dest`` is truncated and rewritten from byte 0.
         """
         if self.offline:
-            raise SourceError(f"{self.origin}@{revision}: cannot download {file.path} offline")
+            raise self.offline_error(f"download {file.path} @{revision}", hint=PULL_HINT)
         path = safe_relpath(file.path, origin=f"{self.origin}@{revision}")
         url = (
             f"{self.endpoint}/{self.repo_id}/resolve/{quote(revision, safe='')}/"

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from modelmora.errors import AuthenticationError, SourceError, SourceNotFoundError, UserInputError
 from modelmora.sources.base import (
+    PULL_HINT,
     ProgressCallback,
     RemoteFile,
     Resolution,
@@ -385,11 +386,7 @@ class MlflowSource(Source):
     # -- resolve -----------------------------------------------------------------------
     def resolve(self, pinned_revision: str | None = None) -> Resolution:
         if self.context.offline:
-            raise SourceError(
-                f"{self.origin}: cannot resolve in offline mode",
-                hint="run `modelmora lock` online once; installs from an existing lock "
-                "work offline",
-            )
+            raise self.offline_error("resolve")
         if pinned_revision is not None:
             mv = self._pinned_version(pinned_revision)
         elif self.ref.alias is not None:
@@ -591,7 +588,7 @@ class MlflowSource(Source):
     ) -> None:
         """Stream one file; retries resume from what is already in ``dest``."""
         if self.context.offline:
-            raise SourceError(f"{self.origin}: cannot download {file.path} in offline mode")
+            raise self.offline_error(f"download {file.path}", hint=PULL_HINT)
         path = safe_relpath(file.path, origin=f"{self.origin} ({revision})")
         with self._roots_lock:
             root = self._roots.get(revision)

@@ -59,7 +59,14 @@ from modelmora.errors import (
     SourceNotFoundError,
     UserInputError,
 )
-from modelmora.sources.base import ProgressCallback, RemoteFile, Resolution, Source, safe_relpath
+from modelmora.sources.base import (
+    PULL_HINT,
+    ProgressCallback,
+    RemoteFile,
+    Resolution,
+    Source,
+    safe_relpath,
+)
 
 __all__ = ["S3Source"]
 
@@ -176,11 +183,8 @@ class S3Source(Source):
     # -- resolve -----------------------------------------------------------------------
     def resolve(self, pinned_revision: str | None = None) -> Resolution:
         if self.context.offline:
-            raise SourceError(
-                f"{self.origin}: cannot resolve in offline mode: only the bucket knows "
-                "which objects are under the prefix",
-                hint="run `modelmora lock` online once; installs from an existing lock "
-                "work offline",
+            raise self.offline_error(
+                "resolve", "only the bucket knows which objects are under the prefix"
             )
         listing = self._list()
         with self._listing_lock:
@@ -296,7 +300,7 @@ class S3Source(Source):
     ) -> None:
         """Stream one object with ``If-Match`` (and ``Range`` from ``offset``) into ``dest``."""
         if self.context.offline:
-            raise SourceError(f"{self.origin}: cannot download {file.path} offline")
+            raise self.offline_error(f"download {file.path}", hint=PULL_HINT)
         if offset and offset >= file.size:
             return
         if file.etag is not None:

@@ -259,8 +259,8 @@ class TfHubSource(Source):
         if self.handle.version is not None:
             return self.handle.version
         if self.context.offline:
-            raise SourceError(
-                f"{self.origin}: cannot look up the latest version in offline mode",
+            raise self.offline_error(
+                "look up the latest version",
                 hint="run `modelmora lock` online once, or pin a version in the source",
             )
         return self._latest_version()

@@ -35,6 +35,7 @@ from modelmora.errors import SourceError, SourceNotFoundError, UserInputError
 from modelmora.home import modelmora_home
 from modelmora.names import TORCHHUB_DESCRIPTOR
 from modelmora.sources.base import (
+    OFFLINE_HINT,
     ProgressCallback,
     RemoteFile,
     Resolution,
@@ -240,10 +241,9 @@ class TorchHubSource(Source):
         if ref is not None and _SHA_RE.match(ref):
             return ref
         if self.context.offline:
-            raise SourceError(
-                f"{self.origin}: cannot resolve {ref or 'the default branch'} in offline mode",
-                hint="run `modelmora lock` online once; installs from an existing lock work "
-                "offline once the commit is in the cache",
+            raise self.offline_error(
+                f"resolve {ref or 'the default branch'}",
+                hint=OFFLINE_HINT + " once the commit is in the cache",
             )
         patterns = [ref, f"{ref}^{{}}"] if ref else ["HEAD"]  # ^{} lists peeled tags
         out = self._git_remote(["ls-remote", "--", self.url, *patterns])

@@ -48,7 +48,7 @@ class HttpsSource(Source):
     def resolve(self, pinned_revision: str | None = None) -> Resolution:
         sha = self._expected_sha256()
         if self.context.offline:
-            raise SourceError(f"{self.url}: cannot resolve offline (no lock entry to reuse)")
+            raise self.offline_error("resolve", "no lock entry to reuse")
         size = self._request_size()
         return Resolution(
             revision=f"sha256:{sha}",

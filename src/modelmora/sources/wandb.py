@@ -46,6 +46,7 @@ from modelmora.errors import (
     UserInputError,
 )
 from modelmora.sources.base import (
+    OFFLINE_HINT,
     ProgressCallback,
     RemoteFile,
     Resolution,
@@ -521,8 +522,4 @@ class WandbSource(Source):
 
     def _refuse_offline(self, action: str) -> None:
         if self.context.offline:
-            raise SourceError(
-                f"{self.origin}: cannot {action} in offline mode",
-                hint="run `modelmora lock` online once; installs from an existing lock work "
-                "offline once the files are in the cache",
-            )
+            raise self.offline_error(action, hint=OFFLINE_HINT + " once the files are in the cache")
