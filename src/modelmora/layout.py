@@ -48,10 +48,14 @@ def path_problem(path: str) -> str | None:
         return "backslashes are not allowed"
     if _CONTROL.search(path):
         return "control characters (newline, escape, NUL …) are not allowed"
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not valid Unicode text (a lone surrogate)"
     parts = path.split("/")
     if any(part in ("..", ".", "") for part in parts):
         return "'.', '..' or empty path segments are not allowed"
-    long = next((p for p in parts if len(p.encode("utf-8", "surrogatepass")) > 255), None)
+    long = next((p for p in parts if len(p.encode("utf-8")) > MAX_COMPONENT_BYTES), None)
     if long is not None:
         return f"a path segment is longer than {MAX_COMPONENT_BYTES} bytes"
     return None

@@ -169,3 +169,28 @@ def test_a_mangled_real_lock_gives_a_lock_or_a_clean_error(data: st.DataObject) 
     insert = data.draw(st.text(max_size=20))
     with contextlib.suppress(ModelMoraError):
         loads_lock(text[:cut] + insert + text[cut + data.draw(st.integers(0, 10)) :])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.text(max_size=12), min_size=1, max_size=4))
+def test_any_file_list_is_refused_by_name_or_can_be_laid_out(paths: list[str]) -> None:
+    """Whatever a registry lists, the lock model either refuses it with a reason or takes a
+    list whose files can all be created under one directory, inside it."""
+    import tempfile
+
+    from pydantic import ValidationError
+
+    try:
+        files = tuple(LockedFile(path=p, size=1, sha256="a" * 64) for p in paths)
+        entry = LockedModel(name="m", source="s", revision="r", spec={}, files=files)
+    except ValidationError as exc:
+        assert exc.errors()[0]["msg"]
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "snapshot"
+        for f in entry.files:
+            target = root / f.path
+            assert target.resolve().is_relative_to(root.resolve())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(b"x")
+        assert sum(1 for p in root.rglob("*") if p.is_file()) == len(entry.files)
