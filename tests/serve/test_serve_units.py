@@ -259,9 +259,9 @@ def test_text_batches_over_the_token_budget_run_in_parts_with_the_same_vectors(
     tight = EmbeddingRunner(replace(spec, max_batch_tokens=12))
     run = tight.session.run
 
-    def recording_run(names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def recording_run(names: list[str], feed: dict[str, np.ndarray], *rest: object) -> object:
         calls.append(feed["input_ids"].shape)
-        return run(names, feed)
+        return run(names, feed, *rest)  # type: ignore[arg-type]
 
     tight.session.run = recording_run  # type: ignore[method-assign]
     parts = tight.run_text(texts)

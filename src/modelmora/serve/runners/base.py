@@ -128,6 +128,25 @@ class Gate:
         self._write("run", inputs)
 
 
+IDLE_RELEASE_S = 1.0
+"""Idle time after a big batch before a worker gives its grown memory back."""
+
+
+def trim_malloc() -> None:
+    """glibc's ``malloc_trim(0)``: return freed heap pages to the system (no-op elsewhere)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        return
+    trim(0)
+
+
 class Runner:
     """A loaded ONNX Runtime session; subclasses add their task's pre/post-processing."""
 
@@ -180,10 +199,20 @@ class Runner:
         """Answer one request body (the default loop's unit of work)."""
         raise NotImplementedError
 
+    grown = False
+    """Set by a runner after a call big enough to grow ORT's arena (see release_memory)."""
+
+    def release_memory(self) -> None:
+        """Give back memory a big batch grew; called once the worker has been idle for
+        :data:`IDLE_RELEASE_S` after one (never under steady load)."""
+
     def serve(self, conn: Connection, gate: Gate) -> None:
         """Answer requests one at a time until ``Stop`` or until the router goes away."""
         while True:
             try:
+                if self.grown and not conn.poll(IDLE_RELEASE_S):
+                    self.release_memory()
+                    self.grown = False
                 msg = recv_msg(conn)
             except (EOFError, OSError):
                 return
