@@ -193,7 +193,10 @@ def _locked_file(
         return LockedFile(path=path, size=file.size, sha256=file.sha256, **hints)
     # The registry publishes no sha256 (small non-LFS files on the HF Hub): fetch and hash.
     if scratch_dir is not None:
-        scratch_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            scratch_dir.mkdir(parents=True, exist_ok=True)
+        except OSError:  # a store we cannot write to: locking does not need it
+            scratch_dir = None
     with tempfile.TemporaryDirectory(prefix=LOCK_SCRATCH_PREFIX, dir=scratch_dir) as tmp:
         dest = Path(tmp) / "blob"
         try:
