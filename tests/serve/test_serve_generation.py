@@ -184,14 +184,20 @@ def test_a_disconnected_stream_is_dropped_from_the_worker(server: Server) -> Non
     tokens = server.metric("modelmora_generated_tokens_total", model="lm")
     held = _held_steps(server)
     body = {"model": "lm", "prompt": "Hello", "max_tokens": 200, "temperature": 0, "stream": True}
-    with httpx.stream("POST", f"{server.url}/v1/completions", json=body, timeout=30) as r:
-        lines = r.iter_lines()
-        assert next(lines).startswith("data: ")
-        server.hold("lm")  # the worker stops between two steps
-        wait_until(lambda: _held_steps(server) > held, "the worker held between steps")
-    # The client is gone: the router frees the admission slot and sends Cancel.
-    wait_until(lambda: server.metric("modelmora_running_sequences", model="lm") == 0, "slot freed")
-    server.release("lm")
+    # Held from the start, after the prompt step: a tiny model would otherwise finish all 200
+    # tokens before a hold set after the first chunk reaches the worker.
+    server.hold("lm", after_steps=1)
+    try:
+        with httpx.stream("POST", f"{server.url}/v1/completions", json=body, timeout=30) as r:
+            lines = r.iter_lines()
+            assert next(lines).startswith("data: ")
+            wait_until(lambda: _held_steps(server) > held, "the worker held between steps")
+        # The client is gone: the router frees the admission slot and sends Cancel.
+        wait_until(
+            lambda: server.metric("modelmora_running_sequences", model="lm") == 0, "slot freed"
+        )
+    finally:
+        server.release("lm")
     wait_until(lambda: server.metric("modelmora_kv_cache_bytes", model="lm") == 0, "cache freed")
     produced = server.metric("modelmora_generated_tokens_total", model="lm") - tokens
     assert produced < 200 - 150  # far from the 200 asked for: it stopped within a step
@@ -270,16 +276,22 @@ def test_a_deadline_after_the_first_token_ends_with_length(server: Server) -> No
 def test_a_worker_killed_mid_stream_sends_an_error_event_then_recovers(
     server: Server, client: openai.OpenAI
 ) -> None:
-    stream = client.completions.create(model="lm", prompt="Hello", max_tokens=200, stream=True)
-    chunks = iter(stream)
-    next(chunks)
     held = _held_steps(server)
-    server.hold("lm")
-    wait_until(lambda: _held_steps(server) > held, "lm's worker held between steps")
-    pid = server.events("lm")[-1]["pid"]
-    assert pid in worker_pids(server.proc.pid)
-    os.kill(pid, signal.SIGKILL)
-    server.release("lm")
+    # Held from the start, after the prompt step (see the disconnect test); greedy, so no
+    # sampled end-of-sequence can end the stream before the kill.
+    server.hold("lm", after_steps=1)
+    try:
+        stream = client.completions.create(
+            model="lm", prompt="Hello", max_tokens=200, temperature=0, stream=True
+        )
+        chunks = iter(stream)
+        next(chunks)
+        wait_until(lambda: _held_steps(server) > held, "lm's worker held between steps")
+        pid = server.events("lm")[-1]["pid"]
+        assert pid in worker_pids(server.proc.pid)
+        os.kill(pid, signal.SIGKILL)
+    finally:
+        server.release("lm")
     with pytest.raises(openai.APIError, match="worker"):
         for _ in chunks:
             pass
