@@ -67,7 +67,7 @@ def test_files_shared_between_models_are_fetched_and_stored_once(
             "b": ("org/b", {"model.safetensors": shared, "config.json": b'{"b": 2}'}),
         },
     )
-    report = pull(Project(project.dir), store=Store(home), jobs=4)
+    report = pull(Project(project.dir), store=Store(home), mirror=None, jobs=4)
     assert report.blobs_fetched == 3
     served = hub.bytes_served("org/a", "model.safetensors") + hub.bytes_served(
         "org/b", "model.safetensors"
@@ -91,7 +91,7 @@ def test_snapshot_loads_with_transformers_as_a_plain_directory(
         if p.is_file()
     }
     project = write_hub_project(hub, tmp_path / "proj", {"tiny": ("org/tiny", files)})
-    report = pull(Project(project.dir), store=Store(home))
+    report = pull(Project(project.dir), store=Store(home), mirror=None)
     snapshot = report.models[0].snapshot
     assert snapshot is not None
     config = AutoConfig.from_pretrained(snapshot)

@@ -281,7 +281,7 @@ def test_a_key_is_a_single_file_model(
     entry = read_lock(root / "modelmora.lock").models["tiny"]
     assert [(f.path, f.sha256) for f in entry.files] == [("config.json", sha256(CONFIG))]
 
-    snapshot = pull(Project(root), store=Store(aws_env)).models[0].snapshot
+    snapshot = pull(Project(root), store=Store(aws_env), mirror=None).models[0].snapshot
     assert snapshot is not None and (snapshot / "config.json").read_bytes() == CONFIG
     assert s3_calls == [("GetObject", "models/tiny/config.json")]
 
@@ -331,7 +331,7 @@ def test_pull_lists_the_prefix_only_for_old_style_locks(
         strip_etags(root / "modelmora.lock")
     digest = read_lock(root / "modelmora.lock").models["tiny"].content_digest()
 
-    snapshot = pull(Project(root), store=Store(tmp_path / "home3")).models[0].snapshot
+    snapshot = pull(Project(root), store=Store(tmp_path / "home3"), mirror=None).models[0].snapshot
     assert snapshot is not None
     assert (snapshot / "model.onnx").read_bytes() == linear_onnx()
     assert (snapshot / "config.json").read_bytes() == CONFIG

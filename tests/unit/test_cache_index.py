@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from modelmora.cache import Store, pull_entries
-from modelmora.cache.index import SCHEMA_VERSION, Index, IndexBusyError
+from modelmora.index import Index, IndexBusyError
+from modelmora.index.schema import SCHEMA_VERSION
 from modelmora.lock import LockedFile, LockedModel
 from modelmora.sources import SourceContext
 from modelmora.sources.local import PathSource
@@ -51,6 +52,7 @@ def pulled(tmp_path: Path) -> tuple[Store, list[LockedModel], list[str]]:
         lambda e: PathSource(str(srcs[e.name]), SourceContext(project_dir=tmp_path)),
         store,
         project=(tmp_path, tmp_path / "modelmora.lock"),
+        mirror=Index(store, notify=notices.append),
         notify=notices.append,
     )
     return store, [a, b], notices

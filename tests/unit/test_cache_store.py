@@ -139,7 +139,7 @@ def test_snapshot_is_a_plain_directory_of_the_repo_layout(tmp_path: Path, mode: 
     store = Store(tmp_path / "home", link_mode=mode)
     files = {"config.json": b'{"a": 1}', "1_Pooling/config.json": b"{}", "w.bin": b"w" * 999}
     entry, src = make_model(tmp_path, "m", files)
-    report = pull_entries([entry], lambda e: source_for(tmp_path, src), store, record_index=False)
+    report = pull_entries([entry], lambda e: source_for(tmp_path, src), store, mirror=None)
     snap = report.models[0].snapshot
     assert snap == store.snapshot_dir("m", entry.content_digest())
     for rel, data in files.items():
@@ -158,12 +158,12 @@ def test_snapshot_torn_by_a_crash_is_rebuilt_by_the_next_pull(tmp_path: Path, st
     """Snapshot records are not fsynced: an empty one (what a crash can leave) is no record."""
     files = {"config.json": b'{"a": 1}', "w.bin": os.urandom(999)}
     entry, src = make_model(tmp_path, "m", files)
-    pull_entries([entry], lambda e: source_for(tmp_path, src), store, record_index=False)
+    pull_entries([entry], lambda e: source_for(tmp_path, src), store, mirror=None)
     digest = entry.content_digest()
     store.snapshot_record_path("m", digest).write_bytes(b"")
     assert store.read_snapshot("m", digest) is None
     source = source_for(tmp_path, src)
-    report = pull_entries([entry], lambda e: source, store, record_index=False)
+    report = pull_entries([entry], lambda e: source, store, mirror=None)
     assert source.calls == []  # the blobs were fine: nothing downloaded again
     record = store.read_snapshot("m", digest)
     assert record is not None and record.content_digest == digest
@@ -175,7 +175,7 @@ def test_identical_files_across_models_are_stored_once(tmp_path: Path, store: St
     a, src_a = make_model(tmp_path, "a", {"shared.bin": shared, "a.txt": b"a"})
     b, src_b = make_model(tmp_path, "b", {"shared.bin": shared, "b.txt": b"b"})
     sources = {"a": source_for(tmp_path, src_a), "b": source_for(tmp_path, src_b)}
-    report = pull_entries([a, b], lambda e: sources[e.name], store, record_index=False)
+    report = pull_entries([a, b], lambda e: sources[e.name], store, mirror=None)
     assert report.blobs_fetched == 3
     assert len(sources["a"].calls) + len(sources["b"].calls) == 3
     assert len(list(store.iter_blobs())) == 3
@@ -189,7 +189,7 @@ def test_unsafe_lock_path_is_refused(tmp_path: Path, store: Store) -> None:
     bad = LockedFile.model_construct(path="../../escape.txt", size=1, sha256=sha)
     evil = entry.model_copy(update={"files": (bad,)})
     with pytest.raises(LockFileError, match="escape"):
-        pull_entries([evil], lambda e: source_for(tmp_path, src), store, record_index=False)
+        pull_entries([evil], lambda e: source_for(tmp_path, src), store, mirror=None)
     assert not (store.root.parent / "escape.txt").exists()
 
 
@@ -209,7 +209,7 @@ def test_statcache_trusts_unchanged_stat_only(tmp_path: Path) -> None:
 def test_verify_fast_path_rehashes_nothing_full_finds_bit_rot(tmp_path: Path, store: Store) -> None:
     data = os.urandom(64_000)
     entry, src = make_model(tmp_path, "m", {"w.bin": data, "c.json": b"{}"})
-    pull_entries([entry], lambda e: source_for(tmp_path, src), store, record_index=False)
+    pull_entries([entry], lambda e: source_for(tmp_path, src), store, mirror=None)
     fast = verify_store(store)
     assert fast.ok and fast.blobs == 2 and fast.rehashed == 0 and fast.snapshots == 1
 
@@ -232,13 +232,13 @@ def test_verify_fast_path_rehashes_nothing_full_finds_bit_rot(tmp_path: Path, st
     assert not blob.exists()
     assert store.read_snapshot("m", entry.content_digest()) is None
     assert len(repaired.repaired) == 2
-    pull_entries([entry], lambda e: source_for(tmp_path, src), store, record_index=False)
+    pull_entries([entry], lambda e: source_for(tmp_path, src), store, mirror=None)
     assert verify_store(store, full=True).ok
 
 
 def test_verify_reports_missing_blob_and_file(tmp_path: Path, store: Store) -> None:
     entry, src = make_model(tmp_path, "m", {"a.bin": b"aaaa", "b.bin": b"bbbb"})
-    pull_entries([entry], lambda e: source_for(tmp_path, src), store, record_index=False)
+    pull_entries([entry], lambda e: source_for(tmp_path, src), store, mirror=None)
     store.discard_blob(entry.files[0].sha256)
     (store.snapshot_dir("m", entry.content_digest()) / "b.bin").unlink()
     kinds = sorted((p.kind, p.subject) for p in verify_store(store).problems)
@@ -257,21 +257,21 @@ def test_gc_keeps_what_registered_locks_reference(tmp_path: Path, store: Store) 
     a, src_a = make_model(tmp_path, "a", {"shared.bin": shared, "only-a.bin": b"A" * 100})
     b, src_b = make_model(tmp_path, "b", {"shared.bin": shared, "only-b.bin": b"B" * 100})
     srcs = {"a": src_a, "b": src_b}
-    pull_entries([a, b], lambda e: source_for(tmp_path, srcs[e.name]), store, record_index=False)
+    pull_entries([a, b], lambda e: source_for(tmp_path, srcs[e.name]), store, mirror=None)
     _register(store, tmp_path / "pa", [a])
     _register(store, tmp_path / "pb", [b])
-    assert collect_garbage(store, record_index=False).blobs == []  # everything referenced
+    assert collect_garbage(store, mirror=None).blobs == []  # everything referenced
     store.partial_path("f" * 64).write_bytes(b"abandoned")
 
     (tmp_path / "pb" / "modelmora.lock").unlink()
     (tmp_path / "pb").rmdir()
-    dry = collect_garbage(store, dry_run=True, record_index=False)
+    dry = collect_garbage(store, dry_run=True, mirror=None)
     only_b = b.files[0].sha256
     assert [s for s, _ in dry.blobs] == [only_b]
     assert dry.snapshots == [("b", b.content_digest())]
     assert store.blob_path(only_b).exists()  # dry run deleted nothing
 
-    done = collect_garbage(store, record_index=False)
+    done = collect_garbage(store, mirror=None)
     assert [s for s, _ in done.blobs] == [only_b]
     assert done.partials == [("f" * 64, 9)]
     assert done.dropped_projects == [str((tmp_path / "pb").resolve())]
@@ -284,11 +284,11 @@ def test_gc_keeps_what_registered_locks_reference(tmp_path: Path, store: Store) 
 
 def test_gc_refuses_to_guess_when_a_lock_is_unreadable(tmp_path: Path, store: Store) -> None:
     a, src = make_model(tmp_path, "a", {"x.bin": b"x"})
-    pull_entries([a], lambda e: source_for(tmp_path, src), store, record_index=False)
+    pull_entries([a], lambda e: source_for(tmp_path, src), store, mirror=None)
     _register(store, tmp_path / "p", [a])
     (tmp_path / "p" / "modelmora.lock").write_text("version = [broken")
     with pytest.raises(ModelMoraError, match="nothing deleted"):
-        collect_garbage(store, record_index=False)
+        collect_garbage(store, mirror=None)
     assert store.blob_path(a.files[0].sha256).exists()
 
 
@@ -301,7 +301,7 @@ def test_rich_progress_counts_every_downloaded_byte(tmp_path: Path, store: Store
             lambda e: source_for(tmp_path, src),
             store,
             progress=progress,
-            record_index=False,
+            mirror=None,
         )
     text = out.getvalue()
     assert "total" in text and "5.0/5.0 kB" in text  # 3000 + 2000 bytes, all finished
@@ -316,7 +316,7 @@ def test_gc_removes_source_download_leftovers_only_once_they_are_stale(store: St
     live.write_bytes(b"y" * 20)
     two_hours_ago = time.time() - 7200
     os.utime(stale, (two_hours_ago, two_hours_ago))
-    report = collect_garbage(store, record_index=False)
+    report = collect_garbage(store, mirror=None)
     assert report.source_caches == [("tfhub/k/.1.tar.gz.a.tmp", 10)]
     assert not stale.exists() and live.exists()
 
@@ -332,7 +332,7 @@ def test_an_unusable_use_claim_neither_fails_a_source_nor_lets_gc_delete(
     with using(archive) as path:  # a source reading the archive goes on, with a warning
         assert path.read_bytes() == b"archive"
     assert "could not claim" in caplog.text
-    report = collect_garbage(store, record_index=False)
+    report = collect_garbage(store, mirror=None)
     assert report.source_caches == [] and report.skipped_busy == ["tfhub/k/1.tar.gz"]
     assert archive.is_file()
 
@@ -346,6 +346,6 @@ def test_gc_removes_unfinished_artifact_builds_only_once_they_are_stale(store: S
         (directory / "model.onnx").write_bytes(b"half")
     two_hours_ago = time.time() - 7200
     os.utime(killed, (two_hours_ago, two_hours_ago))
-    report = collect_garbage(store, record_index=False)
+    report = collect_garbage(store, mirror=None)
     assert report.artifacts == [("a" * 64, "?", 4)]
     assert not killed.exists() and building.is_dir()

@@ -1,7 +1,6 @@
 """Benchmark ONNX artifacts per execution provider (no torch at import time).
 
-Attributes load on first use, so importing ``modelmora.bench.report`` (the record schema,
-needed by the index) does not pay for numpy and the measuring code.
+Attributes load on first use. The record schema is :mod:`modelmora.records.benchmark`.
 """
 
 from __future__ import annotations
@@ -10,8 +9,6 @@ from modelmora._lazy import lazy_exports
 
 _EXPORTS = {
     "PROVIDERS": "modelmora.backends",
-    "BackendBenchmark": "modelmora.bench.report",
-    "BatchResult": "modelmora.bench.report",
     "availability": "modelmora.bench.core",
     "benchmark": "modelmora.bench.core",
     "benchmark_artifact": "modelmora.bench.dispatch",

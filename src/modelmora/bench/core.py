@@ -19,9 +19,9 @@ from typing import Any, Literal
 import numpy as np
 
 from modelmora.backends import PROVIDERS
-from modelmora.bench.report import BackendBenchmark, BatchResult
 from modelmora.errors import UserInputError
 from modelmora.manifest.model import DEFAULT_BENCHMARK_SECONDS
+from modelmora.records.benchmark import BackendBenchmark, BatchResult
 from modelmora.validate.inputs import max_input_length, synthetic_inputs, vocab_size
 
 # Nodes TensorRT cannot take run on CUDA (never on CPU silently: CUDA must be there too).

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from modelmora import tasks
-from modelmora.bench.report import BackendBenchmark, BatchResult
 from modelmora.manifest.model import BenchmarkSpec
+from modelmora.records.benchmark import BackendBenchmark, BatchResult
 
 __all__ = ["benchmark_artifact", "planned_sizes"]
 

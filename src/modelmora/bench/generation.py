@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from modelmora.bench.core import _peak_rss_mb, measure_each, open_session, prepare
-from modelmora.bench.report import BackendBenchmark, BatchResult
 from modelmora.decoding import Decoder
 from modelmora.manifest.model import BenchmarkSpec
+from modelmora.records.benchmark import BackendBenchmark, BatchResult
 from modelmora.validate.inputs import vocab_size
 
 __all__ = ["benchmark_generation"]

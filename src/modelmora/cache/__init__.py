@@ -1,10 +1,10 @@
-"""The content-addressed model store, its downloads, its DuckDB index and its upkeep.
+"""The content-addressed model store, its downloads and its upkeep (its DuckDB mirror is
+:mod:`modelmora.index`).
 
 Public surface (everything else is an implementation detail):
 
 * :class:`Store` — layout and atomic operations under ``MODELMORA_HOME``;
 * :func:`ensure_blob` / :func:`pull` / :func:`pull_entries` — verified downloads;
-* :class:`Index` — ``index.duckdb``;
 * :func:`verify_store`, :func:`collect_garbage` — ``cache verify`` and ``cache gc``.
 """
 
@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from modelmora.cache.download import BlobResult, PullReport, ensure_blob, pull, pull_entries
     from modelmora.cache.gc import GcReport, collect_garbage
-    from modelmora.cache.index import Index
     from modelmora.cache.store import SnapshotRecord, Store, StoreError
     from modelmora.cache.verify import VerifyReport, verify_store
     from modelmora.home import default_home, modelmora_home
@@ -31,7 +30,6 @@ _HOMES = {
     "collect_garbage": "gc",
     "default_home": "modelmora.home",
     "modelmora_home": "modelmora.home",
-    "Index": "index",
     "SnapshotRecord": "store",
     "Store": "store",
     "StoreError": "store",
@@ -41,7 +39,6 @@ _HOMES = {
 __all__ = [
     "BlobResult",
     "GcReport",
-    "Index",
     "PullReport",
     "SnapshotRecord",
     "Store",

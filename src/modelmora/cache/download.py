@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from modelmora.cache.mirror import StoreMirror
 from modelmora.cache.progress import NullProgress, PullProgress
 from modelmora.cache.store import ProjectRecord, SnapshotRecord, Store, store_os_error
 from modelmora.errors import (
@@ -378,15 +379,15 @@ def pull_entries(
     offline: bool = False,
     progress: PullProgress | None = None,
     project: tuple[Path, Path] | None = None,
-    record_index: bool = True,
+    mirror: StoreMirror | None,
     notify: Callable[[str], None] | None = None,
 ) -> PullReport:
     """Fetch and verify every file of ``entries`` into the store and materialize snapshots.
 
     ``project`` (directory, lock path) registers the project so that ``cache gc`` keeps
     what its lock references; it is recorded before any download so a concurrent gc
-    cannot collect blobs this pull is about to link. The index is updated only when the
-    store already has one (see :meth:`Index.was_created`).
+    cannot collect blobs this pull is about to link. ``mirror`` (the index) is told what
+    was verified and materialized, also when some downloads failed.
     """
     if jobs < 1:
         raise ModelMoraError(f"--jobs must be at least 1 (got {jobs})")
@@ -488,12 +489,9 @@ def pull_entries(
             pulled.snapshot = store.snapshot_dir(entry.name, pulled.content_digest)
         report.models.append(pulled)
 
-    from modelmora.cache.index import Index
-
-    index = Index(store, notify=notify)
-    if record_index and index.was_created():
+    if mirror is not None:
         try:
-            index.record_pull(
+            mirror.record_pull(
                 project=project_record,
                 snapshots=snapshots,
                 blobs=[(sha, owners[sha][1].size) for sha in sorted(ready)],
@@ -534,7 +532,8 @@ def pull(
     project: Project,
     names: Sequence[str] = (),
     *,
-    store: Store | None = None,
+    store: Store,
+    mirror: StoreMirror | None,
     jobs: int = 4,
     offline: bool | None = None,
     progress: PullProgress | None = None,
@@ -553,10 +552,11 @@ def pull(
     return pull_entries(
         entries,
         lambda entry: project.source_for(entry, offline=offline),
-        store or Store(),
+        store,
         jobs=jobs,
         offline=offline,
         progress=progress,
         project=(project.dir, project.lock_path),
+        mirror=mirror,
         notify=notify,
     )

@@ -3,7 +3,7 @@
 A project registers itself on every ``pull``. Garbage is every snapshot, blob and partial
 download that none of the still-existing registered projects' locks mention; every
 converted artifact that none of their entries' installs uses (see
-:class:`~modelmora.cache.store.ArtifactLinks`); and the sources' download caches (tfhub
+:class:`~modelmora.records.ArtifactLinks`); and the sources' download caches (tfhub
 archives, git mirrors) that no unfinished pull needs (see
 :mod:`modelmora.sources.caches`). A project whose directory is gone is unregistered;
 a project whose lock cannot be read stops the collection (we cannot know what it needs, so
@@ -22,11 +22,13 @@ from typing import Any, TypeVar
 
 from filelock import FileLock, Timeout
 
-from modelmora.cache.store import ArtifactLinks, Store
+from modelmora.cache.mirror import StoreMirror
+from modelmora.cache.store import Store
 from modelmora.errors import LockFileError, ModelMoraError
 from modelmora.fsutil import disk_size
 from modelmora.lock import read_lock
 from modelmora.lock.resolve import LOCK_SCRATCH_PREFIX
+from modelmora.records import ArtifactLinks, iter_artifact_dirs, read_artifact_quietly
 from modelmora.sources.caches import find_items, remove_unless_in_use
 
 _STALE_BUILD_S = 3600.0
@@ -110,10 +112,11 @@ def _remove_unlocked(
 def collect_garbage(
     store: Store,
     *,
+    mirror: StoreMirror | None,
     dry_run: bool = False,
-    record_index: bool = True,
-    notify: Callable[[str], None] | None = None,
 ) -> GcReport:
+    """Find (and unless ``dry_run``, delete) the garbage; ``mirror`` (the index) is told
+    what went, and asked which artifacts it links to kept entries."""
     report = GcReport(dry_run=dry_run)
     keep_blobs: set[str] = set()
     keep_snapshots: set[tuple[str, str]] = set()
@@ -155,7 +158,7 @@ def collect_garbage(
             if part.stem not in keep_blobs or size == 0:  # an empty one resumes nothing
                 report.partials.append((part.stem, size))
     all_links = store.artifact_links()
-    report.artifacts = _unused_artifacts(store, all_links, keep_entries, use_index=record_index)
+    report.artifacts = _unused_artifacts(store, all_links, keep_entries, mirror)
     for item in find_items(store.root):
         needed_by = unfinished.get(item.cache.scheme)
         if needed_by is None:
@@ -192,24 +195,23 @@ def collect_garbage(
         else:
             report.skipped_busy.append(relpath)
     report.source_caches = removed_caches
-    if record_index and (
+    if mirror is not None and (
         report.snapshots or report.blobs or report.artifacts or report.dropped_projects
     ):
-        from modelmora.cache.index import Index
-
-        index = Index(store, notify=notify)
-        index.forget(
+        mirror.forget(
             snapshots=report.snapshots,
             blobs=[sha for sha, _ in report.blobs],
             artifacts=[key for key, _, _ in report.artifacts],
+            projects=report.dropped_projects,
         )
-        for project_dir in report.dropped_projects:
-            index.forget_project(project_dir)
     return report
 
 
 def _unused_artifacts(
-    store: Store, all_links: list[ArtifactLinks], keep_entries: set[str], *, use_index: bool
+    store: Store,
+    all_links: list[ArtifactLinks],
+    keep_entries: set[str],
+    mirror: StoreMirror | None,
 ) -> list[tuple[str, str, int]]:
     """Artifacts no kept entry uses, and unfinished builds old enough to be dead.
 
@@ -217,17 +219,15 @@ def _unused_artifacts(
     them, and — for installs from before links files existed — the ones the index links to
     it (when there is an index). Anything else is garbage.
     """
-    if not store.artifacts_dir.is_dir():
-        return []
     used = {
         a.key for links in all_links if links.entry_digest in keep_entries for a in links.artifacts
     }
-    if use_index and keep_entries and store.index_path.is_file():
-        used |= _indexed_links(store, keep_entries)
+    if mirror is not None and keep_entries:
+        used |= mirror.linked_artifacts(keep_entries)
     cutoff = time.time() - _STALE_BUILD_S
     unused = []
-    for directory in sorted(p for p in store.artifacts_dir.iterdir() if p.is_dir()):
-        head = store.read_artifact_head(directory)
+    for directory in iter_artifact_dirs(store.artifacts_dir):
+        head = read_artifact_quietly(directory)
         if head is None:  # building, killed, or damaged
             try:
                 if directory.stat().st_mtime < cutoff:
@@ -238,18 +238,6 @@ def _unused_artifacts(
         if directory.name not in used and head.entry_digest not in keep_entries:
             unused.append((directory.name, head.model, disk_size(directory)))
     return unused
-
-
-def _indexed_links(store: Store, keep_entries: set[str]) -> set[str]:
-    from modelmora.cache.index import Index
-
-    with Index(store).transaction() as con:
-        rows = con.execute(
-            "SELECT artifact_key FROM model_artifacts WHERE entry_digest IN "
-            "(SELECT unnest(?::VARCHAR[]))",
-            [sorted(keep_entries)],
-        ).fetchall()
-    return {str(key) for (key,) in rows}
 
 
 def _remove_stale_builds(store: Store) -> None:

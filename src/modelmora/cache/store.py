@@ -29,19 +29,30 @@ import secrets
 import shutil
 import stat
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 from filelock import FileLock
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from modelmora.cache.filecheck import FileDigest
 from modelmora.cache.statcache import StatCache
 from modelmora.errors import LockFileError, ModelMoraError, SourceError
 from modelmora.fsutil import atomic_write_bytes, sha256_file
 from modelmora.home import modelmora_home
 from modelmora.lock import LockedFile, LockedModel
+from modelmora.records import (
+    ArtifactLinks,
+    ArtifactRecord,
+    artifact_path,
+    iter_artifact_dirs,
+    links_path,
+    now,
+    read_all_links,
+    read_artifact_quietly,
+    read_json_records,
+    write_record,
+)
 from modelmora.sources.base import safe_relpath
 
 LinkMode = Literal["hardlink", "symlink", "copy"]
@@ -61,10 +72,6 @@ def store_os_error(action: str, path: Path, exc: OSError) -> StoreError:
     elif exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         hint = "free disk space (`modelmora cache gc`) or point MODELMORA_HOME elsewhere"
     return StoreError(f"cannot {action} {path}: {reason}", hint=hint)
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)
 
 
 class SnapshotRecord(BaseModel):
@@ -94,51 +101,6 @@ class ProjectRecord(BaseModel):
     project_dir: str
     lock_path: str
     registered_at: datetime
-
-
-ARTIFACT_RECORD = "artifact.json"
-"""Written last into an artifact directory: a directory without it is an unfinished build."""
-
-
-class LinkedArtifact(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    position: int
-    """0 for the base artifact, then the variants in their fixed order."""
-    key: str
-
-
-class _ConversionFiles(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    files: list[FileDigest]
-
-
-class ArtifactHead(BaseModel):
-    """What the store reads of an artifact record (the pipeline owns the full schema):
-    who built it, and the digest of every file it consists of."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    entry_digest: str
-    conversion: _ConversionFiles
-
-
-class ArtifactLinks(BaseModel):
-    """The artifacts one lock entry's install uses: ``links/<entry_digest>.json``.
-
-    An artifact's own record names only the entry that first built it; entries that share
-    it (the same files at another revision, or in another project) are known only from
-    these files, which ``cache gc`` and ``cache reindex`` read. Each install of the entry
-    rewrites its file.
-    """
-
-    model_config = ConfigDict(extra="ignore")
-
-    name: str
-    entry_digest: str
-    artifacts: list[LinkedArtifact]
 
 
 class Store:
@@ -289,7 +251,7 @@ class Store:
         path = self.snapshot_record_path(name, content_digest)
         try:
             record = SnapshotRecord.model_validate_json(path.read_bytes())
-        except (FileNotFoundError, ValidationError, ValueError):
+        except (FileNotFoundError, ValueError):  # ValueError: pydantic's too
             return None
         if record.content_digest != content_digest or record.name != name:
             return None
@@ -343,7 +305,7 @@ class Store:
             record = SnapshotRecord(
                 model=entry,
                 link_mode=_overall_mode(modes),
-                created_at=_now(),
+                created_at=now(),
             )
             # Not fsynced: a record a crash leaves torn reads as "no snapshot" and the next
             # pull re-links it from the (fsynced) blobs.
@@ -446,46 +408,33 @@ class Store:
     def links_dir(self) -> Path:
         return self.root / "links"
 
-    def _links_path(self, entry_digest: str) -> Path:
-        if not re.fullmatch(r"[0-9a-f]{64}", entry_digest):
-            raise ValueError(f"invalid entry digest {entry_digest!r}")
-        return self.links_dir / f"{entry_digest}.json"
-
     def write_artifact_links(self, links: ArtifactLinks) -> None:
-        path = self._links_path(links.entry_digest)
+        path = links_path(self.links_dir, links.entry_digest)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # Not fsynced: a lost file only makes gc fall back to the artifact records.
-            atomic_write_bytes(path, links.model_dump_json(indent=2).encode(), durable=False)
+            write_record(path, links, durable=False)
         except OSError as exc:
             raise store_os_error("record the artifacts of", path, exc) from exc
 
     def artifact_links(self) -> list[ArtifactLinks]:
-        return _read_records(self.links_dir, ArtifactLinks)
+        return read_all_links(self.links_dir)
 
     def remove_artifact_links(self, entry_digest: str) -> None:
-        self._links_path(entry_digest).unlink(missing_ok=True)
+        links_path(self.links_dir, entry_digest).unlink(missing_ok=True)
 
-    def read_artifact_head(self, directory: Path) -> ArtifactHead | None:
-        """The record of a complete artifact; None while building, after a kill, if damaged."""
-        try:
-            return ArtifactHead.model_validate_json((directory / ARTIFACT_RECORD).read_bytes())
-        except (OSError, ValidationError, ValueError):
-            return None
-
-    def iter_artifact_files(self) -> Iterator[tuple[str, Path, list[FileDigest]]]:
-        """``(key, directory, recorded files)`` of every complete artifact, sorted by key."""
-        if not self.artifacts_dir.is_dir():
-            return
-        for directory in sorted(p for p in self.artifacts_dir.iterdir() if p.is_dir()):
-            head = self.read_artifact_head(directory)
-            if head is not None:
-                yield directory.name, directory, head.conversion.files
+    def iter_artifacts(self) -> Iterator[tuple[Path, ArtifactRecord]]:
+        """``(directory, record)`` of every complete artifact, sorted by key (unfinished,
+        killed and damaged builds have no readable record and are left out)."""
+        for directory in iter_artifact_dirs(self.artifacts_dir):
+            record = read_artifact_quietly(directory)
+            if record is not None:
+                yield directory, record
 
     def remove_artifact(self, key: str) -> None:
         """Drop the record first so a half-removed artifact never looks complete."""
         directory = self.artifact_dir(key)
-        (directory / ARTIFACT_RECORD).unlink(missing_ok=True)
+        artifact_path(directory).unlink(missing_ok=True)
         shutil.rmtree(directory, ignore_errors=True)
 
     # -- projects ------------------------------------------------------------------------
@@ -498,7 +447,7 @@ class Store:
         record = ProjectRecord(
             project_dir=str(project_dir),
             lock_path=str(lock_path.resolve()),
-            registered_at=_now(),
+            registered_at=now(),
         )
         path = self._project_record_path(project_dir)
         try:
@@ -509,25 +458,10 @@ class Store:
         return record
 
     def projects(self) -> list[ProjectRecord]:
-        return _read_records(self.projects_dir, ProjectRecord)
+        return read_json_records(self.projects_dir, ProjectRecord)
 
     def unregister_project(self, project_dir: str) -> None:
         self._project_record_path(Path(project_dir)).unlink(missing_ok=True)
-
-
-_Record = TypeVar("_Record", bound=BaseModel)
-
-
-def _read_records(directory: Path, model: type[_Record]) -> list[_Record]:
-    """Every readable ``*.json`` record in ``directory``; a torn or foreign one reads as absent."""
-    found = []
-    if directory.is_dir():
-        for path in sorted(directory.glob("*.json")):
-            try:
-                found.append(model.model_validate_json(path.read_bytes()))
-            except (OSError, ValidationError, ValueError):
-                continue
-    return found
 
 
 def _overall_mode(modes: set[LinkMode]) -> LinkMode:

@@ -125,9 +125,10 @@ def verify_store(store: Store, *, full: bool = False, repair: bool = False) -> V
             broken_snapshots.append((name, digest))
 
     broken_artifacts: list[str] = []
-    for key, directory, files in store.iter_artifact_files():
+    for directory, artifact in store.iter_artifacts():
+        key = directory.name
         report.artifacts += 1
-        damaged = file_problems(directory, files, store.statcache, full=full)
+        damaged = file_problems(directory, artifact.conversion.files, store.statcache, full=full)
         for bad_file in damaged:
             subject = f"artifact {key}: {bad_file.path}"
             report.problems.append(Problem("artifact", subject, bad_file.detail))

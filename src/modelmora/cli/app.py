@@ -10,7 +10,7 @@ import click
 from modelmora import __version__
 from modelmora.cli._common import ModelMoraGroup
 
-# name → "module:attribute" of a click command.
+# name → "module:attribute" of a click command: the one place commands are registered.
 COMMANDS: dict[str, str] = {
     "init": "modelmora.cli.project:init",
     "add": "modelmora.cli.project:add",
@@ -31,12 +31,12 @@ COMMANDS: dict[str, str] = {
 
 class LazyGroup(ModelMoraGroup):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*COMMANDS, *self.commands})
+        return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = COMMANDS.get(cmd_name)
         if target is None:
-            return self.commands.get(cmd_name)
+            return None
         module, _, attr = target.partition(":")
         command = getattr(import_module(module), attr)
         assert isinstance(command, click.Command)

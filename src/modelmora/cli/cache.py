@@ -14,8 +14,8 @@ from modelmora.cache import Store, collect_garbage, pull, verify_store
 from modelmora.cache.download import PullReport
 from modelmora.cache.progress import NullProgress, PullProgress, RichProgress
 from modelmora.cli._common import echo_json, find_project_dir
-from modelmora.cli.app import main
 from modelmora.errors import ModelMoraError
+from modelmora.index import Index
 from modelmora.project import Project
 
 
@@ -45,7 +45,7 @@ def _human(n: float) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-@main.command("pull")
+@click.command("pull")
 @click.argument("names", nargs=-1)
 @click.option(
     "--jobs",
@@ -83,9 +83,12 @@ def pull_command(
     progress: PullProgress = RichProgress() if show else NullProgress()
     started = time.perf_counter()
     with progress if isinstance(progress, RichProgress) else nullcontext():
+        store = Store()
         report = pull(
             project,
             names,
+            store=store,
+            mirror=Index(store, notify=_warn),
             jobs=jobs,
             offline=True if offline else None,
             progress=progress,
@@ -112,7 +115,7 @@ def _print_pull(report: PullReport, seconds: float) -> None:
     )
 
 
-@main.group("cache")
+@click.group("cache")
 def cache_group() -> None:
     """Inspect and maintain the model cache (MODELMORA_HOME)."""
     _route_warnings()
@@ -146,7 +149,7 @@ def path_command(ctx: click.Context, name: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def ls_command(as_json: bool) -> None:
     """List the model snapshots in the cache (from index.duckdb)."""
-    from modelmora.cache.index import Index
+    from modelmora.index import Index
 
     store = Store()
     rows = Index(store, notify=_warn).list_snapshots()
@@ -217,7 +220,8 @@ def gc_command(dry_run: bool, as_json: bool) -> None:
     download caches (tfhub archives, git mirrors) once every model that came from them is
     in the store.
     """
-    report = collect_garbage(Store(), dry_run=dry_run, notify=_warn)
+    store = Store()
+    report = collect_garbage(store, mirror=Index(store, notify=_warn), dry_run=dry_run)
     if as_json:
         echo_json(report.to_json())
         return
@@ -246,7 +250,7 @@ def gc_command(dry_run: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def reindex_command(as_json: bool) -> None:
     """Rebuild index.duckdb from the store (the store is the source of truth)."""
-    from modelmora.cache.index import Index
+    from modelmora.index import Index
 
     store = Store()
     counts: dict[str, Any] = Index(store, notify=_warn).rebuild()

@@ -23,9 +23,9 @@ if TYPE_CHECKING:
 
     from rich.table import Table
 
+    from modelmora.index.status import ModelStatus
     from modelmora.lock import LockFile
     from modelmora.pipeline.install import ModelOutcome
-    from modelmora.pipeline.status import ModelStatus
     from modelmora.project import Project
 
 _MARKS = {
@@ -110,10 +110,10 @@ def _install(
     verbose: bool,
 ) -> int:
     from modelmora.cache import Store
-    from modelmora.cache.store import ARTIFACT_RECORD
     from modelmora.errors import UserInputError
     from modelmora.pipeline.fastpath import write_state
     from modelmora.project import Project
+    from modelmora.records import artifact_path
 
     if locked and frozen:
         raise UserInputError("--locked and --frozen cannot be combined")
@@ -125,9 +125,9 @@ def _install(
     outcomes = _run_with_progress(
         project, lock, selected, store, backends, jobs=jobs, quiet=quiet, verbose=verbose
     )
-    from modelmora.pipeline.status import model_statuses
+    from modelmora.index import Index
 
-    statuses = model_statuses(store, [lock.models[n] for n in selected])
+    statuses = Index(store).statuses([lock.models[n] for n in selected])
     ok = all(o.ok for o in outcomes)
     if as_json:
         echo_json(
@@ -150,7 +150,7 @@ def _install(
             project.lock_path,
             store.root,
             backends,
-            {s.name: [Path(a.path) / ARTIFACT_RECORD for a in s.artifacts] for s in statuses},
+            {s.name: [artifact_path(Path(a.path)) for a in s.artifacts] for s in statuses},
         )
     return 0 if ok else 1
 
@@ -250,12 +250,12 @@ def _summary(statuses: list[ModelStatus], outcomes: list[ModelOutcome], seconds:
 
 def _statuses(ctx: click.Context, names: tuple[str, ...] = ()) -> list[ModelStatus]:
     from modelmora.cache import Store
-    from modelmora.pipeline.status import model_statuses
+    from modelmora.index import Index
     from modelmora.project import Project
 
     project = Project(find_project_dir(ctx))
     lock = project.read_lock()
-    return model_statuses(Store(), lock.select(names))
+    return Index(Store()).statuses(lock.select(names))
 
 
 @click.command("list")
@@ -385,17 +385,17 @@ def bench(
     """
     from modelmora.cache import Store
     from modelmora.errors import ModelMoraError
+    from modelmora.index import Index
     from modelmora.pipeline import steps
-    from modelmora.pipeline.records import read_artifact
-    from modelmora.pipeline.status import model_statuses
     from modelmora.project import Project
+    from modelmora.records import read_artifact
 
     project = Project(find_project_dir(ctx))
     lock = project.read_lock()
     store = Store()
     results: dict[str, Any] = {}
     failed = False
-    for status in model_statuses(store, lock.select(names)):
+    for status in Index(store).statuses(lock.select(names)):
         if status.stages["validate"] != "ok":
             raise ModelMoraError(
                 f"model '{status.name}' is not installed and validated",

@@ -11,7 +11,6 @@ from pydantic import ValidationError
 
 from modelmora import netutil
 from modelmora.cli._common import find_project_dir
-from modelmora.cli.app import main
 from modelmora.errors import UserInputError
 from modelmora.manifest.model import ServeSpec
 
@@ -67,7 +66,7 @@ def _models(model_args: tuple[str, ...], set_args: tuple[str, ...]) -> list[Any]
     return models
 
 
-@main.command("serve")
+@click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option(
     "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 = any free."

@@ -1,20 +1,17 @@
 """Snapshot → ONNX artifacts: format/task detection, export, variants, artifact keys.
 
 Heavy libraries (torch, transformers, optimum, TensorFlow) are imported only inside the
-functions that need them; importing this package is cheap.
+functions that need them; importing this package is cheap. What a conversion produced is
+recorded as :class:`modelmora.records.conversion.ConversionResult`.
 """
 
 from modelmora.convert.api import convert
 from modelmora.convert.detect import detect_format, detect_task, normalize_task
 from modelmora.convert.keys import artifact_key, conversion_recipe, tool_versions
-from modelmora.convert.result import ArtifactFile, ConversionResult, TensorInfo
 from modelmora.convert.torch_export import export_torch_module
 from modelmora.convert.variants import make_variant, make_variants, planned_variants
 
 __all__ = [
-    "ArtifactFile",
-    "ConversionResult",
-    "TensorInfo",
     "artifact_key",
     "conversion_recipe",
     "convert",

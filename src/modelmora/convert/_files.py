@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from modelmora.convert.result import ArtifactFile, TensorInfo
 from modelmora.errors import UserInputError
 from modelmora.fsutil import sha256_file
+from modelmora.records.conversion import ArtifactFile, TensorInfo
 
 MODEL_FILE = "model.onnx"
 

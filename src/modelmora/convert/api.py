@@ -7,9 +7,9 @@ from pathlib import Path
 
 from modelmora.convert.detect import detect_format, detect_task, normalize_task, refuse_pickle
 from modelmora.convert.keys import conversion_recipe
-from modelmora.convert.result import ConversionResult, SourceFormat
 from modelmora.errors import UserInputError
 from modelmora.manifest.model import ConvertSpec
+from modelmora.records.conversion import ConversionResult, SourceFormat
 
 # Which exporters can handle which source format ("auto" = the first).
 _EXPORTERS: dict[SourceFormat, tuple[str, ...]] = {

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from modelmora import tasks
-from modelmora.convert.result import SourceFormat
 from modelmora.errors import UserInputError
 from modelmora.names import TORCHHUB_DESCRIPTOR
+from modelmora.records.conversion import SourceFormat
 
 TORCH_DESCRIPTOR = "modelmora_torch.json"
 """Marks a directory as a plain PyTorch model; see :mod:`modelmora.convert.torch_export`.

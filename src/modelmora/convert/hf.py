@@ -19,9 +19,9 @@ from modelmora import tasks
 from modelmora.convert._files import MODEL_FILE, copy_sidecars, onnx_graphs, staged
 from modelmora.convert.detect import read_config
 from modelmora.convert.genai_config import write_genai_config
-from modelmora.convert.result import ConversionResult
 from modelmora.convert.torch_export import build_result, export_torch_module
 from modelmora.errors import UserInputError
+from modelmora.records.conversion import ConversionResult
 
 EXAMPLE_SENTENCES = ("Export this sentence.", "A second, somewhat longer example sentence here.")
 

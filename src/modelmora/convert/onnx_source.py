@@ -19,9 +19,9 @@ from modelmora.convert._files import (
     onnx_graphs,
     staged,
 )
-from modelmora.convert.result import ConversionResult
 from modelmora.convert.torch_export import Recipe, build_result
 from modelmora.errors import UserInputError
+from modelmora.records.conversion import ConversionResult
 
 
 def main_onnx_file(model_dir: Path, *, name: str) -> Path:

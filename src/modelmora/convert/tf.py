@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from modelmora.convert._files import MODEL_FILE, copy_sidecars, staged
-from modelmora.convert.result import ConversionResult, SourceFormat
 from modelmora.convert.torch_export import Recipe, build_result
 from modelmora.errors import ModelMoraError, UserInputError
+from modelmora.records.conversion import ConversionResult, SourceFormat
 
 
 def tf_available() -> bool:

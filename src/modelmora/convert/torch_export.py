@@ -36,9 +36,9 @@ from modelmora.convert._files import (
     staged,
 )
 from modelmora.convert.detect import TORCH_DESCRIPTOR
-from modelmora.convert.result import ConversionResult, SourceFormat
 from modelmora.errors import UserInputError
 from modelmora.fsutil import sha256_file
+from modelmora.records.conversion import ConversionResult, SourceFormat
 
 # Above this many parameter bytes the graph cannot be one protobuf (2 GB limit).
 _EXTERNAL_DATA_BYTES = 1_800_000_000

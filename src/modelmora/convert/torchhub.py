@@ -24,10 +24,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from modelmora.convert.result import ConversionResult
 from modelmora.convert.torch_export import Recipe, export_torch_module
 from modelmora.errors import ModelMoraError, UserInputError
 from modelmora.names import TORCHHUB_DESCRIPTOR
+from modelmora.records.conversion import ConversionResult
 
 EXAMPLE_SUFFIX = "_example_inputs"
 

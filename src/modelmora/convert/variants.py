@@ -18,11 +18,12 @@ from pathlib import Path
 
 from modelmora.convert._files import MODEL_FILE, describe, staged
 from modelmora.convert.keys import conversion_recipe
-from modelmora.convert.result import RECORD_FILE, ConversionResult, SourceFormat
 from modelmora.convert.torch_export import build_result
 from modelmora.errors import ModelMoraError
 from modelmora.fsutil import sha256_file
 from modelmora.manifest.model import ConvertSpec
+from modelmora.records import is_record_file
+from modelmora.records.conversion import ConversionResult, SourceFormat
 
 _EXTERNAL_FILE = "model.onnx_data"
 
@@ -47,7 +48,7 @@ def _copy_companions(base_dir: Path, dest: Path, skip: set[str]) -> None:
             path.is_file()
             and rel not in skip
             and path.suffix != ".onnx"
-            and not RECORD_FILE.fullmatch(rel)
+            and not is_record_file(rel)
         ):
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)

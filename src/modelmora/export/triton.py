@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from modelmora.convert.result import RECORD_FILE
 from modelmora.errors import IntegrityError, ModelMoraError, UserInputError
+from modelmora.records import is_record_file
 
 if TYPE_CHECKING:
     from modelmora.cache import Store
-    from modelmora.convert.result import ArtifactFile
     from modelmora.manifest.model import ServeSpec
-    from modelmora.pipeline.records import ArtifactRecord
+    from modelmora.records import ArtifactRecord
+    from modelmora.records.conversion import ArtifactFile
 
 __all__ = [
     "DynamicBatching",
@@ -49,7 +49,7 @@ VERSION = "1"
 CONFIG_FILE = "config.pbtxt"
 MODEL_FILE = "model.onnx"
 _CHUNK = 4 << 20
-"""What install writes next to an artifact (modelmora.pipeline.records), at its top level."""
+"""What install writes next to an artifact (modelmora.records), at its top level."""
 
 # onnx.TensorProto.DataType → Triton DataType. Types Triton has no name for (complex,
 # float8, int4…) are refused with the tensor's name.
@@ -270,9 +270,9 @@ def export_triton(
     directory already exists and ``force`` is off.
     """
     from modelmora.cache import Store
-    from modelmora.pipeline.records import read_artifact
-    from modelmora.pipeline.status import model_statuses
+    from modelmora.index import Index
     from modelmora.project import Project
+    from modelmora.records import read_artifact
     from modelmora.serve.discovery import choose_artifact
 
     lock = Project(project_dir).read_lock()
@@ -290,7 +290,7 @@ def export_triton(
 
     serve_specs = {n: e.model_spec.serve for n, e in lock.models.items()}
     priorities = PriorityMapping.from_priorities(s.priority for s in serve_specs.values())
-    statuses = model_statuses(store or Store(), [lock.models[n] for n in selected])
+    statuses = Index(store or Store()).statuses([lock.models[n] for n in selected])
     chosen = {s.name: choose_artifact(s, lock.models[s.name].model_spec.backends) for s in statuses}
     missing = [name for name, choice in chosen.items() if choice is None]
     if missing:
@@ -341,7 +341,7 @@ def _model_files(record: ArtifactRecord) -> list[ArtifactFile]:
     Variants built by older versions listed a copy of their base's ``artifact.json`` among
     their files; records never belong in a repository.
     """
-    return [f for f in record.conversion.files if not RECORD_FILE.fullmatch(f.path)]
+    return [f for f in record.conversion.files if not is_record_file(f.path)]
 
 
 def _version_path(path: str, record: ArtifactRecord) -> str:

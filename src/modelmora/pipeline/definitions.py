@@ -18,8 +18,8 @@ import dagster as dg
 from modelmora import __version__
 from modelmora.cache import Store
 from modelmora.pipeline import progress, steps
-from modelmora.pipeline.records import ArtifactRecord, read_artifact
 from modelmora.project import Project
+from modelmora.records import ArtifactRecord, read_artifact
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)

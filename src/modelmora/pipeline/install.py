@@ -98,9 +98,11 @@ def run_install(
         "loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}},
     }
 
+    from modelmora.index import Index, RunRow
     from modelmora.pipeline import launch
-    from modelmora.pipeline.index_records import record_run
-    from modelmora.pipeline.records import now
+    from modelmora.records import now
+
+    index = Index(store)
 
     def one(name: str) -> ModelOutcome:
         started_at = now()
@@ -113,7 +115,19 @@ def run_install(
         )
         outcome = _outcome(name, result)
         outcome.seconds = time.perf_counter() - started
-        record_run(store, str(project.dir), outcome, started_at)
+        index.record_run(
+            RunRow(
+                run_id=outcome.run_id,
+                project_dir=str(project.dir),
+                model_name=name,
+                ok=outcome.ok,
+                started_at=started_at,
+                finished_at=now(),
+                message=outcome.error or None,
+                stages=outcome.stages,
+                seconds=outcome.seconds,
+            )
+        )
         if on_outcome:
             on_outcome(outcome)
         return outcome

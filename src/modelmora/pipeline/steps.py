@@ -15,19 +15,19 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from modelmora.bench.report import BackendBenchmark, BatchResult
 from modelmora.cache import Store, pull_entries
 from modelmora.cache.filecheck import file_problems, remember_hashed
-from modelmora.cache.store import ARTIFACT_RECORD
-from modelmora.convert.result import ConversionResult
 from modelmora.errors import ModelMoraError
+from modelmora.index import Index
 from modelmora.lock import LockedModel
 from modelmora.manifest.model import ModelSpec
-from modelmora.pipeline import index_records, progress
-from modelmora.pipeline.records import (
+from modelmora.pipeline import progress
+from modelmora.project import Project
+from modelmora.records import (
     ArtifactRecord,
     BenchmarkRecord,
     ValidationRecord,
+    artifact_path,
     benchmark_path,
     digest_of,
     now,
@@ -38,7 +38,8 @@ from modelmora.pipeline.records import (
     validation_spec_digest,
     write_record,
 )
-from modelmora.project import Project
+from modelmora.records.benchmark import BackendBenchmark, BatchResult
+from modelmora.records.conversion import ConversionResult
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ class ModelJob:
     def name(self) -> str:
         return self.entry.name
 
+    @cached_property
+    def index(self) -> Index:
+        return Index(self.store)
+
 
 def download(job: ModelJob) -> Path:
     """Fetch and verify the locked files; return the snapshot directory."""
@@ -70,6 +75,7 @@ def download(job: ModelJob) -> Path:
         jobs=4,
         progress=progress.files,
         project=(job.project.dir, job.project.lock_path),
+        mirror=job.index,
     )
     snapshot = report.models[0].snapshot
     if snapshot is None:  # pull_entries raises for missing files; this is a safety net
@@ -135,7 +141,7 @@ def convert(job: ModelJob, snapshot: Path) -> list[ArtifactRecord]:
         record, new = _ensure_artifact(job, key, build_variant)
         built = built or new
         records.append(record)
-    index_records.link_artifacts(job.store, job.entry, records)
+    job.index.record_artifacts(job.entry, records)
     progress.stage(job.name, "convert", "done" if built else "cached")
     return records
 
@@ -174,7 +180,7 @@ def _ensure_artifact(
             conversion=result,
             created_at=now(),
         )
-        write_record(directory / ARTIFACT_RECORD, record)
+        write_record(artifact_path(directory), record)
     return record, True
 
 
@@ -221,7 +227,7 @@ def validate(
             write_record(validation_path(directory, vid), record)
             fresh = True
         results.append(record)
-    index_records.record_validations(job.store, results)
+    job.index.record_validations(results)
     passed = all(r.report.passed for r in results)
     progress.stage(job.name, "validate", ("done" if fresh else "cached") if passed else "failed")
     return results
@@ -299,6 +305,6 @@ def benchmark(
                     job.name, "benchmark", done, total, f"{where}: {record.result.status_line}"
                 )
             records.append(record)
-    index_records.record_benchmarks(job.store, records)
+    job.index.record_benchmarks(records)
     progress.stage(job.name, "benchmark", "done" if fresh else "cached")
     return records

@@ -19,7 +19,7 @@ from modelmora.errors import UserInputError
 from modelmora.serve.config import ServedModel
 
 if TYPE_CHECKING:
-    from modelmora.pipeline.status import ArtifactRow, ModelStatus
+    from modelmora.index.status import ArtifactRow, ModelStatus
 
 __all__ = ["choose_artifact", "discover"]
 
@@ -27,9 +27,9 @@ __all__ = ["choose_artifact", "discover"]
 def discover(project_dir: Path) -> list[ServedModel]:
     """The installed, validated models of the project in ``project_dir``."""
     from modelmora.cache import Store
-    from modelmora.pipeline.records import read_artifact
-    from modelmora.pipeline.status import model_statuses
+    from modelmora.index import Index
     from modelmora.project import Project
+    from modelmora.records import read_artifact
     from modelmora.serve.tasks import served_as
 
     project = Project(project_dir)
@@ -40,7 +40,7 @@ def discover(project_dir: Path) -> list[ServedModel]:
         )
     lock = project.read_lock()
     store = Store()
-    statuses = model_statuses(store, [lock.models[n] for n in sorted(lock.models)])
+    statuses = Index(store).statuses([lock.models[n] for n in sorted(lock.models)])
     served, skipped = [], []
     for status in statuses:
         entry = lock.models[status.name]

@@ -1,7 +1,7 @@
 """The validation gate: an ONNX artifact must reproduce its reference model's outputs.
 
 No torch at import time: the PyTorch reference is imported only when it runs. Attributes
-load on first use, so the report schema alone stays cheap to import.
+load on first use. The verdict's schema is :mod:`modelmora.records.validation`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ _EXPORTS = {
     "SENTENCE_EMBEDDING": "modelmora.validate.core",
     "compare": "modelmora.validate.core",
     "validate": "modelmora.validate.core",
-    "OutputComparison": "modelmora.validate.report",
-    "ValidationReport": "modelmora.validate.report",
 }
 
 __all__ = sorted(_EXPORTS)

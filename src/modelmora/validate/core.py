@@ -27,8 +27,8 @@ import numpy as np
 from modelmora import tasks
 from modelmora.errors import ModelMoraError
 from modelmora.manifest.model import ValidateSpec
+from modelmora.records.validation import OutputComparison, ValidationReport
 from modelmora.validate.inputs import has_tokenizer, synthetic_inputs, tokenize, vocab_size
-from modelmora.validate.report import OutputComparison, ValidationReport
 
 DEFAULT_SENTENCES: tuple[str, ...] = (
     "The quick brown fox jumps over the lazy dog.",

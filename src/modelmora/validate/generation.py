@@ -22,7 +22,7 @@ from modelmora.convert.detect import read_config
 from modelmora.decoding import DEFAULT_CONTEXT, Decoder, context_length, eos_ids, log_softmax
 from modelmora.errors import ModelMoraError
 from modelmora.manifest.model import ValidateSpec
-from modelmora.validate.report import OutputComparison, PromptCheck
+from modelmora.records.validation import OutputComparison, PromptCheck
 
 __all__ = ["PROMPTS", "GenerationVerdict", "check_generation"]
 

@@ -6,8 +6,10 @@ file lock and retried with backoff when something else (a DuckDB shell, a notebo
 the file. The store is the truth: a missing, corrupt or outdated index is rebuilt from it,
 saying so, and ``modelmora cache reindex`` does the same on demand.
 
-The schema is documented table by table in docs/cache.md; bump ``SCHEMA_VERSION`` on any
-change (older indexes are rebuilt automatically).
+The index mirrors the store's own records (snapshots, blobs, projects) and install's
+(:mod:`modelmora.records`): :class:`Index` is the one way in, for writes, reads and rebuilds.
+The store reports its changes through :class:`~modelmora.cache.mirror.StoreMirror`, which
+this class implements; the pipeline calls the ``record_*`` methods for install's records.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,129 +30,24 @@ from filelock import FileLock, Timeout
 
 from modelmora.cache.store import ProjectRecord, SnapshotRecord, Store, store_os_error
 from modelmora.errors import ModelMoraError
+from modelmora.index import rows
+from modelmora.index.schema import PIPELINE_TABLES, SCHEMA, SCHEMA_VERSION, STORE_TABLES
+from modelmora.records import (
+    VARIANT_ORDER,
+    ArtifactLinks,
+    ArtifactRecord,
+    BenchmarkRecord,
+    LinkedArtifact,
+    ValidationRecord,
+)
 
 if TYPE_CHECKING:
     import duckdb
 
+    from modelmora.index.status import ModelStatus
+    from modelmora.lock import LockedModel
+
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 3
-
-# Tables filled by the cache (rebuilt from the store by reindex) ...
-_STORE_TABLES = ("models", "revisions", "files", "blobs", "snapshots", "projects")
-# ... and tables the pipeline writes (carried over from the old file by reindex).
-_PIPELINE_TABLES = ("artifacts", "model_artifacts", "validations", "benchmarks", "runs")
-
-SCHEMA = """
-CREATE TABLE meta (
-    key VARCHAR PRIMARY KEY,
-    value VARCHAR NOT NULL
-);
-CREATE TABLE models (
-    name VARCHAR NOT NULL,
-    source VARCHAR NOT NULL,
-    first_seen TIMESTAMP NOT NULL,
-    last_seen TIMESTAMP NOT NULL,
-    PRIMARY KEY (name, source)
-);
-CREATE TABLE revisions (
-    name VARCHAR NOT NULL,
-    content_digest VARCHAR NOT NULL,
-    source VARCHAR NOT NULL,
-    revision VARCHAR NOT NULL,
-    entry_digest VARCHAR NOT NULL,
-    file_count BIGINT NOT NULL,
-    total_size BIGINT NOT NULL,
-    metadata JSON NOT NULL,
-    spec JSON NOT NULL,
-    recorded_at TIMESTAMP NOT NULL,
-    PRIMARY KEY (name, content_digest)
-);
-CREATE TABLE files (
-    content_digest VARCHAR NOT NULL,
-    path VARCHAR NOT NULL,
-    size BIGINT NOT NULL,
-    sha256 VARCHAR NOT NULL,
-    PRIMARY KEY (content_digest, path)
-);
-CREATE TABLE blobs (
-    sha256 VARCHAR PRIMARY KEY,
-    size BIGINT NOT NULL,
-    path VARCHAR NOT NULL,
-    stored_at TIMESTAMP NOT NULL
-);
-CREATE TABLE snapshots (
-    name VARCHAR NOT NULL,
-    content_digest VARCHAR NOT NULL,
-    path VARCHAR NOT NULL,
-    link_mode VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL,
-    PRIMARY KEY (name, content_digest)
-);
-CREATE TABLE projects (
-    project_dir VARCHAR PRIMARY KEY,
-    lock_path VARCHAR NOT NULL,
-    registered_at TIMESTAMP NOT NULL
-);
-CREATE TABLE artifacts (
-    artifact_key VARCHAR PRIMARY KEY,
-    name VARCHAR NOT NULL,
-    content_digest VARCHAR NOT NULL,
-    entry_digest VARCHAR,
-    kind VARCHAR NOT NULL,
-    path VARCHAR NOT NULL,
-    size BIGINT,
-    sha256 VARCHAR,
-    created_at TIMESTAMP NOT NULL,
-    metadata JSON
-);
-CREATE TABLE validations (
-    validation_id VARCHAR PRIMARY KEY,
-    artifact_key VARCHAR NOT NULL,
-    spec_digest VARCHAR NOT NULL,
-    passed BOOLEAN NOT NULL,
-    max_abs_diff DOUBLE,
-    min_cosine DOUBLE,
-    created_at TIMESTAMP NOT NULL,
-    metrics JSON
-);
-CREATE TABLE model_artifacts (
-    name VARCHAR NOT NULL,
-    entry_digest VARCHAR NOT NULL,
-    position INTEGER NOT NULL,
-    artifact_key VARCHAR NOT NULL,
-    PRIMARY KEY (name, entry_digest, position)
-);
-CREATE TABLE benchmarks (
-    benchmark_id VARCHAR PRIMARY KEY,
-    artifact_key VARCHAR NOT NULL,
-    backend VARCHAR NOT NULL,
-    provider VARCHAR NOT NULL,
-    status VARCHAR NOT NULL,
-    reason VARCHAR,
-    batch_size INTEGER NOT NULL,
-    seq_len INTEGER,
-    iterations INTEGER,
-    load_time_ms DOUBLE,
-    latency_ms_p50 DOUBLE,
-    latency_ms_p95 DOUBLE,
-    latency_ms_p99 DOUBLE,
-    throughput_per_s DOUBLE,
-    created_at TIMESTAMP NOT NULL,
-    metadata JSON
-);
-CREATE TABLE runs (
-    run_id VARCHAR PRIMARY KEY,
-    project_dir VARCHAR,
-    model_name VARCHAR,
-    step VARCHAR NOT NULL,
-    status VARCHAR NOT NULL,
-    started_at TIMESTAMP NOT NULL,
-    finished_at TIMESTAMP,
-    message VARCHAR,
-    metadata JSON
-);
-"""
 
 
 class IndexBusyError(ModelMoraError):
@@ -183,12 +80,19 @@ class SnapshotRow:
         }
 
 
-def _utc(when: datetime | None = None) -> datetime:
-    """DuckDB ``TIMESTAMP`` columns hold naive UTC (TIMESTAMPTZ would need pytz)."""
-    when = when or datetime.now(timezone.utc)
-    if when.tzinfo is not None:
-        when = when.astimezone(timezone.utc).replace(tzinfo=None)
-    return when.replace(microsecond=0)
+@dataclass(frozen=True)
+class RunRow:
+    """One model's install run (the Dagster run id links to the UI)."""
+
+    run_id: str
+    project_dir: str
+    model_name: str
+    ok: bool
+    started_at: datetime
+    finished_at: datetime
+    message: str | None
+    stages: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
 
 
 _CREATED_MARKER = ".index-created"
@@ -309,7 +213,7 @@ class Index:
         con.begin()
         con.execute(SCHEMA)
         con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
-        counts = _populate(con, self.store)
+        counts = rows.populate(con, self.store)
         con.commit()
         marker.touch()
         if reason is not None:
@@ -331,7 +235,7 @@ class Index:
             return None
         row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         # Reading a table touches its blocks: checksum failures surface here, not on connect.
-        for table in tables & set(_STORE_TABLES):
+        for table in tables & set(STORE_TABLES):
             con.execute(f"SELECT count(*) FROM {table}").fetchone()
         return int(row[0]) if row else None
 
@@ -358,7 +262,7 @@ class Index:
         """
         return self.path.exists() or (self.store.root / _CREATED_MARKER).exists()
 
-    # -- writes ------------------------------------------------------------------------
+    # -- writes: the store (StoreMirror) --------------------------------------------------
     def record_pull(
         self,
         *,
@@ -366,14 +270,21 @@ class Index:
         snapshots: Sequence[SnapshotRecord],
         blobs: Sequence[tuple[str, int]],
     ) -> None:
-        """Record what one ``pull`` verified and materialized, in one transaction."""
+        """Record what one ``pull`` verified and materialized, in one transaction.
+
+        Only once the store has an index: until then the first command that reads it builds
+        it from the store, so a first pull on a fresh home (a CI job, a Docker layer) does
+        not pay for importing DuckDB and creating the schema (~0.2 s) after its last byte.
+        """
+        if not self.was_created():
+            return
         with self.transaction() as con:
             if project is not None:
-                _insert_project(con, project)
+                rows.insert_project(con, project)
             for record in snapshots:
-                _insert_snapshot(con, self.store, record)
+                rows.insert_snapshot(con, self.store, record)
             for sha, size in blobs:
-                _insert_blob(con, self.store, sha, size, _utc())
+                rows.insert_blob(con, self.store, sha, size, rows.utc())
 
     def forget(
         self,
@@ -381,8 +292,9 @@ class Index:
         snapshots: Sequence[tuple[str, str]],
         blobs: Sequence[str],
         artifacts: Sequence[str] = (),
+        projects: Sequence[str] = (),
     ) -> None:
-        """Drop rows of snapshots, blobs and artifacts that ``cache gc`` removed."""
+        """Drop rows of what ``cache gc`` removed."""
         with self.transaction() as con:
             for key in artifacts:
                 for table in ("artifacts", "model_artifacts", "validations", "benchmarks"):
@@ -404,10 +316,69 @@ class Index:
             )
             for sha in blobs:
                 con.execute("DELETE FROM blobs WHERE sha256 = ?", [sha])
+            for project_dir in projects:
+                con.execute("DELETE FROM projects WHERE project_dir = ?", [project_dir])
 
-    def forget_project(self, project_dir: str) -> None:
+    def linked_artifacts(self, entry_digests: Collection[str]) -> set[str]:
+        if not self.path.is_file() or not entry_digests:
+            return set()
+        found = self.query(
+            "SELECT artifact_key FROM model_artifacts WHERE entry_digest IN "
+            "(SELECT unnest(?::VARCHAR[]))",
+            [sorted(entry_digests)],
+        )
+        return {str(key) for (key,) in found}
+
+    # -- writes: install's records ---------------------------------------------------------
+    def record_artifacts(self, entry: LockedModel, records: Sequence[ArtifactRecord]) -> None:
+        """Mirror ``records`` and which lock entry they serve (an artifact can serve several).
+
+        Called with cached records too: a run killed after writing a record but before indexing
+        it leaves the index behind the store, and this catches it up. The store keeps the links
+        too (``links/<entry_digest>.json``): gc and reindex must not depend on the index.
+        """
+        links = ArtifactLinks(
+            name=entry.name,
+            entry_digest=entry.entry_digest(),
+            artifacts=[
+                LinkedArtifact(position=VARIANT_ORDER[r.variant], key=r.key) for r in records
+            ],
+        )
+        self.store.write_artifact_links(links)
         with self.transaction() as con:
-            con.execute("DELETE FROM projects WHERE project_dir = ?", [project_dir])
+            for record in records:
+                rows.insert_artifact(con, self.store, record)
+            rows.replace_links(con, links)
+
+    def record_validations(self, records: Sequence[ValidationRecord]) -> None:
+        """Mirror validation records (fresh or found on disk) in one transaction."""
+        with self.transaction() as con:
+            for record in records:
+                rows.insert_validation(con, record)
+
+    def record_benchmarks(self, records: Sequence[BenchmarkRecord]) -> None:
+        """Mirror benchmark records (fresh or found on disk) in one transaction."""
+        with self.transaction() as con:
+            for record in records:
+                rows.insert_benchmark(con, record)
+
+    def record_run(self, run: RunRow) -> None:
+        with self.transaction() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO runs (run_id, project_dir, model_name, step, status, "
+                "started_at, finished_at, message, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    run.run_id,
+                    run.project_dir,
+                    run.model_name,
+                    "install",
+                    "success" if run.ok else "failure",
+                    rows.utc(run.started_at),
+                    rows.utc(run.finished_at),
+                    run.message,
+                    json.dumps({"stages": run.stages, "seconds": round(run.seconds, 3)}),
+                ],
+            )
 
     # -- reads -------------------------------------------------------------------------
     def list_snapshots(self) -> list[SnapshotRow]:
@@ -422,11 +393,18 @@ class Index:
             ).fetchall()
         return [SnapshotRow(*row) for row in rows]
 
+    def statuses(self, entries: Sequence[LockedModel]) -> list[ModelStatus]:
+        """What is installed for each lock entry (``list``, ``show``, ``install``, ``serve``)."""
+        from modelmora.index.status import read_statuses
+
+        with self.transaction() as con:
+            return read_statuses(con, entries)
+
     def counts(self) -> dict[str, int]:
         with self.transaction() as con:
             return {
                 t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0])  # type: ignore[index]
-                for t in (*_STORE_TABLES, *_PIPELINE_TABLES)
+                for t in (*STORE_TABLES, *PIPELINE_TABLES)
             }
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
@@ -456,7 +434,7 @@ class Index:
                     con.execute(
                         "INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
                     )
-                    counts = _populate(con, self.store)
+                    counts = rows.populate(con, self.store)
                     con.commit()
                     if self.path.exists():
                         counts.update(self._carry_over(con))
@@ -509,99 +487,3 @@ def _first_line(exc: BaseException) -> str:
 
 def _sql_str(path: Path) -> str:
     return str(path).replace("'", "''")
-
-
-def _insert_project(con: duckdb.DuckDBPyConnection, project: ProjectRecord) -> None:
-    con.execute(
-        "INSERT OR REPLACE INTO projects VALUES (?, ?, ?)",
-        [project.project_dir, project.lock_path, _utc(project.registered_at)],
-    )
-
-
-def _insert_blob(
-    con: duckdb.DuckDBPyConnection, store: Store, sha: str, size: int, when: datetime
-) -> None:
-    con.execute(
-        "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?)",
-        [sha, size, str(store.blob_path(sha).relative_to(store.root)), when],
-    )
-
-
-def _insert_snapshot(con: duckdb.DuckDBPyConnection, store: Store, record: SnapshotRecord) -> None:
-    m = record.model
-    digest = record.content_digest
-    when = _utc(record.created_at)
-    con.execute(
-        """
-        INSERT INTO models VALUES (?, ?, ?, ?)
-        ON CONFLICT DO UPDATE SET last_seen = greatest(models.last_seen, excluded.last_seen)
-        """,
-        [m.name, m.source, when, when],
-    )
-    con.execute(
-        "INSERT OR REPLACE INTO revisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            m.name,
-            digest,
-            m.source,
-            m.revision,
-            m.entry_digest(),
-            len(m.files),
-            sum(f.size for f in m.files),
-            json.dumps(m.metadata, sort_keys=True),
-            json.dumps(m.spec, sort_keys=True),
-            when,
-        ],
-    )
-    con.execute("DELETE FROM files WHERE content_digest = ?", [digest])
-    if m.files:
-        con.executemany(
-            "INSERT INTO files VALUES (?, ?, ?, ?)",
-            [[digest, f.path, f.size, f.sha256] for f in m.files],
-        )
-    con.execute(
-        "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?, ?)",
-        [
-            m.name,
-            digest,
-            str(store.snapshot_dir(m.name, digest).relative_to(store.root)),
-            record.link_mode,
-            when,
-        ],
-    )
-
-
-def _populate(con: duckdb.DuckDBPyConnection, store: Store) -> dict[str, int]:
-    """Fill the cache tables from the store's own records (snapshots, blobs, projects)."""
-    counts = {"snapshots": 0, "blobs": 0, "projects": 0}
-    for record in store.iter_snapshots():
-        _insert_snapshot(con, store, record)
-        counts["snapshots"] += 1
-    rows = []
-    for sha, path in store.iter_blobs():
-        try:
-            if store.blob_path(sha) != path:
-                continue
-            st = path.stat()
-        except (ValueError, OSError):
-            continue
-        rows.append(
-            [
-                sha,
-                st.st_size,
-                str(path.relative_to(store.root)),
-                _utc(datetime.fromtimestamp(st.st_mtime, timezone.utc)),
-            ]
-        )
-    if rows:
-        con.executemany("INSERT INTO blobs VALUES (?, ?, ?, ?)", rows)
-    counts["blobs"] = len(rows)
-    for project in store.projects():
-        _insert_project(con, project)
-        counts["projects"] += 1
-    # The index mirrors every stage's records, and the store is the truth for all of them:
-    # install writes artifact/validation/benchmark records next to each artifact.
-    from modelmora.pipeline.index_records import populate_from_store
-
-    counts.update(populate_from_store(con, store))
-    return counts

@@ -6,13 +6,9 @@ an absolute path would go stale.
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
-
-RECORD_FILE = re.compile(r"artifact\.json|(validation|benchmark)-[0-9a-f]+\.json")
-"""Files ``install`` writes *about* an artifact into its directory; never part of it."""
 
 SourceFormat = Literal["transformers", "onnx", "torch", "tf-savedmodel", "keras"]
 Variant = Literal["base", "optimized", "int8", "int4"]
