@@ -459,7 +459,7 @@ def test_auth_failures_name_the_env_var_and_never_the_secret(refuser: str, tmp_p
     basic = {"MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": "pw-SECRET"}
     result = run(root, "lock", env={**base, **basic})
     assert result.exit_code == 2, result.output
-    assert "$MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in result.output
+    assert "$MLFLOW_TRACKING_USERNAME and $MLFLOW_TRACKING_PASSWORD" in result.output
     assert "SECRET" not in result.output
     assert _Refuser.seen[-1].startswith("Basic ")
 

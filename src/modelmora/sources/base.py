@@ -19,7 +19,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from modelmora.errors import SourceError
+from modelmora.errors import AuthenticationError, SourceError, SourceNotFoundError
 from modelmora.layout import path_problem
 
 ProgressCallback = Callable[[int], None]
@@ -99,6 +99,61 @@ class SourceContext:
         return endpoint.rstrip("/"), token, block.token_env or token_env
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """What a registry's authentication errors say about its credentials (never the
+    credentials themselves): where they come from and what to do about a refusal."""
+
+    sent: bool
+    """Whether the refused request carried credentials."""
+    named: str
+    """Where they come from, as the user set them (``$HF_TOKEN``, ``$KAGGLE_KEY``…)."""
+    set_hint: str
+    """What to do when none were sent."""
+    check_hint: str
+    """What to do when the ones sent were refused."""
+    kind: str = "token"
+    """What a refusal calls them: ``token``, ``credentials``, ``API key``."""
+    needed: str = "authentication"
+    """What an anonymous request lacks: ``authentication``, ``an API key``."""
+    anonymous_note: str = ""
+    """Why an anonymous refusal may happen anyway (a private repository looks absent)."""
+
+    def error(self, origin: str, endpoint: str, status: int) -> AuthenticationError:
+        if self.sent:
+            return AuthenticationError(
+                f"{origin}: {endpoint} rejected the {self.kind} from {self.named} (HTTP {status})",
+                hint=self.check_hint,
+            )
+        note = f"; {self.anonymous_note}" if self.anonymous_note else ""
+        return AuthenticationError(
+            f"{origin}: {endpoint} requires {self.needed} (HTTP {status}){note}",
+            hint=self.set_hint,
+        )
+
+
+def answer_error(
+    status: int,
+    *,
+    origin: str,
+    endpoint: str,
+    credentials: Credentials | None = None,
+    not_found: SourceError | None = None,
+    where: str | None = None,
+) -> SourceError:
+    """The one table from a registry's final HTTP answer to the error a user reads (in the
+    spirit of huggingface_hub's ``hf_raise_for_status``): 401/403 → which credentials to set
+    or check, 404 → what was not found (``not_found``, else ``where``), anything else → the
+    status. 429 and 5xx never get here: they are retried
+    (:func:`~modelmora.sources.http.raise_if_transient`)."""
+    where = where or origin
+    if status in (401, 403) and credentials is not None:
+        return credentials.error(origin, endpoint, status)
+    if status == 404:
+        return not_found or SourceNotFoundError(f"{where}: not found at {endpoint}")
+    return SourceError(f"{where}: {endpoint} answered HTTP {status}")
+
+
 OFFLINE_HINT = "run `modelmora lock` online once; installs from an existing lock work offline"
 PULL_HINT = "run `modelmora pull` with network access (unset HF_HUB_OFFLINE, drop --offline)"
 
@@ -140,6 +195,25 @@ class Source(abc.ABC):
     def origin(self) -> str:
         """How errors name this source (``scheme://location``; sources refine it)."""
         return f"{self.scheme}://{self.location}"
+
+    def answer_error(
+        self,
+        status: int,
+        *,
+        endpoint: str,
+        credentials: Credentials | None = None,
+        not_found: SourceError | None = None,
+        where: str | None = None,
+    ) -> SourceError:
+        """:func:`answer_error` for this source."""
+        return answer_error(
+            status,
+            origin=self.origin,
+            endpoint=endpoint,
+            credentials=credentials,
+            not_found=not_found,
+            where=where,
+        )
 
     def offline_error(self, action: str, why: str = "", *, hint: str | None = None) -> SourceError:
         """The one refusal of work that needs the registry while offline."""

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import quote
 
-from modelmora.errors import AuthenticationError, SourceError, SourceNotFoundError, UserInputError
+from modelmora.errors import SourceError, SourceNotFoundError, UserInputError
 from modelmora.settings import offline_from_env
 from modelmora.sources.base import (
     PULL_HINT,
+    Credentials,
     ProgressCallback,
     RemoteFile,
     Resolution,
@@ -242,34 +243,38 @@ class HfSource(Source):
     def _status_error(
         self, status: int, code: str | None, revision: str, path: str | None
     ) -> SourceError:
-        """A final (not 429/5xx) answer as a message naming the repo, revision or file."""
+        """A final (not 429/5xx) answer, naming the repo, revision or file (the hub says
+        which one was missing in ``X-Error-Code``)."""
         where = f"{self.origin}@{revision}"
-        if status in (401, 403):
-            return self._auth_error(status)
-        if status == 404 and code == "RevisionNotFound":
-            return SourceNotFoundError(
+        not_found: SourceError
+        if code == "RevisionNotFound":
+            not_found = SourceNotFoundError(
                 f"{self.origin}: revision {revision!r} not found at {self.endpoint}",
                 hint="use a branch, a tag or a full 40-hex commit sha",
             )
-        if status == 404 and path is not None and code != "RepoNotFound":
-            return SourceNotFoundError(f"{where}: file {path!r} not found at {self.endpoint}")
-        if status == 404:
-            return SourceNotFoundError(
+        elif path is not None and code != "RepoNotFound":
+            not_found = SourceNotFoundError(f"{where}: file {path!r} not found at {self.endpoint}")
+        else:
+            not_found = SourceNotFoundError(
                 f"{self.origin}: repository not found at {self.endpoint}",
                 hint=f"check the name; private repos need {self.token_env}",
             )
-        return SourceError(f"{where}: {self.endpoint} answered HTTP {status}")
+        return self.answer_error(
+            status,
+            endpoint=self.endpoint,
+            credentials=self._credentials,
+            not_found=not_found,
+            where=where,
+        )
 
-    def _auth_error(self, status: int) -> AuthenticationError:
-        env = self.token_env
-        if self._token:
-            return AuthenticationError(
-                f"{self.origin}: {self.endpoint} rejected the token from ${env} (HTTP {status})",
-                hint=f"check that ${env} holds a valid token with read access to "
-                f"{self.repo_id} (and that gated access was granted)",
-            )
-        return AuthenticationError(
-            f"{self.origin}: {self.endpoint} requires authentication (HTTP {status}); the "
-            "repository is private, gated, or does not exist",
-            hint=f"set ${env} to a token with read access to {self.repo_id}",
+    @property
+    def _credentials(self) -> Credentials:
+        env = f"${self.token_env}"
+        return Credentials(
+            sent=bool(self._token),
+            named=env,
+            set_hint=f"set {env} to a token with read access to {self.repo_id}",
+            check_hint=f"check that {env} holds a valid token with read access to "
+            f"{self.repo_id} (and that gated access was granted)",
+            anonymous_note="the repository is private, gated, or does not exist",
         )

@@ -34,9 +34,10 @@ from urllib.parse import quote, urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from modelmora.errors import AuthenticationError, SourceError, SourceNotFoundError, UserInputError
+from modelmora.errors import SourceError, SourceNotFoundError, UserInputError
 from modelmora.sources.base import (
     PULL_HINT,
+    Credentials,
     ProgressCallback,
     RemoteFile,
     Resolution,
@@ -210,13 +211,15 @@ class _Connection:
     endpoint: str
     headers: Mapping[str, str] = field(repr=False)
     credential_env: str
-    """Env var(s) named in auth errors (the credentials themselves never are)."""
+    """Env var(s) named in auth errors, ``$``-prefixed (the credentials themselves never are)."""
     has_credentials: bool
 
 
 def _connection(context: SourceContext, registry: str, origin: str) -> _Connection:
-    block = context.registry(registry)
-    endpoint = (block.endpoint or os.environ.get("MLFLOW_TRACKING_URI") or "").strip()
+    endpoint, token, token_env = context.connection(
+        registry, endpoint_env="MLFLOW_TRACKING_URI", default_endpoint="", token_env=TOKEN_ENV
+    )
+    endpoint = endpoint.strip()
     if not endpoint:
         raise UserInputError(
             f"{origin}: no MLflow tracking server configured",
@@ -235,23 +238,14 @@ def _connection(context: SourceContext, registry: str, origin: str) -> _Connecti
             hint="mlflow:// sources talk to a tracking server (`mlflow server`), not to a "
             "local mlruns directory or database",
         )
-    secret = block.token.get_secret_value() if block.token is not None else ""
-    token = secret or os.environ.get(TOKEN_ENV, "")
-    user, password = (os.environ.get(name, "") for name in BASIC_ENV)
     if token:
-        return _Connection(
-            endpoint.rstrip("/"),
-            {"Authorization": f"Bearer {token}"},
-            block.token_env if secret and block.token_env else TOKEN_ENV,
-            True,
-        )
+        return _Connection(endpoint, {"Authorization": f"Bearer {token}"}, f"${token_env}", True)
+    user, password = (os.environ.get(name, "") for name in BASIC_ENV)
     if user and password:
         basic = base64.b64encode(f"{user}:{password}".encode()).decode()
-        return _Connection(
-            endpoint.rstrip("/"), {"Authorization": f"Basic {basic}"}, " and ".join(BASIC_ENV), True
-        )
-    env = block.token_env or TOKEN_ENV
-    return _Connection(endpoint.rstrip("/"), {}, env, False)
+        named = " and ".join(f"${name}" for name in BASIC_ENV)
+        return _Connection(endpoint, {"Authorization": f"Basic {basic}"}, named, True)
+    return _Connection(endpoint, {}, f"${token_env}", False)
 
 
 class _ApiError(Exception):
@@ -260,6 +254,12 @@ class _ApiError(Exception):
     def __init__(self, status: int, error_code: str, message: str) -> None:
         super().__init__(f"HTTP {status} {error_code}")
         self.status, self.error_code, self.message = status, error_code, message
+
+    def as_error(self, origin: str, endpoint: str) -> SourceError:
+        """An answer no caller expected, as MLflow worded it."""
+        return SourceError(
+            f"{origin}: {endpoint} answered HTTP {self.status} {self.error_code}: {self.message}"
+        )
 
 
 _W = TypeVar("_W", bound=_Wire)
@@ -326,19 +326,17 @@ class _Api:
                 hint="is this an MLflow tracking server?",
             ) from None
 
-    def auth_error(self, status: int) -> AuthenticationError:
+    def auth_error(self, status: int) -> SourceError:
         env = self.conn.credential_env
-        if self.conn.has_credentials:
-            return AuthenticationError(
-                f"{self.origin}: {self.conn.endpoint} rejected the credentials from ${env} "
-                f"(HTTP {status})",
-                hint=f"check that ${env} grants read access to {self.subject}",
-            )
-        return AuthenticationError(
-            f"{self.origin}: {self.conn.endpoint} requires authentication (HTTP {status})",
-            hint=f"set ${env} (or {' and '.join('$' + e for e in BASIC_ENV)}) to credentials "
-            f"with read access to {self.subject}",
+        basic = " and ".join(f"${name}" for name in BASIC_ENV)
+        credentials = Credentials(
+            sent=self.conn.has_credentials,
+            named=env,
+            kind="credentials",
+            set_hint=f"set {env} (or {basic}) to credentials with read access to {self.subject}",
+            check_hint=f"check that {env} grants read access to {self.subject}",
         )
+        return credentials.error(self.origin, self.conn.endpoint, status)
 
 
 # -- the source --------------------------------------------------------------------------
@@ -465,10 +463,7 @@ class MlflowSource(Source):
         except _ApiError as exc:
             if exc.status == 404 or exc.error_code == "RESOURCE_DOES_NOT_EXIST":
                 return None
-            raise SourceError(
-                f"{self.origin}: {self.api.conn.endpoint} answered HTTP {exc.status} "
-                f"{exc.error_code}: {exc.message}"
-            ) from None
+            raise exc.as_error(self.origin, self.api.conn.endpoint) from None
         return answer.registered_model
 
     def _model_missing(self) -> SourceNotFoundError:
@@ -476,16 +471,13 @@ class MlflowSource(Source):
             f"{self.origin}: registered model {self.ref.name!r} not found at "
             f"{self.api.conn.endpoint}",
             hint=f"check the name (`modelmora search {self.ref.name} --registry "
-            f"{self.registry_name}`); a private server needs ${self.api.conn.credential_env}",
+            f"{self.registry_name}`); a private server needs {self.api.conn.credential_env}",
         )
 
     def _not_found(self, exc: _ApiError, what: str) -> SourceError:
         """Say whether the model or only the version/alias is missing, and what exists."""
         if exc.status not in (400, 404):
-            return SourceError(
-                f"{self.origin}: {self.api.conn.endpoint} answered HTTP {exc.status} "
-                f"{exc.error_code}: {exc.message}"
-            )
+            return exc.as_error(self.origin, self.api.conn.endpoint)
         model = self._registered_model()
         if model is None:
             return self._model_missing()
@@ -602,14 +594,15 @@ class MlflowSource(Source):
         def refused(exc: HttpStatusError) -> Exception:
             if exc.status in (401, 403):
                 return api.auth_error(exc.status)
-            if exc.status == 404:
-                return SourceNotFoundError(
+            return self.answer_error(
+                exc.status,
+                endpoint=api.conn.endpoint,
+                not_found=SourceNotFoundError(
                     f"{self.origin} ({revision}): file {path!r} no longer exists on "
                     f"{api.conn.endpoint}",
                     hint="run `modelmora lock --upgrade` if the model version changed",
-                )
-            return SourceError(
-                f"{self.origin} ({revision}): downloading {path!r} failed: HTTP {exc.status}"
+                ),
+                where=f"{self.origin} ({revision}): downloading {path!r}",
             )
 
         download_resuming(
@@ -650,10 +643,7 @@ class MlflowSource(Source):
         try:
             answer = api.get(f"{API}/registered-models/search", params, _SearchAnswer)
         except _ApiError as exc:
-            raise SourceError(
-                f"{registry}: {api.conn.endpoint} answered HTTP {exc.status} "
-                f"{exc.error_code}: {exc.message}"
-            ) from None
+            raise exc.as_error(registry, api.conn.endpoint) from None
         hits = []
         for model in answer.registered_models:
             tags = {t.key: t.value for t in model.tags}

@@ -19,8 +19,8 @@ from typing import Any, Protocol, runtime_checkable
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modelmora.errors import AuthenticationError, ModelMoraError, SourceError, UserInputError
-from modelmora.sources.base import SourceContext
+from modelmora.errors import ModelMoraError, SourceError, UserInputError
+from modelmora.sources.base import Credentials, SourceContext, answer_error
 
 __all__ = [
     "RegistrySearch",
@@ -117,16 +117,22 @@ def search_hub(
             resp = shared_client().get(
                 url, params=params, headers=headers, timeout=context.timeout_s
             )
-        if resp.status_code in (401, 403):
-            why = f"rejected the token from ${token_env}" if token else "requires a token"
-            raise AuthenticationError(
-                f"{registry}: {endpoint} {why} (HTTP {resp.status_code})",
-                hint=f"set ${token_env} to a valid token with read access",
-            )
         if resp.status_code == 200:
             return _hits(resp, registry=registry, to_source=to_source, endpoint=endpoint)
         raise_if_transient(resp.status_code, resp.headers)
-        raise SourceError(f"{registry}: {endpoint} answered HTTP {resp.status_code}")
+        hint = f"set ${token_env} to a valid token with read access"
+        raise answer_error(
+            resp.status_code,
+            origin=registry,
+            endpoint=endpoint,
+            credentials=Credentials(
+                sent=bool(token),
+                named=f"${token_env}",
+                needed="a token",
+                set_hint=hint,
+                check_hint=hint,
+            ),
+        )
 
     def unreachable(attempts: int, reason: str) -> SourceError:
         return SourceError(

@@ -48,8 +48,6 @@ from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelmora.errors import (
-    AuthenticationError,
-    ModelMoraError,
     SourceError,
     SourceNotFoundError,
     UserInputError,
@@ -57,6 +55,7 @@ from modelmora.errors import (
 from modelmora.fsutil import sha256_file
 from modelmora.home import modelmora_home
 from modelmora.sources.base import (
+    Credentials,
     ProgressCallback,
     RegistryConfig,
     RemoteFile,
@@ -396,16 +395,25 @@ class TfHubSource(Source):
             hint="check the network and registries.tfhub.endpoint",
         )
 
-    def _status_error(self, status: int, version: int | None) -> ModelMoraError:
+    def _status_error(self, status: int, version: int | None) -> SourceError:
         """A final (not 429/5xx) answer as a message naming the model or version."""
-        if status in (401, 403):
-            return self._auth_error(status)
-        if status == 404:
-            return self._not_found(version)
-        where = self._where(version) if version is not None else self.origin
-        return SourceError(f"{where}: {self.endpoint} answered HTTP {status}")
+        return self.answer_error(
+            status,
+            endpoint=self.endpoint,
+            credentials=Credentials(
+                sent=self._auth_source is not None,
+                named=self._auth_source or f"${USERNAME_ENV}/${KEY_ENV}",
+                kind="credentials",
+                set_hint=f"set ${USERNAME_ENV} and ${KEY_ENV} (or registries.tfhub.token: "
+                "USERNAME:KEY from an env var)",
+                check_hint=f"check that {self._auth_source} hold a valid Kaggle username and "
+                "API key with access to this model (and that its license was accepted)",
+            ),
+            not_found=self._not_found(version) if status == 404 else None,
+            where=self._where(version) if version is not None else self.origin,
+        )
 
-    def _not_found(self, version: int | None) -> ModelMoraError:
+    def _not_found(self, version: int | None) -> SourceError:
         if self.handle.kind == "tfhub":
             return SourceNotFoundError(
                 f"{self._where(version) if version else self.origin}: not found at {self.endpoint}",
@@ -426,20 +434,6 @@ class TfHubSource(Source):
             f"{self.origin}: model not found at {self.endpoint}",
             hint="check OWNER/MODEL/FRAMEWORK/VARIATION (as in kaggle.com/models/OWNER/MODEL/"
             f"frameworks/FRAMEWORK/variations/VARIATION){login}",
-        )
-
-    def _auth_error(self, status: int) -> AuthenticationError:
-        if self._auth_source:
-            return AuthenticationError(
-                f"{self.origin}: {self.endpoint} rejected the credentials from "
-                f"{self._auth_source} (HTTP {status})",
-                hint=f"check that {self._auth_source} hold a valid Kaggle username and API "
-                "key with access to this model (and that its license was accepted)",
-            )
-        return AuthenticationError(
-            f"{self.origin}: {self.endpoint} requires authentication (HTTP {status})",
-            hint=f"set ${USERNAME_ENV} and ${KEY_ENV} (or registries.tfhub.token: "
-            "USERNAME:KEY from an env var)",
         )
 
 

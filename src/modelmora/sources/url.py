@@ -15,12 +15,10 @@ import httpx
 from modelmora.errors import SourceError, SourceNotFoundError, UserInputError
 from modelmora.sources.base import ProgressCallback, RemoteFile, Resolution, Source, safe_relpath
 from modelmora.sources.http import (
-    HttpStatusError,
-    HttpTransportError,
+    download_resuming,
     raise_if_transient,
     retrying,
     shared_client,
-    stream_to_file,
     transient_failures,
 )
 
@@ -56,10 +54,20 @@ class HttpsSource(Source):
         )
 
     def _request_size(self) -> int:
-        def unreachable(attempts: int, reason: str) -> SourceError:
-            return SourceError(f"{self.url}: unreachable after {attempts} attempts: {reason}")
+        return retrying(
+            self._size_once, retries=self.context.max_retries, unreachable=self._unreachable
+        )
 
-        return retrying(self._size_once, retries=self.context.max_retries, unreachable=unreachable)
+    def _unreachable(self, attempts: int, reason: str) -> SourceError:
+        return SourceError(f"{self.url}: unreachable after {attempts} attempts: {reason}")
+
+    def _refused(self, status: int) -> SourceError:
+        return self.answer_error(
+            status,
+            endpoint=urlsplit(self.url).netloc,
+            not_found=SourceNotFoundError(f"{self.url}: not found (HTTP 404)"),
+            where=self.url,
+        )
 
     def _size_once(self) -> int:
         client = shared_client()
@@ -78,12 +86,10 @@ class HttpsSource(Source):
             return total
 
     def _check(self, resp: httpx.Response) -> None:
-        """404 and other final answers fail at once; 429/5xx are tried again."""
-        if resp.status_code == 404:
-            raise SourceNotFoundError(f"{self.url}: not found (HTTP 404)")
+        """429/5xx are tried again; other failures end at once."""
         raise_if_transient(resp.status_code, resp.headers)
         if not resp.is_success:
-            raise SourceError(f"{self.url}: HTTP {resp.status_code}")
+            raise self._refused(resp.status_code)
 
     def fetch(
         self,
@@ -94,19 +100,15 @@ class HttpsSource(Source):
         offset: int = 0,
         progress: ProgressCallback | None = None,
     ) -> None:
-        try:
-            stream_to_file(
-                self.url,
-                dest,
-                headers={},
-                offset=offset,
-                timeout_s=self.context.timeout_s,
-                size=file.size,
-                progress=progress,
-            )
-        except HttpStatusError as exc:
-            if exc.status == 404:
-                raise SourceNotFoundError(f"{self.url}: not found (HTTP 404)") from None
-            raise SourceError(f"{self.url}: HTTP {exc.status}") from None
-        except HttpTransportError as exc:
-            raise SourceError(f"{self.url}: {exc}") from None
+        """Under the shared retry policy: a dropped connection resumes with Range."""
+        download_resuming(
+            lambda: (self.url, {}),
+            dest,
+            size=file.size,
+            offset=offset,
+            timeout_s=self.context.timeout_s,
+            retries=self.context.max_retries,
+            refused=lambda exc: self._refused(exc.status),
+            unreachable=self._unreachable,
+            progress=progress,
+        )

@@ -39,7 +39,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
 from modelmora.errors import (
-    AuthenticationError,
     IntegrityError,
     SourceError,
     SourceNotFoundError,
@@ -47,6 +46,7 @@ from modelmora.errors import (
 )
 from modelmora.sources.base import (
     OFFLINE_HINT,
+    Credentials,
     ProgressCallback,
     RemoteFile,
     Resolution,
@@ -428,16 +428,18 @@ class WandbSource(Source):
 
         def refused(exc: HttpStatusError) -> Exception:
             status = exc.status
-            if status in (401, 403) and same_host[0]:
-                return self._auth_error(status)
             if status in (400, 401, 403) and not same_host[0]:
                 # A signed storage URL expired: ask W&B for fresh ones and try again.
                 with self._listings_lock:
                     self._listings.pop(revision, None)
                 return Transient(f"storage refused the signed URL (HTTP {status})")
-            if status == 404:
-                return SourceNotFoundError(f"{where}: file {path!r} not found")
-            return SourceError(f"{where}: downloading {path!r} failed: HTTP {status}")
+            return self.answer_error(
+                status,
+                endpoint=self.endpoint,
+                credentials=self._credentials,
+                not_found=SourceNotFoundError(f"{where}: file {path!r} not found"),
+                where=f"{where}: downloading {path!r}",
+            )
 
         download_resuming(
             target,
@@ -481,7 +483,9 @@ class WandbSource(Source):
             status = resp.status_code
             raise_if_transient(status, resp.headers)
             if status in (401, 403):
-                raise self._auth_error(status)
+                raise self.answer_error(
+                    status, endpoint=self.endpoint, credentials=self._credentials
+                )
             try:
                 answer = _Answer.model_validate_json(resp.content)
                 data = model.model_validate(answer.data) if answer.data is not None else None
@@ -507,17 +511,17 @@ class WandbSource(Source):
             f"{self.origin}: W&B unreachable at {self.endpoint} after {attempts} attempts: {reason}"
         )
 
-    def _auth_error(self, status: int) -> AuthenticationError:
-        env = self.token_env
-        if self._key:
-            return AuthenticationError(
-                f"{self.origin}: {self.endpoint} rejected the API key from ${env} (HTTP {status})",
-                hint=f"check that ${env} holds a valid W&B API key (wandb.ai/authorize) that "
-                f"can read {self.where.entity}/{self.where.project}",
-            )
-        return AuthenticationError(
-            f"{self.origin}: {self.endpoint} requires an API key (HTTP {status})",
-            hint=f"set ${env} to a W&B API key (wandb.ai/authorize)",
+    @property
+    def _credentials(self) -> Credentials:
+        env = f"${self.token_env}"
+        return Credentials(
+            sent=bool(self._key),
+            named=env,
+            kind="API key",
+            needed="an API key",
+            set_hint=f"set {env} to a W&B API key (wandb.ai/authorize)",
+            check_hint=f"check that {env} holds a valid W&B API key (wandb.ai/authorize) that "
+            f"can read {self.where.entity}/{self.where.project}",
         )
 
     def _refuse_offline(self, action: str) -> None:
