@@ -20,6 +20,11 @@ from modelmora.errors import (
 from modelmora.sources import RegistryConfig, RemoteFile, SourceContext, make_source
 from modelmora.sources.hf import HfSource
 from modelmora.testing.hub_emulator import HubEmulator
+from modelmora.testing.source_contract import (
+    AuthSourceContract,
+    ContractRegistry,
+    HubRegistry,
+)
 
 CONFIG_V1 = json.dumps({"model_type": "bert", "hidden_size": 32}).encode()
 CONFIG_V2 = json.dumps({"model_type": "bert", "hidden_size": 64}).encode()
@@ -271,24 +276,6 @@ def test_fetch_streams_bytes_and_reports_progress(repos: Hub, tmp_path: Path) ->
     assert sum(seen) == len(BIG) == weights.size
 
 
-def test_fetch_resumes_with_range(repos: Hub, tmp_path: Path) -> None:
-    hub = repos.emulator
-    src = source("acme/big", context(tmp_path, hub.url))
-    file = RemoteFile(path="model.safetensors", size=len(BIG), sha256=sha256(BIG))
-    dest = tmp_path / "partial"
-    offset = 1_000_003
-    dest.write_bytes(BIG[:offset])
-    hub.requests.clear()
-    seen: list[int] = []
-    src.fetch(repos.big, file, dest, offset=offset, progress=seen.append)
-    assert dest.read_bytes() == BIG
-    assert sum(seen) == len(BIG) - offset
-    [get] = [r for r in hub.requests if r.method == "GET"]
-    assert (get.range, get.status) == (f"bytes={offset}-", 206)
-    assert get.path == f"/acme/big/resolve/{repos.big}/model.safetensors"
-    assert hub.bytes_served("acme/big", "model.safetensors") == len(BIG) - offset
-
-
 def test_fetch_retries_a_5xx_and_uses_the_pinned_commit(repos: Hub, tmp_path: Path) -> None:
     hub = repos.emulator
     src = source("acme/bert-tiny", context(tmp_path, hub.url))
@@ -340,3 +327,10 @@ def test_hf_endpoint_env_and_make_source(
     assert isinstance(src, HfSource)
     res = src.resolve()
     assert (res.revision, [f.path for f in res.files]) == (repos.v1, ["vocab.txt"])
+
+
+# -- the source contract (modelmora.testing.source_contract) ---------------------------
+class TestHfSourceContract(AuthSourceContract):
+    @pytest.fixture
+    def registry(self, hub: HubEmulator) -> ContractRegistry:
+        return HubRegistry(hub, "hf")

@@ -6,15 +6,20 @@ real TLS server on 127.0.0.1 with a throw-away self-signed certificate.
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
 import http.server
+import io
 import json
 import socket
 import ssl
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 from click.testing import CliRunner, Result
@@ -25,6 +30,11 @@ from modelmora.lock import read_lock
 from modelmora.sources.base import SourceContext
 from modelmora.sources.url import HttpsSource
 from modelmora.testing.servers import BackgroundServer
+from modelmora.testing.source_contract import (
+    ContractRegistry,
+    RemoteSourceContract,
+    SourceContract,
+)
 
 pytestmark = pytest.mark.torch_free
 
@@ -202,9 +212,9 @@ def test_real_console_script_exit_codes(tmp_path: Path) -> None:
 # --- https:// --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def tls_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
-    """A real HTTPS file server on 127.0.0.1 with a self-signed cert trusted via SSL_CERT_FILE."""
+@contextmanager
+def _tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handler: Any) -> Iterator[str]:
+    """A real HTTPS server on 127.0.0.1 with a self-signed cert trusted via SSL_CERT_FILE."""
     certdir = tmp_path / "tls"
     certdir.mkdir()
     subprocess.run(
@@ -229,6 +239,18 @@ def tls_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
         check=True,
         capture_output=True,
     )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certdir / "cert.pem", certdir / "key.pem")
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    monkeypatch.setenv("SSL_CERT_FILE", str(certdir / "cert.pem"))
+    with BackgroundServer(server, "tls-server") as running:
+        yield running.url("https")
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
+    """Static files over HTTPS: ``(base URL, directory served)``."""
     served = tmp_path / "www"
     served.mkdir()
 
@@ -239,13 +261,8 @@ def tls_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(certdir / "cert.pem", certdir / "key.pem")
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    monkeypatch.setenv("SSL_CERT_FILE", str(certdir / "cert.pem"))
-    with BackgroundServer(server, "tls-server") as running:
-        yield running.url("https"), served
+    with _tls(tmp_path, monkeypatch, Handler) as base:
+        yield base, served
 
 
 def test_https_source_needs_sha256_and_pins_it(
@@ -301,3 +318,124 @@ def test_pkg_source_without_include_leaves_out_repository_files(tmp_path: Path) 
     paths = {f.path for f in read_lock(project / "modelmora.lock").models["minilm"].files}
     assert "model.safetensors" in paths and "config.json" in paths
     assert not paths & {".gitattributes", ".gitignore", "README.md"}
+
+
+# -- the source contract (modelmora.testing.source_contract) ---------------------------
+class PathRegistry(ContractRegistry):
+    """A directory per model (``path:``); ``change`` rewrites the file on disk."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def publish(self, name: str, files: Mapping[str, bytes]) -> dict[str, Any]:
+        for path, data in files.items():
+            (self.root / name / path).parent.mkdir(parents=True, exist_ok=True)
+            (self.root / name / path).write_bytes(data)
+        return {"source": f"path:{self.root / name}"}
+
+    def context(self, project_dir: Path, *, offline: bool = False) -> SourceContext:
+        return SourceContext(project_dir, offline=offline)
+
+    def change(self, spec: Mapping[str, Any], path: str, data: bytes) -> None:
+        (Path(str(spec["source"]).removeprefix("path:")) / path).write_bytes(data)
+
+
+class PackageRegistry(PathRegistry):
+    """An installed distribution per model (``pkg://``): a ``.dist-info`` with a RECORD of
+    sha256 digests in a directory on ``sys.path``; ``change`` rewrites an installed file."""
+
+    def publish(self, name: str, files: Mapping[str, bytes]) -> dict[str, Any]:
+        record = []
+        for path, data in files.items():
+            target = self.root / name / "model" / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            record.append(f"{name}/model/{path},sha256={digest.decode()},{len(data)}")
+        info = self.root / f"{name}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        (info / "RECORD").write_text("\n".join([*record, f"{info.name}/RECORD,,"]) + "\n")
+        return {"source": f"pkg://{name}/{name}/model"}
+
+    def change(self, spec: Mapping[str, Any], path: str, data: bytes) -> None:
+        name = str(spec["source"]).split("/")[2]
+        (self.root / name / "model" / path).write_bytes(data)
+
+
+class TestPathSourceContract(SourceContract):
+    @pytest.fixture
+    def registry(self, tmp_path: Path) -> ContractRegistry:
+        return PathRegistry(tmp_path / "models")
+
+
+class TestPackageSourceContract(SourceContract):
+    @pytest.fixture
+    def registry(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ContractRegistry:
+        site = tmp_path / "site"
+        site.mkdir()
+        monkeypatch.syspath_prepend(str(site))
+        return PackageRegistry(site)
+
+
+class _RangeFiles(http.server.SimpleHTTPRequestHandler):
+    """Static files with single ``Range: bytes=N-`` requests answered 206 (the stdlib
+    handler ignores Range); every request is counted."""
+
+    requests: ClassVar[list[str]] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def send_head(self) -> Any:
+        type(self).requests.append(self.path)
+        wanted = self.headers.get("Range", "")
+        path = Path(self.translate_path(self.path))
+        if not wanted.startswith("bytes=") or not path.is_file():
+            return super().send_head()
+        start = int(wanted.removeprefix("bytes=").rstrip("-"))
+        data = path.read_bytes()
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        return io.BytesIO(data[start:])
+
+
+class HttpsRegistry(ContractRegistry):
+    """One file per model on a TLS server (``https://`` + ``sha256``)."""
+
+    def __init__(self, base: str, served: Path) -> None:
+        self.base, self.served = base, served
+
+    def files_for(self, tag: str) -> dict[str, bytes]:
+        return {"model.bin": tag.encode() + bytes(range(256)) * 1200}
+
+    def publish(self, name: str, files: Mapping[str, bytes]) -> dict[str, Any]:
+        [(path, data)] = files.items()
+        (self.served / name).mkdir()
+        (self.served / name / path).write_bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
+        return {"source": f"{self.base}/{name}/{path}", "sha256": digest}
+
+    def context(self, project_dir: Path, *, offline: bool = False) -> SourceContext:
+        return SourceContext(project_dir, offline=offline)
+
+    def change(self, spec: Mapping[str, Any], path: str, data: bytes) -> None:
+        name = str(spec["source"]).split("/")[-2]
+        (self.served / name / path).write_bytes(data)
+
+    def requests_served(self) -> int:
+        return len(_RangeFiles.requests)
+
+
+class TestHttpsSourceContract(RemoteSourceContract):
+    @pytest.fixture
+    def registry(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> Iterator[ContractRegistry]:
+        served = tmp_path / "www"
+        served.mkdir()
+        handler = functools.partial(_RangeFiles, directory=str(served))
+        with _tls(tmp_path, monkeypatch, handler) as base:
+            yield HttpsRegistry(base, served)

@@ -36,7 +36,8 @@ from modelmora.cli import main
 from modelmora.errors import SourceError
 from modelmora.lock import read_lock
 from modelmora.sources import RegistryConfig, RemoteFile, SourceContext, make_source
-from modelmora.testing.servers import BackgroundServer
+from modelmora.testing.servers import BackgroundServer, CountingProxy
+from modelmora.testing.source_contract import ContractRegistry, RemoteSourceContract
 from modelmora.testing.tiny_models import LINEAR_W, check_linear_install, linear_onnx
 
 MLFLOW_BIN = Path(sys.executable).parent / "mlflow"
@@ -534,3 +535,55 @@ def test_fetch_from_a_lock_resumes_with_range_and_checks_the_run(
 
     with pytest.raises(SourceError, match="the lock recorded run 0123abc"):
         source.fetch(f"{v1['version']}:0123abc", remote, tmp_path / "other")
+
+
+class MlflowRegistry(ContractRegistry):
+    """The real ``mlflow server`` above as a contract registry: ``publish`` logs a run's
+    artifacts through the server's artifact proxy and registers a model version over REST;
+    ``change`` rewrites the stored artifact. Auth needs a server with an auth app, so the
+    refusals are tested above against a refusing endpoint instead."""
+
+    def __init__(self, registry: Registry, proxy: CountingProxy) -> None:
+        self.registry, self.proxy = registry, proxy
+        self.http = httpx.Client(base_url=f"{registry.url}/api/2.0", timeout=30)
+        self.runs: dict[str, str] = {}
+
+    def _post(self, path: str, body: Mapping[str, Any]) -> Any:
+        resp = self.http.post(path, json=body)
+        resp.raise_for_status()
+        return resp.json()
+
+    def publish(self, name: str, files: Mapping[str, bytes]) -> dict[str, Any]:
+        run_id = self._post("/mlflow/runs/create", {"experiment_id": "0"})["run"]["info"]["run_id"]
+        for path, data in files.items():
+            put = f"/mlflow-artifacts/artifacts/0/{run_id}/artifacts/model/{path}"
+            self.http.put(put, content=data).raise_for_status()
+        self._post("/mlflow/registered-models/create", {"name": name})
+        version = self._post(
+            "/mlflow/model-versions/create",
+            {"name": name, "source": f"runs:/{run_id}/model", "run_id": run_id},
+        )["model_version"]["version"]
+        self.runs[name] = run_id
+        return {"source": f"mlflow://models:/{name}/{version}"}
+
+    def context(self, project_dir: Path, *, offline: bool = False) -> SourceContext:
+        mlflow = RegistryConfig(endpoint=self.proxy.url)  # what the source asks is counted
+        return SourceContext(project_dir, {"mlflow": mlflow}, offline=offline)
+
+    def change(self, spec: Mapping[str, Any], path: str, data: bytes) -> None:
+        name = str(spec["source"]).split("/")[-2]
+        stored = self.registry.artifacts / "0" / self.runs[name] / "artifacts" / "model" / path
+        stored.write_bytes(data)
+
+    def requests_served(self) -> int:
+        return self.proxy.count
+
+
+class TestMlflowSourceContract(RemoteSourceContract):
+    @pytest.fixture
+    def registry(self, mlflow_registry: Registry) -> Iterator[ContractRegistry]:
+        proxy = CountingProxy(mlflow_registry.url)
+        try:
+            yield MlflowRegistry(mlflow_registry, proxy)
+        finally:
+            proxy.close()

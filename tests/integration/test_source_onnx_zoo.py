@@ -19,6 +19,7 @@ from click.testing import CliRunner, Result
 from modelmora.cli import main
 from modelmora.lock import read_lock
 from modelmora.testing.hub_emulator import HubEmulator
+from modelmora.testing.source_contract import AuthSourceContract, ContractRegistry, HubRegistry
 from modelmora.testing.tiny_models import LINEAR_W, check_linear_install, linear_onnx
 
 pytestmark = [pytest.mark.torch_free, pytest.mark.timeout(300)]
@@ -108,3 +109,9 @@ def test_install_passes_the_zoo_graph_through_and_validates_it(
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     check_linear_install(proc.stdout)
+
+
+class TestOnnxZooSourceContract(AuthSourceContract):
+    @pytest.fixture
+    def registry(self, hub: HubEmulator) -> ContractRegistry:
+        return HubRegistry(hub, "onnx-zoo")

@@ -26,7 +26,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from modelmora.sources import SourceContext, make_source
 from modelmora.sources.base import RegistryConfig
 from modelmora.sources.s3 import S3Source
 from modelmora.testing.cli import run_cli
+from modelmora.testing.source_contract import ContractRegistry, RemoteSourceContract
 from modelmora.testing.tiny_models import LINEAR_W, check_linear_install, linear_onnx
 
 boto3 = pytest.importorskip("boto3")
@@ -628,3 +629,37 @@ def test_read_only_credentials_without_version_rights_still_lock_and_pull(
     assert proc.returncode == 1, output(proc)
     assert "model.onnx changed since modelmora.lock was written" in output(proc)
     assert all(b.read_bytes() != b"retrained" for b in blobs(tmp_path / "h3"))
+
+
+class S3Registry(ContractRegistry):
+    """moto's S3 server as a contract registry: one prefix per model in a fresh bucket;
+    ``change`` overwrites the object (a new ETag). Requests are counted in process (a proxy
+    would break the request signatures)."""
+
+    def __init__(self, moto: Moto, bucket: str, calls: list[tuple[str, str]]) -> None:
+        self.moto, self.bucket, self.calls = moto, bucket, calls
+
+    def publish(self, name: str, files: Mapping[str, bytes]) -> dict[str, Any]:
+        s3 = self.moto.client()
+        for path, data in files.items():
+            s3.put_object(Bucket=self.bucket, Key=f"{name}/{path}", Body=data)
+        return {"source": f"s3://{self.bucket}/{name}"}
+
+    def context(self, project_dir: Path, *, offline: bool = False) -> SourceContext:
+        s3 = RegistryConfig(endpoint=self.moto.url)
+        return SourceContext(project_dir, {"s3": s3}, offline=offline)
+
+    def change(self, spec: Mapping[str, Any], path: str, data: bytes) -> None:
+        name = str(spec["source"]).rsplit("/", 1)[-1]
+        self.moto.client().put_object(Bucket=self.bucket, Key=f"{name}/{path}", Body=data)
+
+    def requests_served(self) -> int:
+        return len(self.calls)
+
+
+class TestS3SourceContract(RemoteSourceContract):
+    @pytest.fixture
+    def registry(
+        self, moto: Moto, bucket: str, s3_calls: list[tuple[str, str]]
+    ) -> ContractRegistry:
+        return S3Registry(moto, bucket, s3_calls)

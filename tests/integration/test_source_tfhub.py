@@ -32,6 +32,7 @@ import tarfile
 from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -44,6 +45,7 @@ from modelmora.lock import read_lock
 from modelmora.sources import RegistryConfig, SourceContext, make_source
 from modelmora.sources.caches import using
 from modelmora.testing.servers import BackgroundServer
+from modelmora.testing.source_contract import ContractRegistry, RemoteSourceContract
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -554,3 +556,42 @@ def test_install_converts_the_savedmodel_with_tf2onnx_and_passes_the_gate(
     x = np.arange(20, dtype=np.float32).reshape(5, 4) / 10  # batch 5: the axis is dynamic
     (got,) = session.run(None, {"x": x})
     np.testing.assert_allclose(got, np.tanh(x @ w + b), atol=1e-5)
+
+
+class TfHubRegistry(ContractRegistry):
+    """The Kaggle Models emulation above as a contract registry. ``change`` republishes the
+    version's archive with other bytes and drops the archive the source keeps from lock
+    time, so the next fetch downloads the changed one. Its two-variable credentials are
+    tested above."""
+
+    def __init__(self, hub: _Hub) -> None:
+        self.hub = hub
+
+    def publish(self, name: str, files: Mapping[str, bytes]) -> dict[str, Any]:
+        publish(self.hub, f"kaggle/acme/{name}/tensorFlow2/default", 1, targz(files))
+        return {"source": f"tfhub://acme/{name}/tensorFlow2/default"}
+
+    def context(self, project_dir: Path, *, offline: bool = False) -> SourceContext:
+        tfhub = RegistryConfig(endpoint=endpoint(self.hub))
+        return SourceContext(project_dir, {"tfhub": tfhub}, offline=offline)
+
+    def change(self, spec: Mapping[str, Any], path: str, data: bytes) -> None:
+        where = str(spec["source"]).removeprefix("tfhub://")
+        archive = self.hub.root / "kaggle" / where / "1.tar.gz"
+        with tarfile.open(archive) as tar:
+            members = {
+                m.name.removeprefix("./"): tar.extractfile(m).read()  # type: ignore[union-attr]
+                for m in tar.getmembers()
+                if m.isreg()
+            }
+        publish(self.hub, f"kaggle/{where}", 1, targz({**members, path: data}))
+        shutil.rmtree(Path(os.environ["MODELMORA_HOME"]) / "tfhub")
+
+    def requests_served(self) -> int:
+        return len(self.hub.log)
+
+
+class TestTfHubSourceContract(RemoteSourceContract):
+    @pytest.fixture
+    def registry(self, hub: _Hub) -> ContractRegistry:
+        return TfHubRegistry(hub)

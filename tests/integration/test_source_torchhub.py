@@ -15,8 +15,9 @@ import os
 import socketserver
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,7 +29,9 @@ from modelmora.convert import convert
 from modelmora.errors import UserInputError
 from modelmora.lock import read_lock
 from modelmora.manifest.model import ConvertSpec
+from modelmora.sources import RegistryConfig, SourceContext
 from modelmora.testing.servers import BackgroundServer
+from modelmora.testing.source_contract import ContractRegistry, RemoteSourceContract
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -348,3 +351,55 @@ def test_install_runs_hubconf_exports_with_torch_and_passes_the_gate(
 
     snapshots = list((Path(home) / "snapshots").rglob("hubconf.py"))
     assert snapshots and not any(p.parent.joinpath("__pycache__").exists() for p in snapshots)
+
+
+class TorchHubRegistry(ContractRegistry):
+    """A git repository per model behind the ``git daemon`` above. A commit's bytes cannot
+    change: ``change`` rewrites the branch instead (amend + move), and the locked commit
+    must still give the locked bytes."""
+
+    extra_files = frozenset({"hubconf.py", "modelmora_torchhub.json"})
+    keeps_locked_bytes = True
+
+    def __init__(self, repos: Path, endpoint: str, connections: list[int]) -> None:
+        self.repos, self.endpoint, self.connections = repos, endpoint, connections
+
+    def publish(self, name: str, files: Mapping[str, bytes]) -> dict[str, Any]:
+        repo = self.repos / "acme" / name
+        repo.mkdir(parents=True)
+        git(repo, "init", "-q", "-b", "main")
+        (repo / "hubconf.py").write_text(HUBCONF)
+        for path, data in files.items():
+            (repo / path).parent.mkdir(parents=True, exist_ok=True)
+            (repo / path).write_bytes(data)
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", "c1")
+        return {"source": f"torchhub://acme/{name}:main/tiny", "trust_remote_code": True}
+
+    def context(self, project_dir: Path, *, offline: bool = False) -> SourceContext:
+        hub = RegistryConfig(endpoint=self.endpoint)
+        return SourceContext(project_dir, {"torchhub": hub}, offline=offline)
+
+    def change(self, spec: Mapping[str, Any], path: str, data: bytes) -> None:
+        repo = self.repos / "acme" / str(spec["source"]).split("/")[3].split(":")[0]
+        (repo / path).write_bytes(data)
+        git(repo, "commit", "-q", "--amend", "-am", "c1, rewritten")
+
+    def requests_served(self) -> int:
+        return len(self.connections)
+
+
+class TestTorchHubSourceContract(RemoteSourceContract):
+    @pytest.fixture
+    def registry(self, repos: Path, tmp_path: Path) -> Iterator[ContractRegistry]:
+        connections: list[int] = []
+
+        class Counting(_Inetd):
+            def handle(self) -> None:
+                connections.append(1)
+                super().handle()
+
+        server = _Daemon(("127.0.0.1", 0), Counting)
+        server.base = repos
+        with BackgroundServer(server, "git-daemon") as running:
+            yield TorchHubRegistry(repos, running.url("git"), connections)

@@ -28,6 +28,7 @@ from modelmora.lock import read_lock
 from modelmora.sources.base import RegistryConfig, RemoteFile, SourceContext
 from modelmora.sources.wandb import WandbSource
 from modelmora.testing.cli import run_cli
+from modelmora.testing.source_contract import AuthSourceContract, ContractRegistry, WandbRegistry
 from modelmora.testing.tiny_models import LINEAR_W, check_linear_install, linear_onnx
 from modelmora.testing.wandb_emulator import PublishedVersion, WandbEmulator
 
@@ -266,3 +267,12 @@ def test_unreachable_offline_and_pending_fail_with_exit_1(
     assert result.exit_code == 1, result.output
     assert "cannot resolve 'latest' in offline mode" in result.output
     assert len(wandb.requests) == 0
+
+
+class TestWandbSourceContract(AuthSourceContract):
+    @pytest.fixture
+    def registry(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[ContractRegistry]:
+        for var in ("WANDB_API_KEY", "WANDB_BASE_URL", "HF_HUB_OFFLINE"):
+            monkeypatch.delenv(var, raising=False)
+        with WandbEmulator() as emulator:
+            yield WandbRegistry(emulator)

@@ -210,7 +210,7 @@ class TorchHubSource(Source):
                 "generates for torchhub snapshots"
             )
         self._check_entry(commit, tree[HUBCONF], where)
-        chosen = self.select(tree)
+        chosen = self.select_some(tree, where=where, listed="in the commit")
         if HUBCONF not in chosen:
             raise UserInputError(
                 f"{where}: files.include/exclude leave out {HUBCONF}, which defines the entry"

@@ -13,7 +13,14 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from modelmora.errors import SourceError, SourceNotFoundError, UserInputError
-from modelmora.sources.base import ProgressCallback, RemoteFile, Resolution, Source, safe_relpath
+from modelmora.sources.base import (
+    PULL_HINT,
+    ProgressCallback,
+    RemoteFile,
+    Resolution,
+    Source,
+    safe_relpath,
+)
 from modelmora.sources.http import (
     download_resuming,
     raise_if_transient,
@@ -45,12 +52,12 @@ class HttpsSource(Source):
 
     def resolve(self, pinned_revision: str | None = None) -> Resolution:
         sha = self._expected_sha256()
+        [name] = self.select_some([self.file_name()], where=self.url)
         if self.context.offline:
             raise self.offline_error("resolve", "no lock entry to reuse")
         size = self._request_size()
         return Resolution(
-            revision=f"sha256:{sha}",
-            files=(RemoteFile(path=self.file_name(), size=size, sha256=sha),),
+            revision=f"sha256:{sha}", files=(RemoteFile(path=name, size=size, sha256=sha),)
         )
 
     def _request_size(self) -> int:
@@ -101,6 +108,8 @@ class HttpsSource(Source):
         progress: ProgressCallback | None = None,
     ) -> None:
         """Under the shared retry policy: a dropped connection resumes with Range."""
+        if self.context.offline:
+            raise self.offline_error(f"download {file.path}", hint=PULL_HINT)
         download_resuming(
             lambda: (self.url, {}),
             dest,

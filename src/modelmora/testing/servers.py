@@ -11,7 +11,7 @@ import socketserver
 import threading
 from types import TracebackType
 
-__all__ = ["BackgroundServer"]
+__all__ = ["BackgroundServer", "CountingProxy"]
 
 _POLL_S = 0.05
 """``serve_forever``'s poll interval: short, so that stopping (every teardown) is fast."""
@@ -43,3 +43,60 @@ class BackgroundServer:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+_HOP_HEADERS = ("content-length", "content-encoding", "transfer-encoding", "connection")
+
+
+class CountingProxy:
+    """A reverse proxy on 127.0.0.1 that forwards every request to ``upstream`` and counts
+    them: what a contract test puts in front of a real registry server (mlflow, moto) to
+    prove that nothing reached it. Bodies are buffered (test payloads are small)."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.server
+
+        import httpx
+
+        self.count = 0
+        lock = threading.Lock()
+        client = httpx.Client(base_url=upstream.rstrip("/"), timeout=60)
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                with lock:
+                    proxy.count += 1
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")
+                }
+                resp = client.request(self.command, self.path, content=body, headers=headers)
+                self.send_response(resp.status_code)
+                for key, value in resp.headers.items():
+                    if key.lower() not in _HOP_HEADERS:
+                        self.send_header(key, value)
+                head = self.command == "HEAD"
+                data = b"" if head else resp.content  # decoded: Content-Encoding is dropped
+                size = resp.headers.get("content-length", "0") if head else str(len(data))
+                self.send_header("Content-Length", size)
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = do_PATCH = _forward
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        self._client = client
+        self._running = BackgroundServer(server, "counting-proxy")
+        self.url = self._running.url()
+
+    def close(self) -> None:
+        self._running.stop()
+        self._client.close()
