@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from modelmora.cache.mirror import StoreMirror
+from modelmora.cache.mirror import Pulled, StoreMirror
 from modelmora.cache.progress import NullProgress, PullProgress
 from modelmora.cache.store import ProjectRecord, SnapshotRecord, Store, store_os_error
 from modelmora.errors import (
@@ -491,11 +491,8 @@ def pull_entries(
 
     if mirror is not None:
         try:
-            mirror.record_pull(
-                project=project_record,
-                snapshots=snapshots,
-                blobs=[(sha, owners[sha][1].size) for sha in sorted(ready)],
-            )
+            blobs = [(sha, owners[sha][1].size) for sha in sorted(ready)]
+            mirror.record_pull(Pulled(project_record, snapshots, blobs))
         except ModelMoraError as exc:
             if not errors:
                 raise

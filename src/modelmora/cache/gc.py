@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from filelock import FileLock, Timeout
 
-from modelmora.cache.mirror import StoreMirror
+from modelmora.cache.mirror import Removed, StoreMirror
 from modelmora.cache.store import Store
 from modelmora.errors import LockFileError, ModelMoraError
 from modelmora.fsutil import disk_size
@@ -199,10 +199,12 @@ def collect_garbage(
         report.snapshots or report.blobs or report.artifacts or report.dropped_projects
     ):
         mirror.forget(
-            snapshots=report.snapshots,
-            blobs=[sha for sha, _ in report.blobs],
-            artifacts=[key for key, _, _ in report.artifacts],
-            projects=report.dropped_projects,
+            Removed(
+                snapshots=report.snapshots,
+                blobs=[sha for sha, _ in report.blobs],
+                artifacts=[key for key, _, _ in report.artifacts],
+                projects=report.dropped_projects,
+            )
         )
     return report
 

@@ -9,32 +9,44 @@ alone). ``modelmora.index.Index`` is the implementation.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from modelmora.cache.store import ProjectRecord, SnapshotRecord
 
 
-class StoreMirror(Protocol):
-    def record_pull(
-        self,
-        *,
-        project: ProjectRecord | None,
-        snapshots: Sequence[SnapshotRecord],
-        blobs: Sequence[tuple[str, int]],
-    ) -> None:
-        """What one ``pull`` verified and materialized (blobs as ``(sha256, size)``)."""
+@dataclass(frozen=True)
+class Pulled:
+    """What one ``pull`` verified and materialized."""
 
-    def forget(
-        self,
-        *,
-        snapshots: Sequence[tuple[str, str]],
-        blobs: Sequence[str],
-        artifacts: Sequence[str] = (),
-        projects: Sequence[str] = (),
-    ) -> None:
-        """What ``cache gc`` removed: snapshots as ``(name, content digest)``, blob
-        digests, artifact keys, project directories."""
+    project: ProjectRecord | None
+    """The project that pulled (registered so that ``cache gc`` keeps what it locks)."""
+    snapshots: Sequence[SnapshotRecord]
+    blobs: Sequence[tuple[str, int]]
+    """``(sha256, size)`` of every blob the pulled snapshots use."""
+
+
+@dataclass(frozen=True)
+class Removed:
+    """What one ``cache gc`` removed from the store."""
+
+    snapshots: Sequence[tuple[str, str]] = ()
+    """``(name, content digest)``."""
+    blobs: Sequence[str] = ()
+    """sha256 digests."""
+    artifacts: Sequence[str] = ()
+    """Artifact keys."""
+    projects: Sequence[str] = ()
+    """Project directories that are gone."""
+
+
+class StoreMirror(Protocol):
+    def record_pull(self, pulled: Pulled) -> None:
+        """What one ``pull`` verified and materialized."""
+
+    def forget(self, removed: Removed) -> None:
+        """What ``cache gc`` removed."""
 
     def linked_artifacts(self, entry_digests: Collection[str]) -> set[str]:
         """Keys of the artifacts the mirror links to these lock entries (installs from

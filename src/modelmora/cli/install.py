@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,45 +92,50 @@ def install(
         else:
             click.echo("Everything is installed; nothing to do.")
         return
-    sys.exit(
-        _install(
-            project_dir, names, locked, frozen, backends, jobs, as_json, as_json or quiet, verbose
-        )
-    )
+    request = _InstallRequest(names, locked, frozen, backends, jobs, as_json, quiet, verbose)
+    sys.exit(_install(project_dir, request))
 
 
-def _install(
-    project_dir: Path,
-    names: tuple[str, ...],
-    locked: bool,
-    frozen: bool,
-    backends: tuple[str, ...],
-    jobs: int,
-    as_json: bool,
-    quiet: bool,
-    verbose: bool,
-) -> int:
+@dataclass(frozen=True)
+class _InstallRequest:
+    """What ``install`` was asked (its options), past the no-op fast path."""
+
+    names: tuple[str, ...]
+    locked: bool
+    frozen: bool
+    backends: tuple[str, ...]
+    jobs: int
+    as_json: bool
+    quiet_flag: bool
+    verbose: bool
+
+    @property
+    def quiet(self) -> bool:
+        return self.as_json or self.quiet_flag
+
+
+def _install(project_dir: Path, request: _InstallRequest) -> int:
     from modelmora.cache import Store
     from modelmora.errors import UserInputError
     from modelmora.pipeline.fastpath import write_state
     from modelmora.project import Project
     from modelmora.records import artifact_path
 
-    if locked and frozen:
+    if request.locked and request.frozen:
         raise UserInputError("--locked and --frozen cannot be combined")
     project = Project(project_dir)
-    lock = _lock_for_install(project, locked=locked, frozen=frozen, quiet=quiet)
-    selected = [entry.name for entry in lock.select(names)]
+    lock = _lock_for_install(
+        project, locked=request.locked, frozen=request.frozen, quiet=request.quiet
+    )
+    selected = [entry.name for entry in lock.select(request.names)]
     store = Store()
     started = time.perf_counter()
-    outcomes = _run_with_progress(
-        project, lock, selected, store, backends, jobs=jobs, quiet=quiet, verbose=verbose
-    )
+    outcomes = _run_with_progress(project, lock, selected, store, request)
     from modelmora.index import Index
 
     statuses = Index(store).statuses([lock.models[n] for n in selected])
     ok = all(o.ok for o in outcomes)
-    if as_json:
+    if request.as_json:
         echo_json(
             {
                 "up_to_date": False,
@@ -143,13 +149,13 @@ def _install(
         )
     else:
         _summary(statuses, outcomes, time.perf_counter() - started)
-    if ok and not names:
+    if ok and not request.names:
         write_state(
             project.dir,
             project.manifest_path,
             project.lock_path,
             store.root,
-            backends,
+            request.backends,
             {s.name: [artifact_path(Path(a.path)) for a in s.artifacts] for s in statuses},
         )
     return 0 if ok else 1
@@ -185,15 +191,7 @@ def _lock_for_install(project: Project, *, locked: bool, frozen: bool, quiet: bo
 
 
 def _run_with_progress(
-    project: Project,
-    lock: LockFile,
-    names: list[str],
-    store: Any,
-    backends: tuple[str, ...],
-    *,
-    jobs: int,
-    quiet: bool,
-    verbose: bool,
+    project: Project, lock: LockFile, names: list[str], store: Any, request: _InstallRequest
 ) -> list[ModelOutcome]:
     from contextlib import ExitStack
 
@@ -201,7 +199,7 @@ def _run_with_progress(
     from modelmora.pipeline import progress
     from modelmora.pipeline.install import run_install
 
-    shown = display(quiet=quiet)
+    shown = display(quiet=request.quiet)
 
     def on_outcome(outcome: ModelOutcome) -> None:
         assert shown is not None  # only passed when something is shown
@@ -219,10 +217,10 @@ def _run_with_progress(
             lock,
             names,
             store=store,
-            backends=backends,
-            jobs=jobs,
+            backends=request.backends,
+            jobs=request.jobs,
             on_outcome=on_outcome if shown is not None else None,
-            verbose=verbose,
+            verbose=request.verbose,
         )
 
 

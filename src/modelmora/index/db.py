@@ -28,18 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 
-from modelmora.cache.store import ProjectRecord, SnapshotRecord, Store, store_os_error
+from modelmora.cache.mirror import Pulled, Removed
+from modelmora.cache.store import Store, store_os_error
 from modelmora.errors import ModelMoraError
 from modelmora.index import rows
 from modelmora.index.schema import PIPELINE_TABLES, SCHEMA, SCHEMA_VERSION, STORE_TABLES
-from modelmora.records import (
-    VARIANT_ORDER,
-    ArtifactLinks,
-    ArtifactRecord,
-    BenchmarkRecord,
-    LinkedArtifact,
-    ValidationRecord,
-)
+from modelmora.records import ArtifactLinks, ArtifactRecord, BenchmarkRecord, ValidationRecord
 
 if TYPE_CHECKING:
     import duckdb
@@ -263,13 +257,7 @@ class Index:
         return self.path.exists() or (self.store.root / _CREATED_MARKER).exists()
 
     # -- writes: the store (StoreMirror) --------------------------------------------------
-    def record_pull(
-        self,
-        *,
-        project: ProjectRecord | None,
-        snapshots: Sequence[SnapshotRecord],
-        blobs: Sequence[tuple[str, int]],
-    ) -> None:
+    def record_pull(self, pulled: Pulled) -> None:
         """Record what one ``pull`` verified and materialized, in one transaction.
 
         Only once the store has an index: until then the first command that reads it builds
@@ -279,27 +267,20 @@ class Index:
         if not self.was_created():
             return
         with self.transaction() as con:
-            if project is not None:
-                rows.insert_project(con, project)
-            for record in snapshots:
+            if pulled.project is not None:
+                rows.insert_project(con, pulled.project)
+            for record in pulled.snapshots:
                 rows.insert_snapshot(con, self.store, record)
-            for sha, size in blobs:
+            for sha, size in pulled.blobs:
                 rows.insert_blob(con, self.store, sha, size, rows.utc())
 
-    def forget(
-        self,
-        *,
-        snapshots: Sequence[tuple[str, str]],
-        blobs: Sequence[str],
-        artifacts: Sequence[str] = (),
-        projects: Sequence[str] = (),
-    ) -> None:
+    def forget(self, removed: Removed) -> None:
         """Drop rows of what ``cache gc`` removed."""
         with self.transaction() as con:
-            for key in artifacts:
+            for key in removed.artifacts:
                 for table in ("artifacts", "model_artifacts", "validations", "benchmarks"):
                     con.execute(f"DELETE FROM {table} WHERE artifact_key = ?", [key])
-            for name, digest in snapshots:
+            for name, digest in removed.snapshots:
                 con.execute(
                     "DELETE FROM snapshots WHERE name = ? AND content_digest = ?", [name, digest]
                 )
@@ -314,9 +295,9 @@ class Index:
                 "DELETE FROM models WHERE (name, source) NOT IN "
                 "(SELECT name, source FROM revisions)"
             )
-            for sha in blobs:
+            for sha in removed.blobs:
                 con.execute("DELETE FROM blobs WHERE sha256 = ?", [sha])
-            for project_dir in projects:
+            for project_dir in removed.projects:
                 con.execute("DELETE FROM projects WHERE project_dir = ?", [project_dir])
 
     def linked_artifacts(self, entry_digests: Collection[str]) -> set[str]:
@@ -337,13 +318,7 @@ class Index:
         it leaves the index behind the store, and this catches it up. The store keeps the links
         too (``links/<entry_digest>.json``): gc and reindex must not depend on the index.
         """
-        links = ArtifactLinks(
-            name=entry.name,
-            entry_digest=entry.entry_digest(),
-            artifacts=[
-                LinkedArtifact(position=VARIANT_ORDER[r.variant], key=r.key) for r in records
-            ],
-        )
+        links = ArtifactLinks.of(entry.name, entry.entry_digest(), records)
         self.store.write_artifact_links(links)
         with self.transaction() as con:
             for record in records:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -117,6 +117,12 @@ class ArtifactLinks(BaseModel):
     name: str
     entry_digest: str
     artifacts: list[LinkedArtifact]
+
+    @classmethod
+    def of(cls, name: str, entry_digest: str, records: Sequence[ArtifactRecord]) -> ArtifactLinks:
+        """The links of one install: its artifacts in their variants' fixed order."""
+        linked = [LinkedArtifact(position=VARIANT_ORDER[r.variant], key=r.key) for r in records]
+        return cls(name=name, entry_digest=entry_digest, artifacts=linked)
 
 
 # -- paths -----------------------------------------------------------------------------

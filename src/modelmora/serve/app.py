@@ -86,6 +86,16 @@ class Guard:
     ) -> None:
         await _send_json(send, status, _error_body(path, status, message, code), extra)
 
+    async def _too_large(self, send: Send, path: str) -> None:
+        await self._reject(
+            send,
+            path,
+            413,
+            f"request body larger than the {self.max_body}-byte limit",
+            "body_too_large",
+            [(b"connection", b"close")],
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -106,14 +116,7 @@ class Guard:
                 return
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
-            await self._reject(
-                send,
-                path,
-                413,
-                f"request body larger than the {self.max_body}-byte limit",
-                "body_too_large",
-                [(b"connection", b"close")],
-            )
+            await self._too_large(send, path)
             return
         received = 0
         started = rejected = False
@@ -130,14 +133,7 @@ class Guard:
                 received += len(message.get("body", b""))
                 if received > self.max_body and not started:
                     rejected = True
-                    await self._reject(
-                        send,
-                        path,
-                        413,
-                        f"request body larger than the {self.max_body}-byte limit",
-                        "body_too_large",
-                        [(b"connection", b"close")],
-                    )
+                    await self._too_large(send, path)
                     return {"type": "http.disconnect"}
             return message
 

@@ -19,6 +19,7 @@ from modelmora.serve.errors import BadRequest
 from modelmora.serve.ipc import ModelInfo
 from modelmora.serve.params import parse_priority, parse_timeout_ms
 from modelmora.serve.state import ServeState
+from modelmora.serve.tasks.base import V2Call
 from modelmora.serve.v2codec import InferRequest, decode_request, encode_response
 from modelmora.serve.wire import dumps
 
@@ -150,7 +151,8 @@ async def _infer(model: str, version: str | None, request: Request) -> Response:
         priority = parse_priority(params.get("priority"), "parameters.priority")
         timeout_us = parse_timeout_ms(params.get("timeout"), "parameters.timeout")
         timeout_s = None if timeout_us is None else timeout_us / 1000.0  # µs, as Triton
-        outputs = await served.serve_task.v2_infer(state, model, tensors, priority, timeout_s)
+        call = V2Call(state, model, tensors, priority, timeout_s)
+        outputs = await served.serve_task.v2_infer(call)
         body_out, headers = encode_response(model_name=model, request=req, outputs=outputs)
         return Response(content=body_out, headers=headers)
 
@@ -173,11 +175,7 @@ async def repository_index(request: Request) -> Response:
 
 @router.post("/repository/models/{model}/load", summary="Load the model now")
 async def load_model(model: str, request: Request) -> Response:
-    state = _state(request)
-    with state.observe(model, "v2_load"):
-        state.model(model)
-        await state.pool.load(model)
-        return _json({})
+    return await _repository_action(model, request, "load")
 
 
 @router.post(
@@ -185,8 +183,12 @@ async def load_model(model: str, request: Request) -> Response:
     summary="Unload the model once its running batch is done (a later request reloads it)",
 )
 async def unload_model(model: str, request: Request) -> Response:
+    return await _repository_action(model, request, "unload")
+
+
+async def _repository_action(model: str, request: Request, action: str) -> Response:
     state = _state(request)
-    with state.observe(model, "v2_unload"):
+    with state.observe(model, f"v2_{action}"):
         state.model(model)
-        await state.pool.unload(model)
+        await (state.pool.load(model) if action == "load" else state.pool.unload(model))
         return _json({})

@@ -15,12 +15,15 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from modelmora.errors import AuthenticationError, SourceError, SourceNotFoundError
 from modelmora.layout import path_problem
+
+if TYPE_CHECKING:
+    from modelmora.sources.http import HttpStatusError
 
 ProgressCallback = Callable[[int], None]
 """Called with the number of bytes just written (an increment, not a total)."""
@@ -214,6 +217,40 @@ class Source(abc.ABC):
             not_found=not_found,
             where=where,
         )
+
+    def download(
+        self,
+        target: Callable[[], tuple[str, Mapping[str, str]]],
+        dest: Path,
+        file: RemoteFile,
+        *,
+        offset: int,
+        progress: ProgressCallback | None,
+        refused: Callable[[HttpStatusError], Exception],
+        unreachable: Callable[[int, str], Exception],
+    ) -> None:
+        """Fetch one file over HTTP under the shared policy
+        (:func:`~modelmora.sources.http.download_resuming`: retries, ``Range`` resumes, never
+        past ``file.size``) with this source's timeout and retry count; refused offline."""
+        from modelmora.sources.http import download_resuming
+
+        self.require_online(f"download {file.path}", hint=PULL_HINT)
+        download_resuming(
+            target,
+            dest,
+            size=file.size,
+            offset=offset,
+            timeout_s=self.context.timeout_s,
+            retries=self.context.max_retries,
+            refused=refused,
+            unreachable=unreachable,
+            progress=progress,
+        )
+
+    def require_online(self, action: str, why: str = "", *, hint: str | None = None) -> None:
+        """Refuse ``action`` while offline, with :meth:`offline_error`."""
+        if self.context.offline:
+            raise self.offline_error(action, why, hint=hint)
 
     def offline_error(self, action: str, why: str = "", *, hint: str | None = None) -> SourceError:
         """The one refusal of work that needs the registry while offline."""

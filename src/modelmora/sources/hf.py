@@ -33,7 +33,6 @@ from modelmora.sources.base import (
 )
 from modelmora.sources.http import (
     Transient,
-    download_resuming,
     raise_if_transient,
     retrying,
     short_reason,
@@ -103,18 +102,8 @@ class HfSource(Source):
         """Models on the hub whose id matches ``query`` (``GET /api/models?search=``)."""
         from modelmora.sources.search import search_hub
 
-        endpoint, token, token_env = hub_connection(context, registry)
-        return search_hub(
-            endpoint,
-            token,
-            token_env,
-            context=context,
-            registry=registry,
-            query=query,
-            task=task,
-            limit=limit,
-            to_source=lambda repo_id: f"hf://{repo_id}",
-        )
+        to_source = "hf://{}".format
+        return search_hub(context, registry, registry, query, task, limit, None, to_source)
 
     @property
     def origin(self) -> str:
@@ -220,18 +209,16 @@ class HfSource(Source):
             f"{quote(path, safe='/')}"
         )
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
-        download_resuming(
+        self.download(
             lambda: (url, headers),
             dest,
-            size=file.size,
+            file,
             offset=offset,
-            timeout_s=self.context.timeout_s,
-            retries=self.context.max_retries,
+            progress=progress,
             refused=lambda exc: self._status_error(
                 exc.status, exc.headers.get("X-Error-Code"), revision, path
             ),
             unreachable=self._unreachable,
-            progress=progress,
         )
 
     # -- failures ----------------------------------------------------------------------

@@ -47,7 +47,6 @@ from modelmora.sources.base import (
 )
 from modelmora.sources.http import (
     HttpStatusError,
-    download_resuming,
     raise_if_transient,
     retrying,
     shared_client,
@@ -383,8 +382,7 @@ class MlflowSource(Source):
 
     # -- resolve -----------------------------------------------------------------------
     def resolve(self, pinned_revision: str | None = None) -> Resolution:
-        if self.context.offline:
-            raise self.offline_error("resolve")
+        self.require_online("resolve")
         if pinned_revision is not None:
             mv = self._pinned_version(pinned_revision)
         elif self.ref.alias is not None:
@@ -415,20 +413,17 @@ class MlflowSource(Source):
         )
 
     def _version(self, version: str) -> _ModelVersion:
-        params = {"name": self.ref.name, "version": version}
-        try:
-            answer = self.api.get(f"{API}/model-versions/get", params, _VersionAnswer)
-        except _ApiError as exc:
-            raise self._not_found(exc, f"version {version}") from None
-        return answer.model_version
+        return self._model_version("model-versions/get", "version", version, f"version {version}")
 
     def _by_alias(self, alias: str) -> _ModelVersion:
-        params = {"name": self.ref.name, "alias": alias}
+        return self._model_version("registered-models/alias", "alias", alias, f"alias {alias!r}")
+
+    def _model_version(self, endpoint: str, key: str, value: str, what: str) -> _ModelVersion:
+        params = {"name": self.ref.name, key: value}
         try:
-            answer = self.api.get(f"{API}/registered-models/alias", params, _VersionAnswer)
+            return self.api.get(f"{API}/{endpoint}", params, _VersionAnswer).model_version
         except _ApiError as exc:
-            raise self._not_found(exc, f"alias {alias!r}") from None
-        return answer.model_version
+            raise self._not_found(exc, what) from None
 
     def _latest(self) -> str:
         model = self._registered_model()
@@ -579,8 +574,7 @@ class MlflowSource(Source):
         progress: ProgressCallback | None = None,
     ) -> None:
         """Stream one file; retries resume from what is already in ``dest``."""
-        if self.context.offline:
-            raise self.offline_error(f"download {file.path}", hint=PULL_HINT)
+        self.require_online(f"download {file.path}", hint=PULL_HINT)  # before any lookup
         path = safe_relpath(file.path, origin=f"{self.origin} ({revision})")
         with self._roots_lock:
             root = self._roots.get(revision)
@@ -605,16 +599,14 @@ class MlflowSource(Source):
                 where=f"{self.origin} ({revision}): downloading {path!r}",
             )
 
-        download_resuming(
+        self.download(
             lambda: (url, api.conn.headers),
             dest,
-            size=file.size,
+            file,
             offset=offset,
-            timeout_s=self.context.timeout_s,
-            retries=self.context.max_retries,
+            progress=progress,
             refused=refused,
             unreachable=api.unreachable,
-            progress=progress,
         )
 
     # -- search ------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from modelmora.errors import UserInputError
 from modelmora.sources.base import SourceContext
-from modelmora.sources.hf import HfSource, hub_connection
+from modelmora.sources.hf import HfSource
 from modelmora.sources.search import SearchHit, search_hub
 
 __all__ = ["ZOO_ORG", "OnnxZooSource"]
@@ -59,18 +59,10 @@ class OnnxZooSource(HfSource):
     ) -> list[SearchHit]:
         """Zoo models only (``author=onnxmodelzoo``), named the way a manifest writes them."""
         block = registry if registry in context.registries else default_registry(context)
-        endpoint, token, token_env = hub_connection(context, block)
         prefix = f"{ZOO_ORG}/"
-        hits = search_hub(
-            endpoint,
-            token,
-            token_env,
-            context=context,
-            registry=registry,
-            query=query,
-            task=task,
-            limit=limit,
-            author=ZOO_ORG,
-            to_source=lambda repo_id: f"onnx-zoo://{repo_id.removeprefix(prefix)}",
-        )
+
+        def to_source(repo_id: str) -> str:
+            return f"onnx-zoo://{repo_id.removeprefix(prefix)}"
+
+        hits = search_hub(context, block, registry, query, task, limit, ZOO_ORG, to_source)
         return [h for h in hits if h.id.startswith(prefix)]

@@ -182,10 +182,7 @@ class S3Source(Source):
 
     # -- resolve -----------------------------------------------------------------------
     def resolve(self, pinned_revision: str | None = None) -> Resolution:
-        if self.context.offline:
-            raise self.offline_error(
-                "resolve", "only the bucket knows which objects are under the prefix"
-            )
+        self.require_online("resolve", "only the bucket knows which objects are under the prefix")
         listing = self._list()
         with self._listing_lock:
             self._listing = listing
@@ -299,8 +296,7 @@ class S3Source(Source):
         progress: ProgressCallback | None = None,
     ) -> None:
         """Stream one object with ``If-Match`` (and ``Range`` from ``offset``) into ``dest``."""
-        if self.context.offline:
-            raise self.offline_error(f"download {file.path}", hint=PULL_HINT)
+        self.require_online(f"download {file.path}", hint=PULL_HINT)
         if offset and offset >= file.size:
             return
         if file.etag is not None:

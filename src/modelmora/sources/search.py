@@ -82,19 +82,21 @@ class _HubModel(BaseModel):
 
 
 def search_hub(
-    endpoint: str,
-    token: str | None,
-    token_env: str,
-    *,
     context: SourceContext,
+    block: str,
     registry: str,
     query: str,
     task: str | None,
     limit: int,
+    author: str | None,
     to_source: Callable[[str], str],
-    author: str | None = None,
 ) -> list[SearchHit]:
-    """``GET {endpoint}/api/models?search=…`` with the source context's timeout and retries."""
+    """``GET {endpoint}/api/models?search=…`` on the HF-compatible hub of registry block
+    ``block`` (hits named by ``registry``, repository ids written as sources by
+    ``to_source``), with the source context's timeout and retries."""
+    from modelmora.sources.hf import hub_connection
+
+    endpoint, token, token_env = hub_connection(context, block)
     if context.offline:
         raise SourceError(f"{registry}: cannot search in offline mode")
     params: dict[str, str | int] = {"search": query, "limit": max(1, min(limit, MAX_LIMIT))}

@@ -55,6 +55,7 @@ from modelmora.errors import (
 from modelmora.fsutil import sha256_file
 from modelmora.home import modelmora_home
 from modelmora.sources.base import (
+    PULL_HINT,
     Credentials,
     ProgressCallback,
     RegistryConfig,
@@ -257,11 +258,10 @@ class TfHubSource(Source):
             return pinned
         if self.handle.version is not None:
             return self.handle.version
-        if self.context.offline:
-            raise self.offline_error(
-                "look up the latest version",
-                hint="run `modelmora lock` online once, or pin a version in the source",
-            )
+        self.require_online(
+            "look up the latest version",
+            hint="run `modelmora lock` online once, or pin a version in the source",
+        )
         return self._latest_version()
 
     def _latest_version(self) -> int:
@@ -297,11 +297,9 @@ class TfHubSource(Source):
         path = self._cache_path(version)
         if path.is_file():
             return path
-        if self.context.offline:
-            raise SourceError(
-                f"{self._where(version)}: the archive is not in the local cache and offline "
-                "mode forbids downloading it"
-            )
+        self.require_online(
+            f"download version {version}", "its archive is not in the local cache", hint=PULL_HINT
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(f"{path}.lock"):
             if not path.is_file():

@@ -36,6 +36,7 @@ from modelmora.home import modelmora_home
 from modelmora.names import TORCHHUB_DESCRIPTOR
 from modelmora.sources.base import (
     OFFLINE_HINT,
+    PULL_HINT,
     ProgressCallback,
     RemoteFile,
     Resolution,
@@ -240,11 +241,10 @@ class TorchHubSource(Source):
         ref = self.hub.ref
         if ref is not None and _SHA_RE.match(ref):
             return ref
-        if self.context.offline:
-            raise self.offline_error(
-                f"resolve {ref or 'the default branch'}",
-                hint=OFFLINE_HINT + " once the commit is in the cache",
-            )
+        self.require_online(
+            f"resolve {ref or 'the default branch'}",
+            hint=OFFLINE_HINT + " once the commit is in the cache",
+        )
         patterns = [ref, f"{ref}^{{}}"] if ref else ["HEAD"]  # ^{} lists peeled tags
         out = self._git_remote(["ls-remote", "--", self.url, *patterns])
         refs: dict[str, str] = {}
@@ -403,11 +403,9 @@ class TorchHubSource(Source):
     def _ensure_commit(self, commit: str) -> None:
         if self._has_commit(commit):
             return
-        if self.context.offline:
-            raise SourceError(
-                f"{self.origin}@{commit[:12]}: the commit is not in the local git cache and "
-                "offline mode forbids fetching it"
-            )
+        self.require_online(
+            f"fetch commit {commit[:12]}", "it is not in the local git cache", hint=PULL_HINT
+        )
         self.mirror.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.mirror) + ".lock"):
             if self._has_commit(commit):

@@ -14,7 +14,6 @@ import httpx
 
 from modelmora.errors import SourceError, SourceNotFoundError, UserInputError
 from modelmora.sources.base import (
-    PULL_HINT,
     ProgressCallback,
     RemoteFile,
     Resolution,
@@ -22,7 +21,6 @@ from modelmora.sources.base import (
     safe_relpath,
 )
 from modelmora.sources.http import (
-    download_resuming,
     raise_if_transient,
     retrying,
     shared_client,
@@ -53,8 +51,7 @@ class HttpsSource(Source):
     def resolve(self, pinned_revision: str | None = None) -> Resolution:
         sha = self._expected_sha256()
         [name] = self.select_some([self.file_name()], where=self.url)
-        if self.context.offline:
-            raise self.offline_error("resolve", "no lock entry to reuse")
+        self.require_online("resolve", "no lock entry to reuse")
         size = self._request_size()
         return Resolution(
             revision=f"sha256:{sha}", files=(RemoteFile(path=name, size=size, sha256=sha),)
@@ -108,16 +105,12 @@ class HttpsSource(Source):
         progress: ProgressCallback | None = None,
     ) -> None:
         """Under the shared retry policy: a dropped connection resumes with Range."""
-        if self.context.offline:
-            raise self.offline_error(f"download {file.path}", hint=PULL_HINT)
-        download_resuming(
+        self.download(
             lambda: (self.url, {}),
             dest,
-            size=file.size,
+            file,
             offset=offset,
-            timeout_s=self.context.timeout_s,
-            retries=self.context.max_retries,
+            progress=progress,
             refused=lambda exc: self._refused(exc.status),
             unreachable=self._unreachable,
-            progress=progress,
         )

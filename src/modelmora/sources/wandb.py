@@ -56,7 +56,6 @@ from modelmora.sources.base import (
 from modelmora.sources.http import (
     HttpStatusError,
     Transient,
-    download_resuming,
     raise_if_transient,
     retrying,
     shared_client,
@@ -441,16 +440,14 @@ class WandbSource(Source):
                 where=f"{where}: downloading {path!r}",
             )
 
-        download_resuming(
+        self.download(
             target,
             dest,
-            size=file.size,
+            file,
             offset=offset,
-            timeout_s=self.context.timeout_s,
-            retries=self.context.max_retries,
+            progress=progress,
             refused=refused,
             unreachable=self._unreachable,
-            progress=progress,
         )
         node = node_box[0] if node_box else None
         if file.sha256 is None and node is not None and node.digest:
@@ -525,5 +522,4 @@ class WandbSource(Source):
         )
 
     def _refuse_offline(self, action: str) -> None:
-        if self.context.offline:
-            raise self.offline_error(action, hint=OFFLINE_HINT + " once the files are in the cache")
+        self.require_online(action, hint=OFFLINE_HINT + " once the files are in the cache")

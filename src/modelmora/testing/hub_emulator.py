@@ -31,9 +31,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 from typing import Any, overload
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -48,7 +47,7 @@ from modelmora.testing._hub_store import (
     make_commit,
     utcnow,
 )
-from modelmora.testing.servers import BackgroundServer
+from modelmora.testing.servers import BackgroundServer, Emulator, EmulatorServer
 
 __all__ = ["HubEmulator", "RequestLog", "RequestRecord", "files_from_dir"]
 
@@ -122,7 +121,7 @@ class _HttpError(Exception):
         self.extra = dict(extra or {})
 
 
-class HubEmulator:
+class HubEmulator(Emulator):
     """An in-process HF Hub on an ephemeral port; use as a context manager.
 
     ``lfs_threshold``: files at least this big (and weight formats) are advertised as
@@ -171,14 +170,6 @@ class HubEmulator:
         if self._running is not None:
             self._running.stop()
         self._running = None
-
-    def __enter__(self) -> HubEmulator:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     @property
     def url(self) -> str:
@@ -474,14 +465,8 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     return start, end
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(EmulatorServer):
     emulator: HubEmulator
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Clients that hang up (timeouts, killed downloads) are expected, not errors."""
-        if not isinstance(sys.exc_info()[1], OSError):
-            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -8,13 +8,48 @@ bound (and listening) before it is handed over, so it is ready at once: no polli
 from __future__ import annotations
 
 import socketserver
+import sys
 import threading
+from http.server import ThreadingHTTPServer
 from types import TracebackType
+from typing import Any, TypeVar
 
-__all__ = ["BackgroundServer", "CountingProxy"]
+__all__ = ["BackgroundServer", "CountingProxy", "Emulator", "EmulatorServer"]
 
 _POLL_S = 0.05
 """``serve_forever``'s poll interval: short, so that stopping (every teardown) is fast."""
+
+
+_E = TypeVar("_E", bound="Emulator")
+
+
+class Emulator:
+    """What every emulator is: started and closed, or used as a context manager."""
+
+    def start(self: _E) -> _E:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _E) -> _E:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class EmulatorServer(ThreadingHTTPServer):
+    """The HTTP server of an emulator: a thread per request, and clients that hang up
+    (timeouts, killed downloads) are expected, not errors worth a traceback."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
 
 
 class BackgroundServer:

@@ -30,6 +30,7 @@ import abc
 import hashlib
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -155,6 +156,29 @@ class WandbRegistry(ContractRegistry):
         return len(self.wandb.requests)
 
 
+@dataclass(frozen=True)
+class Published:
+    """A model a contract test published: its spec and files, and the registry it is on."""
+
+    registry: ContractRegistry
+    spec: dict[str, Any]
+    files: dict[str, bytes]
+    project_dir: Path
+
+    def source(self, spec: Mapping[str, Any] | None = None, *, offline: bool = False) -> Source:
+        """A fresh source for the model (or for ``spec``), as a new ``lock``/``pull`` makes."""
+        context = self.registry.context(self.project_dir, offline=offline)
+        return make_source(spec or self.spec, context)
+
+    def resolved(self, source: Source | None = None) -> tuple[Resolution, dict[str, RemoteFile]]:
+        resolution = (source or self.source()).resolve()
+        return resolution, {f.path: f for f in resolution.files}
+
+    @property
+    def biggest(self) -> str:
+        return max(self.files, key=lambda path: len(self.files[path]))
+
+
 class SourceContract:
     """Tests every source passes. Subclasses provide the ``registry`` fixture."""
 
@@ -163,55 +187,30 @@ class SourceContract:
         raise NotImplementedError("give the contract class a `registry` fixture")
 
     @pytest.fixture
-    def published(
-        self, registry: ContractRegistry, request: pytest.FixtureRequest
-    ) -> tuple[dict[str, Any], dict[str, bytes]]:
+    def model(
+        self, registry: ContractRegistry, request: pytest.FixtureRequest, tmp_path: Path
+    ) -> Published:
         name = "m" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:10]
         files = registry.files_for(name)
-        return registry.publish(name, files), files
+        return Published(registry, registry.publish(name, files), files, tmp_path)
 
-    @staticmethod
-    def source(
-        registry: ContractRegistry, spec: Mapping[str, Any], tmp_path: Path, **kw: Any
-    ) -> Source:
-        return make_source(spec, registry.context(tmp_path, **kw))
-
-    @staticmethod
-    def resolved(source: Source) -> tuple[Resolution, dict[str, RemoteFile]]:
-        resolution = source.resolve()
-        return resolution, {f.path: f for f in resolution.files}
-
-    @staticmethod
-    def biggest(files: Mapping[str, bytes]) -> str:
-        return max(files, key=lambda path: len(files[path]))
-
-    def test_resolve_lists_every_published_file_with_its_size(
-        self,
-        registry: ContractRegistry,
-        published: tuple[dict[str, Any], dict[str, bytes]],
-        tmp_path: Path,
-    ) -> None:
-        spec, files = published
-        resolution, listed = self.resolved(self.source(registry, spec, tmp_path))
+    def test_resolve_lists_every_published_file_with_its_size(self, model: Published) -> None:
+        resolution, listed = model.resolved()
         assert resolution.revision
-        assert set(listed) - registry.extra_files == set(files)
-        for path, data in files.items():
+        assert set(listed) - model.registry.extra_files == set(model.files)
+        for path, data in model.files.items():
             assert listed[path].size == len(data), path
             assert listed[path].sha256 in (None, hashlib.sha256(data).hexdigest()), path
         # The same revision resolves to the same files when pinned (what `lock` keeps).
-        again = self.source(registry, spec, tmp_path).resolve(resolution.revision)
+        again = model.source().resolve(resolution.revision)
         assert again.revision == resolution.revision and again.files == resolution.files
 
     def test_fetch_writes_the_published_bytes_and_counts_them(
-        self,
-        registry: ContractRegistry,
-        published: tuple[dict[str, Any], dict[str, bytes]],
-        tmp_path: Path,
+        self, model: Published, tmp_path: Path
     ) -> None:
-        spec, files = published
-        source = self.source(registry, spec, tmp_path)
-        resolution, listed = self.resolved(source)
-        for path, data in files.items():
+        source = model.source()
+        resolution, listed = model.resolved(source)
+        for path, data in model.files.items():
             dest = tmp_path / "out" / path.replace("/", "_")
             dest.parent.mkdir(exist_ok=True)
             seen: list[int] = []
@@ -220,98 +219,76 @@ class SourceContract:
             assert sum(seen) == len(data), path
 
     def test_fetch_from_an_offset_appends_only_the_rest(
-        self,
-        registry: ContractRegistry,
-        published: tuple[dict[str, Any], dict[str, bytes]],
-        tmp_path: Path,
+        self, model: Published, tmp_path: Path
     ) -> None:
-        spec, files = published
-        source = self.source(registry, spec, tmp_path)
-        resolution, listed = self.resolved(source)
-        path = self.biggest(files)
-        data = files[path]
+        source = model.source()
+        resolution, listed = model.resolved(source)
+        data = model.files[model.biggest]
         offset = len(data) // 3 + 7
         dest = tmp_path / "partial"
         dest.write_bytes(data[:offset])
         seen: list[int] = []
         source.fetch(
-            resolution.revision,
-            listed[path],
-            dest,
-            offset=offset,
-            progress=seen.append,
+            resolution.revision, listed[model.biggest], dest, offset=offset, progress=seen.append
         )
         assert dest.read_bytes() == data
         assert sum(seen) == len(data) - offset  # only the rest was written
 
     def test_include_patterns_that_match_nothing_are_refused_naming_them(
-        self,
-        registry: ContractRegistry,
-        published: tuple[dict[str, Any], dict[str, bytes]],
-        tmp_path: Path,
+        self, model: Published
     ) -> None:
-        spec, _ = published
-        narrowed = {**spec, "files": {"include": ["*.no-such-suffix"]}}
+        narrowed = {**model.spec, "files": {"include": ["*.no-such-suffix"]}}
         with pytest.raises(SourceError, match="include patterns matched no files") as err:
-            self.source(registry, narrowed, tmp_path).resolve()
+            model.source(narrowed).resolve()
         assert "*.no-such-suffix" in str(err.value)
 
     def test_bytes_changed_since_the_lock_never_reach_the_store(
-        self,
-        registry: ContractRegistry,
-        published: tuple[dict[str, Any], dict[str, bytes]],
-        tmp_path: Path,
+        self, model: Published, tmp_path: Path
     ) -> None:
         from modelmora.cache import Store, ensure_blob
 
-        spec, files = published
-        resolution, listed = self.resolved(self.source(registry, spec, tmp_path))
-        path = self.biggest(files)
-        data = files[path]
-        locked = LockedFile(path=path, size=len(data), sha256=hashlib.sha256(data).hexdigest())
-        if listed[locked.path].etag is not None:  # a lock keeps what the registry tagged
-            locked = locked.model_copy(update={"etag": listed[locked.path].etag})
-        registry.change(spec, locked.path, bytes(len(data)))  # same size, other bytes
+        resolution, listed = model.resolved()
+        data = model.files[model.biggest]
+        locked = LockedFile(
+            path=model.biggest,
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            etag=listed[model.biggest].etag,  # a lock keeps what the registry tagged
+        )
+        model.registry.change(model.spec, locked.path, bytes(len(data)))  # other bytes
         store = Store(tmp_path / "home")
         store.ensure_layout()
         blob = store.blob_path(locked.sha256)
-        source = self.source(registry, spec, tmp_path)
-        if registry.keeps_locked_bytes:
-            ensure_blob(source, resolution.revision, locked, store)
+        if model.registry.keeps_locked_bytes:
+            ensure_blob(model.source(), resolution.revision, locked, store)
             assert blob.read_bytes() == data
         else:
             with pytest.raises((IntegrityError, SourceError)) as refused:
-                ensure_blob(source, resolution.revision, locked, store)
+                ensure_blob(model.source(), resolution.revision, locked, store)
             assert locked.path in str(refused.value) and not blob.exists()
 
 
 class RemoteSourceContract(SourceContract):
     """A source that talks to a registry: offline, it refuses by name."""
 
-    def test_offline_nothing_reaches_the_registry(
-        self,
-        registry: ContractRegistry,
-        published: tuple[dict[str, Any], dict[str, bytes]],
-        tmp_path: Path,
-    ) -> None:
+    def test_offline_nothing_reaches_the_registry(self, model: Published, tmp_path: Path) -> None:
         """Offline, resolving is refused by name; a fetch is refused too, or served from
         what the source already keeps locally (an archive fetched at lock time) — either
         way without a request to the registry."""
-        spec, files = published
-        resolution, listed = self.resolved(self.source(registry, spec, tmp_path))
-        offline = self.source(registry, spec, tmp_path, offline=True)
-        before = registry.requests_served()
+        resolution, listed = model.resolved()
+        offline = model.source(offline=True)
+        before = model.registry.requests_served()
         with pytest.raises(SourceError, match="offline mode"):
             offline.resolve()
-        path = min(files)
+        path = min(model.files)
         dest = tmp_path / "offline-fetch"
         try:
             offline.fetch(resolution.revision, listed[path], dest)
         except SourceError as exc:
             assert "offline mode" in exc.message
         else:
-            assert dest.read_bytes() == files[path]
-        assert registry.requests_served() == before
+            assert dest.read_bytes() == model.files[path]
+        assert model.registry.requests_served() == before
 
 
 class AuthSourceContract(RemoteSourceContract):
@@ -330,22 +307,16 @@ class AuthSourceContract(RemoteSourceContract):
             os.environ[env] = saved
 
     def test_missing_and_rejected_credentials_name_the_env_var_never_the_secret(
-        self,
-        registry: ContractRegistry,
-        published: tuple[dict[str, Any], dict[str, bytes]],
-        credential: str,
-        tmp_path: Path,
+        self, model: Published, credential: str
     ) -> None:
-        spec, _ = published
-        registry.require_token("right-token")
+        model.registry.require_token("right-token")
         os.environ.pop(credential, None)
         with pytest.raises(AuthenticationError) as missing:
-            self.source(registry, spec, tmp_path).resolve()
-        assert f"${credential}" in str(missing.value) + str(missing.value.hint)
+            model.source().resolve()
+        assert f"${credential}" in str(missing.value)
         os.environ[credential] = "wrong-SECRET-token"
         with pytest.raises(AuthenticationError) as rejected:
-            self.source(registry, spec, tmp_path).resolve()
-        text = str(rejected.value) + str(rejected.value.hint)
-        assert f"${credential}" in text and "SECRET" not in text
+            model.source().resolve()
+        assert f"${credential}" in str(rejected.value) and "SECRET" not in str(rejected.value)
         os.environ[credential] = "right-token"
-        assert self.source(registry, spec, tmp_path).resolve().files
+        assert model.source().resolve().files

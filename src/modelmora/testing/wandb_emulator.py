@@ -32,17 +32,15 @@ import base64
 import hashlib
 import json
 import re
-import sys
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
 from modelmora.testing.hub_emulator import RequestLog, RequestRecord, _parse_range
-from modelmora.testing.servers import BackgroundServer
+from modelmora.testing.servers import BackgroundServer, Emulator, EmulatorServer
 
 __all__ = ["PublishedVersion", "RequestLog", "RequestRecord", "WandbEmulator"]
 
@@ -89,7 +87,7 @@ class _Collection:
     aliases: dict[str, int] = field(default_factory=dict)
 
 
-class WandbEmulator:
+class WandbEmulator(Emulator):
     """In-process W&B API + storage on two ephemeral ports; use as a context manager.
 
     ``api_key=None`` serves anonymous requests (a public project); with a key, every API
@@ -130,14 +128,6 @@ class WandbEmulator:
         for running in self._servers.values():
             running.stop()
         self._servers = {}
-
-    def __enter__(self) -> WandbEmulator:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     @property
     def url(self) -> str:
@@ -325,15 +315,9 @@ def _b64(md5_hex: str) -> str:
     return base64.b64encode(bytes.fromhex(md5_hex)).decode()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(EmulatorServer):
     emulator: WandbEmulator
     role: Literal["api", "storage"]
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Clients that hang up mid-download are expected, not errors."""
-        if not isinstance(sys.exc_info()[1], OSError):
-            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -3,6 +3,7 @@ run, then pool (embeddings) or score (classifiers)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,17 @@ def max_seq_length(artifact_dir: Path) -> int:
 
 class TextRunner(Runner):
     """Tokenize in the worker (``tokenizers``), pad to the batch's longest sequence."""
+
+    def text_info(self, outputs: tuple[TensorSpec, ...]) -> ModelInfo:
+        """What a text task serves: a BYTES ``text`` input, any number of rows."""
+        inputs = (TensorSpec("text", "BYTES", (-1,)),)
+        return replace(
+            super().info(),
+            inputs=inputs,
+            outputs=outputs,
+            batchable=True,
+            max_seq_length=self.max_seq_length,
+        )
 
     _KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -164,17 +176,8 @@ class EmbeddingRunner(TextRunner):
         return Output(arrays={"embedding": vectors}, tokens=mask.sum(axis=1), rss_bytes=rss_bytes())
 
     def info(self) -> ModelInfo:
-        base = super().info()
-        return ModelInfo(
-            inputs=(TensorSpec("text", "BYTES", (-1,)),),
-            outputs=(TensorSpec("embedding", "FP32", (-1, self.dim)),),
-            providers=base.providers,
-            batchable=True,
-            embedding_dim=self.dim,
-            max_seq_length=self.max_seq_length,
-            pid=base.pid,
-            rss_bytes=rss_bytes(),
-        )
+        outputs = (TensorSpec("embedding", "FP32", (-1, self.dim)),)
+        return replace(self.text_info(outputs), embedding_dim=self.dim)
 
     def warm_up(self) -> None:
         self.dim = int(self.run_text(["warm up"]).arrays["embedding"].shape[1])
@@ -206,19 +209,10 @@ class ClassifierRunner(TextRunner):
         )
 
     def info(self) -> ModelInfo:
-        base = super().info()
         n = len(self.labels)
-        return ModelInfo(
-            inputs=(TensorSpec("text", "BYTES", (-1,)),),
-            outputs=(
-                TensorSpec("label", "BYTES", (-1,)),
-                TensorSpec("scores", "FP32", (-1, n)),
-                TensorSpec("logits", "FP32", (-1, n)),
-            ),
-            providers=base.providers,
-            batchable=True,
-            labels=self.labels,
-            max_seq_length=self.max_seq_length,
-            pid=base.pid,
-            rss_bytes=rss_bytes(),
+        outputs = (
+            TensorSpec("label", "BYTES", (-1,)),
+            TensorSpec("scores", "FP32", (-1, n)),
+            TensorSpec("logits", "FP32", (-1, n)),
         )
+        return replace(self.text_info(outputs), labels=self.labels)

@@ -14,6 +14,7 @@ from modelmora.serve.wire import dumps
 
 if TYPE_CHECKING:
     from modelmora.serve.state import ServeState
+    from modelmora.serve.tasks.base import V2Call
 
 __all__ = [
     "MAX_INPUTS",
@@ -21,7 +22,7 @@ __all__ = [
     "TextInput",
     "list_reply",
     "run_texts",
-    "submit_texts",
+    "submit_v2_texts",
     "texts_from_v2",
 ]
 
@@ -61,6 +62,12 @@ def texts_from_v2(tensors: dict[str, np.ndarray]) -> list[str]:
             f"input 'text' has a text of {longest} characters; at most {MAX_TEXT_CHARS} each"
         )
     return texts
+
+
+async def submit_v2_texts(call: V2Call) -> ItemResult:
+    """A v2 ``infer`` of a text task: its BYTES ``text`` input through the model's queue."""
+    texts = texts_from_v2(call.tensors)
+    return await submit_texts(call.state, call.model, texts, call.priority, call.timeout_s)
 
 
 async def submit_texts(

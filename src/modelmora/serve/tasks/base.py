@@ -16,17 +16,27 @@ if TYPE_CHECKING:
 
     from modelmora.serve.state import ServeState
 
-__all__ = ["JsonReply", "JsonRoute", "ServeTask", "V2Infer"]
+__all__ = ["JsonReply", "JsonRoute", "ServeTask", "V2Call", "V2Infer"]
 
 JsonReply = Callable[["ServeState", Any, "str | None", "str | None"], Awaitable["bytes | Response"]]
 """``reply(state, validated body, X-Priority, X-Timeout-Ms)`` → JSON bytes (200), or a whole
 response (streams, extra headers); raises ``ServeError`` for failures."""
 
-V2Infer = Callable[
-    ["ServeState", str, dict[str, np.ndarray], "int | None", "float | None"],
-    Awaitable[dict[str, np.ndarray]],
-]
-"""``(state, model, input tensors, priority, timeout_s) → output tensors`` for v2 ``infer``."""
+
+@dataclass(frozen=True)
+class V2Call:
+    """One v2 ``infer`` request as a task sees it: decoded input tensors, the priority and
+    the deadline (``parameters.priority`` / ``parameters.timeout``)."""
+
+    state: ServeState
+    model: str
+    tensors: dict[str, np.ndarray]
+    priority: int | None
+    timeout_s: float | None
+
+
+V2Infer = Callable[[V2Call], Awaitable[dict[str, np.ndarray]]]
+"""A task's v2 ``infer``: output tensors for a :class:`V2Call`."""
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,9 @@ from modelmora.serve.tasks._text import (
     TextInput,
     list_reply,
     run_texts,
-    submit_texts,
-    texts_from_v2,
+    submit_v2_texts,
 )
-from modelmora.serve.tasks.base import JsonRoute, ServeTask
+from modelmora.serve.tasks.base import JsonRoute, ServeTask, V2Call
 
 if TYPE_CHECKING:
     from modelmora.serve.state import ServeState
@@ -63,15 +62,8 @@ async def embeddings_reply(
         return list_reply(body.model, data, tokens)
 
 
-async def v2_infer(
-    state: ServeState,
-    model: str,
-    tensors: dict[str, np.ndarray],
-    priority: int | None,
-    timeout_s: float | None,
-) -> dict[str, np.ndarray]:
-    result = await submit_texts(state, model, texts_from_v2(tensors), priority, timeout_s)
-    return dict(result.arrays)
+async def v2_infer(call: V2Call) -> dict[str, np.ndarray]:
+    return dict((await submit_v2_texts(call)).arrays)
 
 
 TASK = ServeTask(

@@ -13,11 +13,11 @@ import numpy as np
 from modelmora.serve.batching import TensorRows
 from modelmora.serve.errors import BadRequest
 from modelmora.serve.ipc import ModelInfo
-from modelmora.serve.tasks.base import ServeTask
+from modelmora.serve.tasks.base import ServeTask, V2Call
 from modelmora.serve.v2codec import DTYPES
 
 if TYPE_CHECKING:
-    from modelmora.serve.state import ServeState
+    pass
 
 __all__ = ["TASK"]
 
@@ -48,21 +48,15 @@ def _check_tensors(model: str, info: ModelInfo, tensors: dict[str, np.ndarray]) 
     return rows, signature
 
 
-async def v2_infer(
-    state: ServeState,
-    model: str,
-    tensors: dict[str, np.ndarray],
-    priority: int | None,
-    timeout_s: float | None,
-) -> dict[str, np.ndarray]:
-    info = await state.pool.info(model)
-    rows, signature = _check_tensors(model, info, tensors)
-    result = await state.schedulers[model].submit(
+async def v2_infer(call: V2Call) -> dict[str, np.ndarray]:
+    info = await call.state.pool.info(call.model)
+    rows, signature = _check_tensors(call.model, info, call.tensors)
+    result = await call.state.schedulers[call.model].submit(
         rows=rows,
-        payload=tensors,
+        payload=call.tensors,
         signature=signature,
-        priority=priority,
-        timeout_s=timeout_s,
+        priority=call.priority,
+        timeout_s=call.timeout_s,
         splittable=info.batchable,
     )
     return result.arrays

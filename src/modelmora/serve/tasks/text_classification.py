@@ -19,10 +19,9 @@ from modelmora.serve.tasks._text import (
     TextInput,
     list_reply,
     run_texts,
-    submit_texts,
-    texts_from_v2,
+    submit_v2_texts,
 )
-from modelmora.serve.tasks.base import JsonRoute, ServeTask
+from modelmora.serve.tasks.base import JsonRoute, ServeTask, V2Call
 
 if TYPE_CHECKING:
     from modelmora.serve.state import ServeState
@@ -71,16 +70,9 @@ async def classify_reply(
         return list_reply(body.model, data, tokens)
 
 
-async def v2_infer(
-    state: ServeState,
-    model: str,
-    tensors: dict[str, np.ndarray],
-    priority: int | None,
-    timeout_s: float | None,
-) -> dict[str, np.ndarray]:
-    result = await submit_texts(state, model, texts_from_v2(tensors), priority, timeout_s)
-    outputs = result.arrays
-    labels = _labels(state, model)
+async def v2_infer(call: V2Call) -> dict[str, np.ndarray]:
+    outputs = (await submit_v2_texts(call)).arrays
+    labels = _labels(call.state, call.model)
     chosen = np.empty(outputs["scores"].shape[0], dtype=np.object_)
     chosen[:] = [labels[int(i)].encode("utf-8") for i in outputs["scores"].argmax(axis=1)]
     return {"label": chosen, "scores": outputs["scores"], "logits": outputs["logits"]}

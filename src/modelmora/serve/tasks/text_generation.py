@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from modelmora.serve.errors import BadRequest, DeadlineExceeded, ServeError
 from modelmora.serve.ipc import Chunk, Generate
 from modelmora.serve.params import parse_priority, parse_timeout_ms
-from modelmora.serve.tasks.base import JsonRoute, ServeTask
+from modelmora.serve.tasks.base import JsonRoute, ServeTask, V2Call
 from modelmora.serve.wire import dumps
 
 if TYPE_CHECKING:
@@ -656,15 +656,9 @@ async def v2_generate_stream(model: str, request: Request) -> Response:
         return _streaming(events, first, chunk, lambda data: None)
 
 
-async def v2_infer(
-    state: ServeState,
-    model: str,
-    tensors: dict[str, np.ndarray],
-    priority: int | None,
-    timeout_s: float | None,
-) -> dict[str, np.ndarray]:
+async def v2_infer(call: V2Call) -> dict[str, np.ndarray]:
     raise BadRequest(
-        f"model {model!r} generates text: use POST /v2/models/{model}/generate "
+        f"model {call.model!r} generates text: use POST /v2/models/{call.model}/generate "
         "(or /v1/chat/completions, /v1/completions)"
     )
 
