@@ -209,8 +209,7 @@ def _run_with_progress(
 
     with ExitStack() as stack:
         if shown is not None:
-            progress.add_listener(shown)
-            stack.callback(progress.remove_listener, shown)
+            stack.enter_context(progress.reporting_to(shown))
             stack.enter_context(shown)
         return run_install(
             project,

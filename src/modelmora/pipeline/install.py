@@ -8,6 +8,7 @@ stops the others.
 
 from __future__ import annotations
 
+import contextvars
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -135,7 +136,9 @@ def run_install(
     if jobs <= 1 or len(names) <= 1:
         return [one(name) for name in names]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(one, names))
+        # Each model in a copy of this context: its stages report where this install does.
+        futures = [pool.submit(contextvars.copy_context().run, one, name) for name in names]
+        return [f.result() for f in futures]
 
 
 def _outcome(name: str, result: Any) -> ModelOutcome:

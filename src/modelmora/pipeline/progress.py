@@ -1,8 +1,10 @@
 """What the install stages report while they work, and where library chatter goes.
 
 Stages run in the CLI's process (or a Dagster run worker), so progress is a callback: the
-CLI registers a :class:`Listener` and the stages call :func:`stage`, :func:`step` and the
-byte-level :data:`files` reporter. With nobody listening every call is a no-op.
+CLI runs the install inside :func:`reporting_to` a :class:`Listener` (a context variable, not
+a process-wide list: two installs in one process report each to its own) and the stages
+call :func:`stage`, :func:`step` and :func:`files`. With nobody listening every call is a
+no-op.
 
 Third-party libraries (transformers, optimum, torch, ONNX exporters) print deprecation
 notes and tracer warnings that say nothing to a user of ``install``. :func:`library_logs_to`
@@ -16,9 +18,10 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Protocol
 
-from modelmora.cache.progress import PullProgress
+from modelmora.cache.progress import NullProgress, PullProgress
 
 STAGES = ("download", "convert", "validate", "benchmark")
 """The install stages, by the one set of names used everywhere: Dagster asset keys
@@ -38,53 +41,38 @@ class Listener(Protocol):
         """Per-file download progress (bytes)."""
 
 
-_listeners: list[Listener] = []
-_lock = threading.Lock()
+_listener: ContextVar[Listener | None] = ContextVar("modelmora_install_listener", default=None)
+"""Who hears the stages of the install running in this context (set by :func:`reporting_to`;
+``run_install`` carries it into its ``--jobs`` threads)."""
 
 
-def add_listener(listener: Listener) -> None:
-    with _lock:
-        _listeners.append(listener)
-
-
-def remove_listener(listener: Listener) -> None:
-    with _lock:
-        if listener in _listeners:
-            _listeners.remove(listener)
-
-
-def _current() -> list[Listener]:
-    with _lock:
-        return list(_listeners)
+@contextmanager
+def reporting_to(listener: Listener) -> Iterator[None]:
+    """Within the block, this context's stages report to ``listener``."""
+    token = _listener.set(listener)
+    try:
+        yield
+    finally:
+        _listener.reset(token)
 
 
 def stage(model: str, name: str, status: str) -> None:
-    for listener in _current():
+    listener = _listener.get()
+    if listener is not None:
         listener.stage(model, name, status)
 
 
 def step(model: str, name: str, done: int, total: int, detail: str) -> None:
-    for listener in _current():
+    listener = _listener.get()
+    if listener is not None:
         listener.step(model, name, done, total, detail)
 
 
-class _Files:
-    """Fans byte progress out to every listener's reporter."""
-
-    def start(self, key: str, label: str, total: int, completed: int = 0) -> None:
-        for listener in _current():
-            listener.files.start(key, label, total, completed)
-
-    def advance(self, key: str, n: int) -> None:
-        for listener in _current():
-            listener.files.advance(key, n)
-
-    def finish(self, key: str, *, ok: bool) -> None:
-        for listener in _current():
-            listener.files.finish(key, ok=ok)
-
-
-files: PullProgress = _Files()
+def files() -> PullProgress:
+    """The byte-level reporter of this context's listener, resolved now, so that the
+    download threads a stage starts report to it."""
+    listener = _listener.get()
+    return listener.files if listener is not None else NullProgress()
 
 
 # -- library chatter ----------------------------------------------------------------------
@@ -132,11 +120,12 @@ def library_logs_to(log: logging.Logger) -> Iterator[None]:
 
 
 _installed = False
+_install_lock = threading.Lock()
 
 
 def _install_handler() -> None:
     global _installed
-    with _lock:
+    with _install_lock:
         if _installed:
             return
         logging.captureWarnings(True)

@@ -73,7 +73,7 @@ def download(job: ModelJob) -> Path:
         lambda entry: job.project.source_for(entry),
         job.store,
         jobs=4,
-        progress=progress.files,
+        progress=progress.files(),
         project=(job.project.dir, job.project.lock_path),
         mirror=job.index,
     )
