@@ -22,7 +22,12 @@ from modelmora.backends import PROVIDERS
 from modelmora.errors import UserInputError
 from modelmora.manifest.model import DEFAULT_BENCHMARK_SECONDS
 from modelmora.records.benchmark import BackendBenchmark, BatchResult
-from modelmora.validate.inputs import max_input_length, synthetic_inputs, vocab_size
+from modelmora.validate.inputs import (
+    image_input_size,
+    max_input_length,
+    synthetic_inputs,
+    vocab_size,
+)
 
 # Nodes TensorRT cannot take run on CUDA (never on CPU silently: CUDA must be there too).
 _CHAINS: dict[str, tuple[str, ...]] = {
@@ -178,9 +183,12 @@ def _measure(
     scope, session, load_ms, active, problem = open_session(model, chain, threads)
     if problem is not None:
         return None, active, problem
-    vocab = vocab_size(model.parent)
     feeds = synthetic_inputs(
-        session.get_inputs(), batch_size=batch_size, seq_len=seq_len, vocab=vocab
+        session.get_inputs(),
+        batch_size=batch_size,
+        seq_len=seq_len,
+        vocab=vocab_size(model.parent),
+        image_size=image_input_size(model.parent),
     )
     t0 = time.perf_counter()
     for _ in range(warmup):

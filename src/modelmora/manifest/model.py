@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from modelmora.imaging import DEFAULT_MAX_IMAGE_PIXELS
 from modelmora.layout import MODEL_NAME_PATTERN
 
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
@@ -64,7 +65,8 @@ class ValidateSpec(_Strict):
     new_tokens: int | None = Field(None, ge=1, le=4096)
     """Greedy tokens generated per fixed prompt; ids must equal PyTorch's [16]."""
     quantized_min_top1: float | None = Field(None, ge=0, le=1)
-    """Quantized decoders: share of teacher-forced positions whose top-1 token matches [0.9]."""
+    """Quantized variants: share of teacher-forced positions (decoders) or test images (image
+    classifiers) whose top-1 matches the reference [0.9]."""
     quantized_max_ppl_ratio: float | None = Field(None, ge=1)
     """Quantized decoders: perplexity on a fixed text / the reference's, at most [1.2]."""
 
@@ -134,6 +136,9 @@ class ServeSpec(_Strict):
     prefill_chunk: int | None = Field(None, ge=1, le=8192)
     """Prompt tokens processed per decode step of the others, so long prompts never stall
     running streams for longer than one chunk [512]."""
+    max_image_pixels: int | None = Field(None, ge=1)
+    """Image models: pixels (width × height) one input image may have; larger ones are
+    refused from their header, before they are decoded [16777216 = 4096²]."""
     verify: Literal["stat", "full"] | None = None
     """How a worker checks the artifact's files before each load: ``stat`` trusts files
     whose stat is unchanged since they were hashed, ``full`` re-hashes them [stat]."""
@@ -153,6 +158,10 @@ class ServeSpec(_Strict):
     @property
     def batch_tokens_limit(self) -> int:
         return self.max_batch_tokens or 16384
+
+    @property
+    def image_pixels_limit(self) -> int:
+        return self.max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS
 
     @field_validator("keep_alive", mode="before")
     @classmethod

@@ -44,7 +44,10 @@ class ValidationReport(BaseModel):
     checker_ok: bool
     checker_error: str | None = None
     reference: Literal["transformers", "torch", "tf-savedmodel", "keras", "onnx"]
-    inputs: Literal["tokenizer", "seeded"]
+    inputs: Literal["tokenizer", "seeded", "images"]
+    """``images``: fixed test images through the artifact's preprocessing (and, for the
+    reference, through transformers' image processor; their difference is the
+    ``preprocessing`` output)."""
     input_shapes: dict[str, list[int]]
     quantized: bool
     atol: float
@@ -55,6 +58,7 @@ class ValidationReport(BaseModel):
     generation: list[PromptCheck] | None = None
     """Text generation: one greedy run per fixed prompt."""
     top1_agreement: float | None = None
-    """Quantized decoders: teacher-forced top-1 agreement with the reference."""
+    """Quantized decoders: teacher-forced top-1 agreement with the reference; image
+    classifiers: the share of test images whose top-1 class matches."""
     perplexity_ratio: float | None = None
     """Quantized decoders: perplexity on a fixed text over the reference's."""

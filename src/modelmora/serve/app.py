@@ -26,7 +26,7 @@ from modelmora.serve.config import ServedModel, ServerSettings
 from modelmora.serve.docs import add_docs
 from modelmora.serve.errors import ServeError
 from modelmora.serve.state import ServeState
-from modelmora.serve.tasks import SERVE_TASKS
+from modelmora.serve.tasks import SERVE_TASKS, json_routes
 from modelmora.serve.tasks.base import JsonRoute
 from modelmora.serve.wire import dumps
 
@@ -148,9 +148,7 @@ class Guard:
         await self.app(scope, limited_receive, guarded_send)
 
 
-_HOT_ROUTES: dict[str, JsonRoute] = {
-    path: route for task in SERVE_TASKS.values() for path, route in task.routes.items()
-}
+_HOT_ROUTES: dict[str, JsonRoute] = json_routes()
 
 
 def _endpoint(route: JsonRoute) -> Callable[..., Awaitable[Response]]:

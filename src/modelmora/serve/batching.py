@@ -14,9 +14,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from modelmora.serve.ipc import Output, RunTensors, RunText
+from modelmora.serve.ipc import Output, RunItems, RunTensors, RunText
 
-__all__ = ["BatchPolicy", "ItemResult", "TensorRows", "TextRows"]
+__all__ = ["BatchPolicy", "ItemResult", "ItemRows", "TensorRows", "TextRows"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,16 @@ class TextRows(_Rows):
 
     def combine(self, payloads: Sequence[Any]) -> RunText:
         return RunText([text for texts in payloads for text in texts])
+
+    def part(self, payload: Any, start: int, stop: int) -> Any:
+        return payload[start:stop]
+
+
+class ItemRows(_Rows):
+    """Payloads are lists of image-model inputs (:class:`~modelmora.serve.ipc.RunItems`)."""
+
+    def combine(self, payloads: Sequence[Any]) -> RunItems:
+        return RunItems([item for items in payloads for item in items])
 
     def part(self, payload: Any, start: int, stop: int) -> Any:
         return payload[start:stop]

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from modelmora.cache.filecheck import FileDigest
+from modelmora.imaging import DEFAULT_MAX_IMAGE_PIXELS
 
 __all__ = [
     "Cancel",
@@ -71,6 +72,8 @@ class WorkerSpec:
     """The store whose stat cache makes that check a ``stat`` per file."""
     verify_full: bool = False
     """Re-hash every file on each load instead of trusting the stat cache."""
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    """Image models: the largest image (width × height) the worker decodes."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,15 @@ class RunText:
 @dataclass(frozen=True)
 class RunTensors:
     inputs: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class RunItems:
+    """Inputs of an image model, in order: encoded images (``bytes``, decoded in the
+    worker), preprocessed images (``[3, H, W]`` float32 arrays) and, for models with a text
+    tower too, texts (``str``)."""
+
+    items: list[str | bytes | np.ndarray]
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,7 @@ def worker_spec(model: ServedModel) -> WorkerSpec:
         files=model.files,
         store_root=str(model.store_root) if model.store_root else None,
         verify_full=model.serve.verify == "full",
+        max_image_pixels=model.serve.image_pixels_limit,
     )
 
 

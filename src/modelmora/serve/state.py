@@ -58,7 +58,7 @@ class ServeState:
         served = self.model(name)
         if served.task != task:
             raise BadRequest(
-                f"model {name!r} is a {served.task} model; use {served.serve_task.endpoint}"
+                f"model {name!r} serves {served.task}; use {served.serve_task.endpoint}"
             )
         return served
 

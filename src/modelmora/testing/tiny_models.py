@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "IMAGE_LABELS",
     "LINEAR_B",
     "LINEAR_W",
     "TINY_BERT_CONFIG",
@@ -35,6 +36,7 @@ __all__ = [
     "make_tiny_bert",
     "make_tiny_causal_lm",
     "make_tiny_classifier",
+    "make_tiny_image_classifier",
 ]
 
 LINEAR_W: npt.NDArray[np.float32] = (
@@ -250,6 +252,81 @@ def make_tiny_classifier(
         raise ValueError(f"labels must be at least two distinct names, got {list(labels)!r}")
     key = ("classifier", seed, tuple(labels))
     return _materialize(key, lambda out: _build_classifier(out, seed, labels), dest)
+
+
+IMAGE_LABELS = ("cat", "dog", "bird", "fish", "horse")
+
+# Image classifier families, each with a tiny config and the image processor its
+# checkpoints ship (the preprocessing differs: exact resize, shortest edge + crop_pct).
+_IMAGE_CLASSIFIERS: dict[str, tuple[str, str, dict[str, Any], dict[str, Any]]] = {
+    "vit": (
+        "ViTForImageClassification",
+        "ViTImageProcessor",
+        {
+            "image_size": 32,
+            "patch_size": 8,
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+        },
+        {
+            "size": {"height": 32, "width": 32},
+            "image_mean": [0.5, 0.4, 0.3],
+            "image_std": [0.2, 0.25, 0.3],
+        },
+    ),
+    "convnext": (
+        "ConvNextForImageClassification",
+        "ConvNextImageProcessor",
+        {
+            "num_channels": 3,
+            "hidden_sizes": [8, 16],
+            "depths": [1, 1],
+            "num_stages": 2,
+            "image_size": 32,
+        },
+        {"size": {"shortest_edge": 32}, "crop_pct": 0.875},
+    ),
+    "resnet": (
+        "ResNetForImageClassification",
+        "ConvNextImageProcessor",
+        {
+            "num_channels": 3,
+            "embedding_size": 8,
+            "hidden_sizes": [8, 16],
+            "depths": [1, 1],
+            "layer_type": "basic",
+        },
+        {"size": {"shortest_edge": 40}, "crop_pct": 0.875, "resample": 3},
+    ),
+}
+
+
+def _build_image_classifier(out: Path, family: str, seed: int) -> None:
+    import torch
+
+    tf = _import_transformers()
+    model_cls, processor_cls, config, processor = _IMAGE_CLASSIFIERS[family]
+    torch.manual_seed(seed)
+    labels = dict(enumerate(IMAGE_LABELS))
+    cfg = getattr(tf, model_cls).config_class(
+        **config,
+        num_labels=len(labels),
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+    )
+    getattr(tf, model_cls)(cfg).eval().save_pretrained(str(out), safe_serialization=True)
+    getattr(tf, processor_cls)(**processor).save_pretrained(str(out))
+
+
+def make_tiny_image_classifier(dest: Path, *, family: str = "vit", seed: int = 0) -> Path:
+    """Write a tiny image classifier (``vit``, ``convnext`` or ``resnet``; five labels,
+    :data:`IMAGE_LABELS`) and its ``preprocessor_config.json`` into ``dest``."""
+    if family not in _IMAGE_CLASSIFIERS:
+        raise ValueError(f"family must be one of {', '.join(_IMAGE_CLASSIFIERS)}, got {family!r}")
+    key = ("image-classifier", family, seed)
+    return _materialize(key, lambda out: _build_image_classifier(out, family, seed), dest)
 
 
 TINY_CHAT_TEMPLATE = (

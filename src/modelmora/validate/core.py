@@ -26,9 +26,17 @@ import numpy as np
 
 from modelmora import tasks
 from modelmora.errors import ModelMoraError
+from modelmora.imaging import PREPROCESSOR_CONFIG, ImagePreprocessor, test_images
 from modelmora.manifest.model import ValidateSpec
 from modelmora.records.validation import OutputComparison, ValidationReport
-from modelmora.validate.inputs import has_tokenizer, synthetic_inputs, tokenize, vocab_size
+from modelmora.validate.inputs import (
+    has_tokenizer,
+    image_input_size,
+    is_image_input,
+    synthetic_inputs,
+    tokenize,
+    vocab_size,
+)
 
 DEFAULT_SENTENCES: tuple[str, ...] = (
     "The quick brown fox jumps over the lazy dog.",
@@ -39,6 +47,8 @@ DEFAULT_SENTENCES: tuple[str, ...] = (
 )
 
 SENTENCE_EMBEDDING = "sentence_embedding"
+PREPROCESSING = "preprocessing"
+"""The comparison of the artifact's image preprocessing with transformers' own."""
 _SEEDED_BATCH, _SEEDED_SEQ = 2, 16
 
 
@@ -65,6 +75,10 @@ def _feeds(
 ) -> tuple[dict[str, np.ndarray], str]:
     specs = session.get_inputs()
     names = {s.name for s in specs}
+    images = [s for s in specs if is_image_input(s)]
+    if len(images) == len(specs) == 1 and (onnx_path.parent / PREPROCESSOR_CONFIG).is_file():
+        # What serving will feed: the test images through the artifact's own preprocessing.
+        return {images[0].name: ImagePreprocessor.read(onnx_path.parent)(test_images())}, "images"
     tok_dir = next(
         (d for d in (reference_dir, onnx_path.parent) if (d / "tokenizer.json").is_file()), None
     )
@@ -78,11 +92,14 @@ def _feeds(
         raise ModelMoraError(
             f"{reference_dir} has a tokenizer but no tokenizer.json; cannot build fixed inputs"
         )
-    vocab = vocab_size(reference_dir, onnx_path.parent)
-    return (
-        synthetic_inputs(specs, batch_size=_SEEDED_BATCH, seq_len=_SEEDED_SEQ, vocab=vocab),
-        "seeded",
+    feeds = synthetic_inputs(
+        specs,
+        batch_size=_SEEDED_BATCH,
+        seq_len=_SEEDED_SEQ,
+        vocab=vocab_size(reference_dir, onnx_path.parent),
+        image_size=image_input_size(onnx_path.parent) or image_input_size(reference_dir),
     )
+    return feeds, "seeded"
 
 
 def _reference_outputs(
@@ -340,10 +357,21 @@ def validate(
     except Exception as exc:
         return report([], f"onnxruntime could not run {onnx_path.name}: {exc}")
     shapes = {k: list(v.shape) for k, v in feeds.items()}
+    outputs: list[OutputComparison] = []
+    reference_feeds = dict(feeds)
+    if kind == "images" and fmt == "transformers":
+        from modelmora.validate.torch_ref import transformers_pixel_values
+
+        # The reference sees transformers' preprocessing; the difference is checked apart, so
+        # that a resize or normalization mismatch is named as such.
+        [(image_input, ours)] = feeds.items()
+        theirs = transformers_pixel_values(reference_dir, test_images())
+        reference_feeds[image_input] = theirs
+        outputs.append(compare(PREPROCESSING, ours, theirs, spec=spec, quantized=False))
     expected = _reference_outputs(
-        reference_dir, fmt, task, feeds, trust_remote_code=trust_remote_code
+        reference_dir, fmt, task, reference_feeds, trust_remote_code=trust_remote_code
     )
-    outputs = [
+    outputs += [
         compare(n, actual[n], expected[n], spec=spec, quantized=quantized)
         for n in names
         if n in expected and np.issubdtype(np.asarray(actual[n]).dtype, np.number)
@@ -361,7 +389,7 @@ def validate(
                 quantized=quantized,
             )
         )
-    if not outputs:
+    if not [o for o in outputs if o.name != PREPROCESSING]:
         return report(
             [],
             f"no ONNX output ({', '.join(names)}) matches a reference output "
@@ -369,4 +397,29 @@ def validate(
             inputs=kind,
             shapes=shapes,
         )
-    return report(outputs, _summary(outputs), inputs=kind, shapes=shapes)
+    result = report(outputs, _summary(outputs), inputs=kind, shapes=shapes)
+    if kind == "images" and "logits" in actual and "logits" in expected:
+        return _with_top1(result, actual["logits"], expected["logits"], spec, quantized)
+    return result
+
+
+def _with_top1(
+    result: ValidationReport,
+    logits: np.ndarray,
+    reference: np.ndarray,
+    spec: ValidateSpec,
+    quantized: bool,
+) -> ValidationReport:
+    """Image classifiers: the predicted class must be the reference's on every test image
+    (a quantized variant on at least ``quantized_min_top1`` of them)."""
+    agreement = float((logits.argmax(axis=-1) == reference.argmax(axis=-1)).mean())
+    needed = spec.min_top1 if quantized else 1.0
+    update: dict[str, Any] = {"top1_agreement": agreement}
+    if agreement < needed:
+        update["passed"] = False
+        update["summary"] = (
+            f"validation failed: top-1 class differs from the reference on "
+            f"{1 - agreement:.0%} of the test images (needed ≥ {needed:.0%} agreement); "
+            + result.summary
+        )
+    return result.model_copy(update=update)

@@ -85,18 +85,41 @@ def tokenize(directory: Path, sentences: Sequence[str], *, max_length: int = 512
     }
 
 
+def image_input_size(model_dir: Path) -> tuple[int, int] | None:
+    """``(height, width)`` of the images the model takes: what its preprocessing produces,
+    else ``config.json`` ``image_size``; None for models without image inputs."""
+    from modelmora.imaging import PREPROCESSOR_CONFIG, ImageError, ImagePreprocessor
+
+    if (model_dir / PREPROCESSOR_CONFIG).is_file():
+        try:
+            size = ImagePreprocessor.read(model_dir).output_size
+        except ImageError:
+            size = None
+        if size is not None:
+            return size
+    side = _json_object(model_dir / "config.json").get("image_size")
+    return (side, side) if isinstance(side, int) and side > 0 else None
+
+
+def is_image_input(spec: Any) -> bool:
+    """A batch of images: a 4-D float input (``pixel_values`` ``[N, C, H, W]``)."""
+    return len(spec.shape) == 4 and spec.type in ("tensor(float)", "tensor(float16)")
+
+
 def synthetic_inputs(
     specs: Sequence[Any],
     *,
     batch_size: int,
     seq_len: int,
     vocab: int | None,
+    image_size: tuple[int, int] | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Seeded inputs for ORT input metadata (``NodeArg``: name, shape, type).
 
-    Symbolic dims: the first is the batch, the others the sequence length. Token ids stay
-    below the vocabulary size; masks are all ones (a full sequence, the worst case).
+    Symbolic dims: the first is the batch, the others the sequence length — except for
+    image inputs (:func:`is_image_input`), which get 3 channels of ``image_size``. Token ids
+    stay below the vocabulary size; masks are all ones (a full sequence, the worst case).
     """
     rng = np.random.default_rng(seed)
     feeds: dict[str, Any] = {}
@@ -104,10 +127,10 @@ def synthetic_inputs(
         dtype = _ORT_TYPES.get(spec.type)
         if dtype is None:
             raise ValueError(f"input {spec.name!r} has unsupported type {spec.type}")
-        shape = [
-            d if isinstance(d, int) and d > 0 else (batch_size if i == 0 else seq_len)
-            for i, d in enumerate(spec.shape)
-        ]
+        fill = [batch_size, *([seq_len] * (len(spec.shape) - 1))]
+        if is_image_input(spec) and image_size is not None:
+            fill = [batch_size, 3, *image_size]
+        shape = [d if isinstance(d, int) and d > 0 else fill[i] for i, d in enumerate(spec.shape)]
         lname = spec.name.lower()
         if np.issubdtype(dtype, np.floating):
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)

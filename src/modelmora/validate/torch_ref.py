@@ -29,6 +29,16 @@ def run_transformers(
     return {k: v.detach().cpu().numpy() for k, v in out.items() if isinstance(v, torch.Tensor)}
 
 
+def transformers_pixel_values(model_dir: Path, images: list[Any]) -> np.ndarray:
+    """What transformers' own image processor for the checkpoint makes of ``images``."""
+    from modelmora.convert.hf import import_transformers
+
+    processor = import_transformers().AutoImageProcessor.from_pretrained(
+        str(model_dir), local_files_only=True, use_fast=False
+    )
+    return np.asarray(processor(images, return_tensors="np")["pixel_values"], dtype=np.float32)
+
+
 def run_torchscript(model_dir: Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     import torch
 

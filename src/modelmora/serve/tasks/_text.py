@@ -5,23 +5,26 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
+from modelmora.imaging import is_image_data_url
 from modelmora.serve.batching import ItemResult
 from modelmora.serve.errors import BadRequest, PayloadTooLarge
 from modelmora.serve.params import parse_priority, parse_timeout_ms
+from modelmora.serve.tasks.base import V2Call
 from modelmora.serve.wire import dumps
 
 if TYPE_CHECKING:
     from modelmora.serve.state import ServeState
-    from modelmora.serve.tasks.base import V2Call
 
 __all__ = [
     "MAX_INPUTS",
     "MAX_TEXT_CHARS",
-    "TextInput",
+    "TextOrImage",
     "list_reply",
+    "openai_call",
     "run_texts",
+    "submit_rows",
     "submit_v2_texts",
     "texts_from_v2",
 ]
@@ -31,7 +34,27 @@ MAX_INPUTS = 2048
 MAX_TEXT_CHARS = 100_000
 """Characters per text: far past any encoder's context (it truncates to its maximum
 length), small enough that one text cannot keep the tokenizer busy for seconds."""
-TextInput = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+MAX_IMAGE_URL_CHARS = 12 * 1024 * 1024
+"""Characters per image data URL: about 9 MB of encoded image (the body limit caps the total)."""
+
+
+def _text_or_image(value: str) -> str:
+    if len(value) > MAX_TEXT_CHARS and not is_image_data_url(value):
+        raise ValueError(
+            f"a text may hold at most {MAX_TEXT_CHARS} characters (this one has {len(value)})"
+        )
+    return value
+
+
+TextOrImage = Annotated[
+    str,
+    Field(
+        max_length=MAX_IMAGE_URL_CHARS,
+        description=f"A text (at most {MAX_TEXT_CHARS} characters) or, for image models, an "
+        "image as a data URL (data:image/png;base64,…; PNG, JPEG or WebP).",
+    ),
+    AfterValidator(_text_or_image),
+]
 
 
 def texts_from_v2(tensors: dict[str, np.ndarray]) -> list[str]:
@@ -66,15 +89,26 @@ def texts_from_v2(tensors: dict[str, np.ndarray]) -> list[str]:
 
 async def submit_v2_texts(call: V2Call) -> ItemResult:
     """A v2 ``infer`` of a text task: its BYTES ``text`` input through the model's queue."""
-    texts = texts_from_v2(call.tensors)
-    return await submit_texts(call.state, call.model, texts, call.priority, call.timeout_s)
+    return await submit_rows(call, texts_from_v2(call.tensors))
 
 
-async def submit_texts(
-    state: ServeState, model: str, texts: list[str], priority: int | None, timeout_s: float | None
-) -> ItemResult:
-    return await state.schedulers[model].submit(
-        rows=len(texts), payload=texts, priority=priority, timeout_s=timeout_s
+async def submit_rows(call: V2Call, rows: list[Any]) -> ItemResult:
+    """``rows`` (texts, images: one row each) through the model's queue, as ``call`` asks."""
+    return await call.state.schedulers[call.model].submit(
+        rows=len(rows), payload=rows, priority=call.priority, timeout_s=call.timeout_s
+    )
+
+
+def openai_call(
+    state: ServeState, model: str, priority: str | None, timeout_ms: str | None
+) -> V2Call:
+    """An OpenAI-style request's model, ``X-Priority`` and ``X-Timeout-Ms``, as a task call."""
+    return V2Call(
+        state,
+        model,
+        {},
+        parse_priority(priority, "X-Priority"),
+        parse_timeout_ms(timeout_ms, "X-Timeout-Ms"),
     )
 
 
@@ -88,13 +122,9 @@ async def run_texts(
 ) -> tuple[dict[str, np.ndarray], int]:
     """Texts through ``model``'s queue for an OpenAI-style route of ``task``: outputs, tokens."""
     state.require_task(model, task)
-    result = await submit_texts(
-        state,
-        model,
-        texts,
-        parse_priority(priority, "X-Priority"),
-        parse_timeout_ms(timeout_ms, "X-Timeout-Ms"),
-    )
+    if any(is_image_data_url(t) for t in texts):
+        raise BadRequest(f"model {model!r} takes text; images need an image model")
+    result = await submit_rows(openai_call(state, model, priority, timeout_ms), texts)
     tokens = int(result.tokens.sum()) if result.tokens is not None else 0
     return result.arrays, tokens
 

@@ -16,7 +16,7 @@ from modelmora.serve.batching import TextRows
 from modelmora.serve.errors import BadRequest
 from modelmora.serve.tasks._text import (
     MAX_INPUTS,
-    TextInput,
+    TextOrImage,
     list_reply,
     run_texts,
     submit_v2_texts,
@@ -33,7 +33,7 @@ class EmbeddingsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1, description="A served model name (see GET /v1/models).")
-    input: TextInput | Annotated[list[TextInput], Field(min_length=1, max_length=MAX_INPUTS)]
+    input: TextOrImage | Annotated[list[TextOrImage], Field(min_length=1, max_length=MAX_INPUTS)]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, description="Not supported: must be omitted.")
     user: str | None = None

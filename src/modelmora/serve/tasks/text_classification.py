@@ -8,40 +8,24 @@ for clients that speak the Open Inference Protocol.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from modelmora.serve.batching import TextRows
-from modelmora.serve.tasks._text import (
-    MAX_INPUTS,
-    TextInput,
-    list_reply,
-    run_texts,
-    submit_v2_texts,
+from modelmora.serve.tasks._classes import (
+    ClassifyRequest,
+    classification_data,
+    labels_of,
+    v2_classes,
 )
+from modelmora.serve.tasks._text import list_reply, run_texts, submit_v2_texts
 from modelmora.serve.tasks.base import JsonRoute, ServeTask, V2Call
 
 if TYPE_CHECKING:
     from modelmora.serve.state import ServeState
 
-__all__ = ["TASK", "ClassifyRequest", "classify_reply"]
-
-
-class ClassifyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field(min_length=1)
-    input: TextInput | Annotated[list[TextInput], Field(min_length=1, max_length=MAX_INPUTS)]
-    top_k: int | None = Field(
-        None, ge=1, description="How many labels per input in `scores` (default: all)."
-    )
-
-
-def _labels(state: ServeState, model: str) -> list[str]:
-    info = state.pool.cached_info(model)
-    return list(info.labels or ()) if info else []
+__all__ = ["TASK", "classify_reply"]
 
 
 async def classify_reply(
@@ -49,33 +33,16 @@ async def classify_reply(
 ) -> bytes:
     """The JSON body of a successful ``/v1/classify`` answer; failures raise ServeError."""
     with state.observe(body.model, "classify"):
-        texts = [body.input] if isinstance(body.input, str) else body.input
         arrays, tokens = await run_texts(
-            state, body.model, "text-classification", texts, x_priority, x_timeout_ms
+            state, body.model, "text-classification", body.inputs, x_priority, x_timeout_ms
         )
-        labels = _labels(state, body.model)
-        data = []
-        for i, row in enumerate(arrays["scores"]):
-            order = np.argsort(-row, kind="stable")[: body.top_k or len(row)]
-            scores = [{"label": labels[j], "score": float(row[j])} for j in order]
-            data.append(
-                {
-                    "object": "classification",
-                    "index": i,
-                    "label": scores[0]["label"],
-                    "score": scores[0]["score"],
-                    "scores": scores,
-                }
-            )
+        data = classification_data(labels_of(state, body.model), arrays["scores"], body.top_k)
         return list_reply(body.model, data, tokens)
 
 
 async def v2_infer(call: V2Call) -> dict[str, np.ndarray]:
     outputs = (await submit_v2_texts(call)).arrays
-    labels = _labels(call.state, call.model)
-    chosen = np.empty(outputs["scores"].shape[0], dtype=np.object_)
-    chosen[:] = [labels[int(i)].encode("utf-8") for i in outputs["scores"].argmax(axis=1)]
-    return {"label": chosen, "scores": outputs["scores"], "logits": outputs["logits"]}
+    return v2_classes(labels_of(call.state, call.model), outputs)
 
 
 TASK = ServeTask(
@@ -86,7 +53,7 @@ TASK = ServeTask(
     batching=TextRows(),
     routes={
         "/v1/classify": JsonRoute(
-            ClassifyRequest, classify_reply, "Classify texts (labels from the model's id2label)"
+            ClassifyRequest, classify_reply, "Classify texts or images (labels from id2label)"
         )
     },
 )

@@ -1,0 +1,101 @@
+"""Image models in the worker: decode, preprocess (numpy + Pillow), run, post-process.
+
+The router has already checked each image's header (format, pixel limit); the worker decodes
+the pixels and applies the checkpoint's own preprocessing (``preprocessor_config.json``, see
+:mod:`modelmora.imaging`), the same code the validation gate compared with transformers'.
+Images go through ONNX Runtime in chunks of :data:`IMAGES_PER_CALL`, so a request of many
+images never holds more than one chunk's pixels at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from modelmora.imaging import ImagePreprocessor, decode_image, test_images
+from modelmora.serve.ipc import ModelInfo, Output, RunItems, TensorSpec, WorkerSpec
+from modelmora.serve.runners.base import Runner, read_json, rss_bytes, trim_malloc
+
+__all__ = ["IMAGES_PER_CALL", "ImageClassifierRunner", "ImageRunner"]
+
+IMAGES_PER_CALL = 32
+
+
+class ImageRunner(Runner):
+    """A graph taking one image batch (``pixel_values`` ``[N, 3, H, W]``)."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        super().__init__(spec)
+        self.preprocess = ImagePreprocessor.read(self.dir)
+        self.image_input = self.inputs[0].name
+
+    def pixels(self, items: list[Any]) -> np.ndarray:
+        """``[N, 3, H, W]`` from encoded images (decoded here) or preprocessed arrays."""
+        arrays = []
+        for item in items:
+            if isinstance(item, bytes):
+                image = decode_image(item, max_pixels=self.spec.max_image_pixels)
+                arrays.append(self.preprocess.one(image))
+            elif isinstance(item, np.ndarray):
+                arrays.append(item.astype(np.float32, copy=False))
+            else:
+                raise TypeError(f"an image model cannot take {type(item).__name__} inputs")
+        return np.stack(arrays)
+
+    def run_images(self, items: list[Any], names: list[str]) -> dict[str, np.ndarray]:
+        """``names`` outputs for ``items``, one ONNX Runtime call per chunk."""
+        parts = []
+        for start in range(0, len(items), IMAGES_PER_CALL):
+            pixels = self.pixels(items[start : start + IMAGES_PER_CALL])
+            parts.append(self.session.run(names, {self.image_input: pixels}))
+        if len(items) > IMAGES_PER_CALL:
+            self.grown = True
+        return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
+
+    def release_memory(self) -> None:
+        trim_malloc()
+
+    def image_info(self, outputs: tuple[TensorSpec, ...]) -> ModelInfo:
+        """What an image task serves: encoded images as BYTES ``image``, any number of rows."""
+        return replace(
+            super().info(),
+            inputs=(TensorSpec("image", "BYTES", (-1,)),),
+            outputs=outputs,
+            batchable=True,
+        )
+
+
+class ImageClassifierRunner(ImageRunner):
+    """Logits → softmax scores, labels from ``config.json`` ``id2label``."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        super().__init__(spec)
+        id2label = (read_json(self.dir / "config.json") or {}).get("id2label") or {}
+        n = int(self.outputs[0].shape[-1]) if self.outputs[0].shape[-1] > 0 else len(id2label)
+        self.labels = tuple(str(id2label.get(str(i), f"LABEL_{i}")) for i in range(n))
+
+    def warm_up(self) -> None:
+        self.classify(list(self.preprocess(test_images(1))))
+
+    def handle(self, body: Any) -> Output:
+        if not isinstance(body, RunItems):
+            raise TypeError(f"an image classifier cannot run {type(body).__name__}")
+        return self.classify(body.items)
+
+    def classify(self, items: list[Any]) -> Output:
+        logits = self.run_images(items, [self.outputs[0].name])[self.outputs[0].name]
+        logits = np.asarray(logits, dtype=np.float32)
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        scores = (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+        return Output(arrays={"logits": logits, "scores": scores}, rss_bytes=rss_bytes())
+
+    def info(self) -> ModelInfo:
+        n = len(self.labels)
+        outputs = (
+            TensorSpec("label", "BYTES", (-1,)),
+            TensorSpec("scores", "FP32", (-1, n)),
+            TensorSpec("logits", "FP32", (-1, n)),
+        )
+        return replace(self.image_info(outputs), labels=self.labels)
