@@ -48,6 +48,12 @@ TASKS: tuple[TaskInfo, ...] = (
     ),
     TaskInfo("multiple-choice", architectures=("ForMultipleChoice",)),
     TaskInfo("image-classification", architectures=("ForImageClassification",)),
+    TaskInfo(
+        "zero-shot-image-classification",
+        aliases=("image-text-embedding", "image-feature-extraction-with-text"),
+        architectures=("CLIPModel", "SiglipModel"),
+    ),
+    TaskInfo("text-to-image", aliases=("stable-diffusion", "image-generation")),
     TaskInfo("audio-classification", architectures=("ForAudioClassification",)),
     TaskInfo("semantic-segmentation", architectures=("ForSemanticSegmentation",)),
     TaskInfo("object-detection", architectures=("ForObjectDetection",)),

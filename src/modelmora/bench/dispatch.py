@@ -11,9 +11,9 @@ from pathlib import Path
 
 from modelmora import tasks
 from modelmora.manifest.model import BenchmarkSpec
-from modelmora.records.benchmark import BackendBenchmark, BatchResult
+from modelmora.records.benchmark import BackendBenchmark, BatchResult, BenchmarkKind
 
-__all__ = ["benchmark_artifact", "planned_sizes"]
+__all__ = ["benchmark_artifact", "benchmark_kind", "planned_sizes"]
 
 
 def _generative(task: str | None) -> bool:
@@ -21,9 +21,19 @@ def _generative(task: str | None) -> bool:
     return info is not None and info.generative
 
 
+def benchmark_kind(task: str | None) -> BenchmarkKind:
+    """What a task's benchmark rows measure."""
+    if task == "text-to-image":
+        return "diffusion"
+    return "generation" if _generative(task) else "latency"
+
+
 def planned_sizes(task: str | None, spec: BenchmarkSpec) -> list[int]:
-    """The measurements one backend gets: batch sizes, or numbers of sequences."""
-    return spec.generation[2] if _generative(task) else list(spec.batch_sizes)
+    """The measurements one backend gets: batch sizes, numbers of sequences, step counts."""
+    kind = benchmark_kind(task)
+    if kind == "diffusion":
+        return spec.diffusion_steps
+    return spec.generation[2] if kind == "generation" else list(spec.batch_sizes)
 
 
 def benchmark_artifact(
@@ -35,7 +45,12 @@ def benchmark_artifact(
     on_row: Callable[[BatchResult], None] | None = None,
 ) -> BackendBenchmark:
     """``on_row`` is called after each measurement (one per :func:`planned_sizes` entry)."""
-    if _generative(task):
+    kind = benchmark_kind(task)
+    if kind == "diffusion":
+        from modelmora.bench.diffusion import benchmark_diffusion
+
+        return benchmark_diffusion(artifact, backend=backend, spec=spec, on_row=on_row)
+    if kind == "generation":
         from modelmora.bench.generation import benchmark_generation
 
         return benchmark_generation(artifact, backend=backend, spec=spec, on_row=on_row)

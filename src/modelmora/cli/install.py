@@ -294,7 +294,7 @@ def _status_table(
             status.artifacts[0].sha256[:12] if status.artifacts else "",
             (
                 f"{best.backend} {best.p50_ms:.1f} ms"
-                + ("/token" if best.ttft_ms is not None else "")
+                + {"generation": "/token", "diffusion": "/image"}.get(best.kind, "")
             )
             if best and best.p50_ms
             else "",
@@ -338,12 +338,21 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
             f"{art.validation_summary}"
         )
         bench = Table()
-        generation = any(b.ttft_ms is not None for b in art.benchmarks)
-        columns = (
-            ("backend", "sequences", "ms/token p50", "p95", "p99", "tokens/s", "load ms", "TTFT ms")
-            if generation
-            else ("backend", "batch", "p50 ms", "p95 ms", "p99 ms", "items/s", "load ms")
-        )
+        kind = next((b.kind for b in art.benchmarks), "latency")
+        generation = kind == "generation"
+        columns = {
+            "generation": (
+                "backend",
+                "sequences",
+                "ms/token p50",
+                "p95",
+                "p99",
+                "tokens/s",
+                "load ms",
+                "TTFT ms",
+            ),
+            "diffusion": ("backend", "steps", "ms/image p50", "p95", "p99", "images/s", "load ms"),
+        }.get(kind, ("backend", "batch", "p50 ms", "p95 ms", "p99 ms", "items/s", "load ms"))
         for column in columns:
             bench.add_column(column)
         notes: list[str] = []
@@ -359,7 +368,7 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
                 values.append(b.ttft_ms)
             bench.add_row(
                 b.backend,
-                str(b.batch_size),
+                str(b.seq_len if kind == "diffusion" else b.batch_size),
                 *(f"{v:.2f}" if v is not None else "" for v in values),
             )
         console.print(bench)
@@ -412,17 +421,7 @@ def bench(
                 for note in res.notes:
                     click.echo(f"  note: {note}")
                 for b in res.batches:
-                    if res.kind == "generation":
-                        click.echo(
-                            f"  {b.batch_size:>3} sequences: TTFT {b.ttft_ms or 0:8.2f} ms  "
-                            f"p50 {b.p50_ms:8.2f} ms/token  "
-                            f"{b.throughput_items_per_s:9.1f} tokens/s"
-                        )
-                        continue
-                    click.echo(
-                        f"  batch {b.batch_size:>3}: p50 {b.p50_ms:8.2f} ms  p95 {b.p95_ms:8.2f} ms"
-                        f"  {b.throughput_items_per_s:9.1f} items/s"
-                    )
+                    click.echo(f"  {b.summary(res.kind)}")
     if as_json:
         echo_json(results)
     if failed:

@@ -14,6 +14,7 @@ from modelmora.records.conversion import ConversionResult, SourceFormat
 # Which exporters can handle which source format ("auto" = the first).
 _EXPORTERS: dict[SourceFormat, tuple[str, ...]] = {
     "transformers": ("optimum", "torch", "torch-dynamo"),
+    "diffusers": ("optimum",),
     "torch": ("torch", "torch-dynamo"),
     "tf-savedmodel": ("tf2onnx",),
     "keras": ("tf2onnx",),
@@ -100,6 +101,13 @@ def convert(
             trust_remote_code=trust_remote_code,
             recipe=recipe,
         )
+    if fmt == "diffusers":
+        from modelmora.convert.diffusers import export_diffusers
+
+        assert resolved_task is not None
+        return export_diffusers(
+            model_dir, out_dir, name=name, task=resolved_task, opset=spec.opset, recipe=recipe
+        )
     if fmt == "torch":
         from modelmora.convert.torch_export import export_torch_dir
         from modelmora.convert.torchhub import export_torchhub, is_torchhub
@@ -153,6 +161,8 @@ def resolve_task(
     """transformers models need a task to export; other formats carry it as a label only."""
     if fmt == "transformers":
         return detect_task(model_dir, declared=declared, metadata=metadata, name=name)
+    if fmt == "diffusers":
+        return normalize_task(declared or "text-to-image")
     if declared:
         return normalize_task(declared)
     tag = (metadata or {}).get("pipeline_tag")

@@ -103,6 +103,8 @@ def detect_format(model_dir: Path, *, name: str | None = None) -> SourceFormat:
     """
     if not model_dir.is_dir():
         raise UserInputError(f"{_label(name)}: {model_dir} is not a directory")
+    if (model_dir / "model_index.json").is_file():
+        return "diffusers"  # a diffusers pipeline: one directory per component
     config = read_config(model_dir)
     has_weights = any((model_dir / f).is_file() for f in _TRANSFORMERS_WEIGHTS) or any(
         model_dir.glob("model-*.safetensors")

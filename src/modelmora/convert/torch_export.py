@@ -155,9 +155,12 @@ def build_result(
     started: float,
     recipe: Mapping[str, str | int | bool | None],
     torch_exporter: str | None = None,
+    components: Mapping[str, str] | None = None,
+    model_file: str = MODEL_FILE,
 ) -> ConversionResult:
-    """Describe a finished artifact directory (``out_dir/model.onnx`` + companions)."""
-    model = out_dir / MODEL_FILE
+    """Describe a finished artifact directory (``model_file`` + companions; for several
+    graphs, ``components`` names each by its role)."""
+    model = out_dir / model_file
     opset, inputs, outputs, external = describe(model)
     return ConversionResult.model_validate(
         {
@@ -169,6 +172,8 @@ def build_result(
             "exporter_version": exporter_version,
             "torch_exporter": torch_exporter,
             "opset": opset,
+            "model_file": model_file,
+            "components": dict(components or {}),
             "sha256": sha256_file(model),
             "external_data": bool(external),
             "files": list_files(out_dir),

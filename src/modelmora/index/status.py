@@ -33,6 +33,10 @@ class BenchRow:
     load_time_ms: float | None
     ttft_ms: float | None = None
     """Text generation only (then ``batch_size`` = sequences, ``p50_ms`` = per token)."""
+    kind: str = "latency"
+    """What the row measures (``records.benchmark.BenchmarkKind``); for ``diffusion``,
+    ``seq_len`` is the step count and ``p50_ms`` the time per image."""
+    seq_len: int | None = None
     prompt_tokens_per_s: float | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -145,11 +149,11 @@ def read_statuses(
                 row.validation_summary = json.loads(val[3]).get("summary", "")
             for b in con.execute(
                 "SELECT backend, status, reason, batch_size, latency_ms_p50, latency_ms_p95, "
-                "latency_ms_p99, throughput_per_s, load_time_ms, metadata FROM benchmarks "
-                "WHERE artifact_key = ? AND backend = ANY(?) ORDER BY backend, batch_size",
+                "latency_ms_p99, throughput_per_s, load_time_ms, metadata, seq_len FROM benchmarks "
+                "WHERE artifact_key = ? AND backend = ANY(?) ORDER BY backend, batch_size, seq_len",
                 [key, list(entry.model_spec.backends)],
             ).fetchall():
-                meta = json.loads(b[-1]) if b[-1] else {}
+                meta = json.loads(b[9]) if b[9] else {}
                 row.benchmarks.append(
                     BenchRow(
                         b[0],
@@ -164,6 +168,8 @@ def read_statuses(
                         ttft_ms=meta.get("ttft_ms"),
                         prompt_tokens_per_s=meta.get("prompt_tokens_per_s"),
                         notes=meta.get("notes", []),
+                        kind=meta.get("kind") or "latency",
+                        seq_len=b[10],
                     )
                 )
             status.artifacts.append(row)

@@ -38,7 +38,7 @@ from modelmora.records import (
     validation_spec_digest,
     write_record,
 )
-from modelmora.records.benchmark import BackendBenchmark, BatchResult
+from modelmora.records.benchmark import BackendBenchmark, BatchResult, BenchmarkKind
 from modelmora.records.conversion import ConversionResult
 
 log = logging.getLogger(__name__)
@@ -233,15 +233,6 @@ def validate(
     return results
 
 
-def _figure(row: BatchResult) -> str:
-    if row.ttft_ms is not None:
-        return (
-            f"{row.batch_size} sequences, {row.p50_ms:.2f} ms/token, "
-            f"{row.throughput_items_per_s:.0f} tokens/s"
-        )
-    return f"batch {row.batch_size}, p50 {row.p50_ms:.2f} ms"
-
-
 def benchmark(
     job: ModelJob,
     artifacts: list[ArtifactRecord],
@@ -256,7 +247,7 @@ def benchmark(
     re-measures even when a record exists.
     """
     from modelmora.bench.core import ort_version
-    from modelmora.bench.dispatch import benchmark_artifact, planned_sizes
+    from modelmora.bench.dispatch import benchmark_artifact, benchmark_kind, planned_sizes
 
     progress.stage(job.name, "benchmark", "running")
     spec = job.spec.benchmark
@@ -274,11 +265,12 @@ def benchmark(
             bid = digest_of({"artifact": artifact.key, **settings, "onnxruntime": ort_version()})
             record = None if force else read_benchmark(directory, bid)
             where = f"{artifact.variant} on {backend}"
+            kind = benchmark_kind(artifact.conversion.task)
 
-            def measured(row: BatchResult, where: str = where) -> None:
+            def measured(row: BatchResult, where: str = where, kind: BenchmarkKind = kind) -> None:
                 nonlocal done
                 done += 1
-                progress.step(job.name, "benchmark", done, total, f"{where}: {_figure(row)}")
+                progress.step(job.name, "benchmark", done, total, f"{where}: {row.summary(kind)}")
 
             pair_start = done
             if record is None or record.result.status == "failed":  # a failure is re-tried

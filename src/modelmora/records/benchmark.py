@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+BenchmarkKind = Literal["latency", "generation", "diffusion"]
+
 
 class BatchResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -33,6 +35,20 @@ class BatchResult(BaseModel):
     """Prompt processing up to the first new token (time to first token), all sequences."""
     prompt_tokens_per_s: float | None = None
 
+    def summary(self, kind: BenchmarkKind) -> str:
+        """The row as one line (install progress, ``modelmora bench``)."""
+        if kind == "generation":
+            return (
+                f"{self.batch_size} sequences, TTFT {self.ttft_ms or 0:.2f} ms, "
+                f"p50 {self.p50_ms:.2f} ms/token, {self.throughput_items_per_s:.1f} tokens/s"
+            )
+        if kind == "diffusion":
+            return f"{self.seq_len} steps, p50 {self.p50_ms / 1000:.3f} s/image"
+        return (
+            f"batch {self.batch_size}, p50 {self.p50_ms:.2f} ms, p95 {self.p95_ms:.2f} ms, "
+            f"{self.throughput_items_per_s:.1f} items/s"
+        )
+
 
 class BackendBenchmark(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -47,8 +63,9 @@ class BackendBenchmark(BaseModel):
     """What ``session.get_providers()`` reported: the truth about where it ran."""
     onnxruntime_version: str
     threads: int | None = None
-    kind: Literal["latency", "generation"] = "latency"
-    """``generation``: rows measure token generation (see :class:`BatchResult`)."""
+    kind: BenchmarkKind = "latency"
+    """``generation``: rows measure token generation; ``diffusion``: image generation, one
+    row per step count (``seq_len``), ``p50_ms`` per image (see :class:`BatchResult`)."""
     batches: list[BatchResult] = []
     notes: list[str] = []
     """What was measured differently from the spec, and why (a clamped length, the budget)."""

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-SourceFormat = Literal["transformers", "onnx", "torch", "tf-savedmodel", "keras"]
+SourceFormat = Literal["transformers", "diffusers", "onnx", "torch", "tf-savedmodel", "keras"]
 Variant = Literal["base", "optimized", "int8", "int4"]
 
 
@@ -59,6 +59,9 @@ class ConversionResult(BaseModel):
     wall_time_s: float
     recipe: dict[str, str | int | bool | None]
     """What was asked for (format, task, exporter, opset, variant…); part of the artifact key."""
+    components: dict[str, str] = {}
+    """Artifacts of several graphs (an image-text model's towers, a diffusion pipeline):
+    role → graph file. ``model_file`` is one of them; ``inputs``/``outputs`` are its own."""
     base_sha256: str | None = None
     """For variants: sha256 of the base ``model.onnx`` this variant was derived from."""
 

@@ -43,7 +43,7 @@ class ValidationReport(BaseModel):
     """One line naming the failing output and its numbers (or the worst numbers on success)."""
     checker_ok: bool
     checker_error: str | None = None
-    reference: Literal["transformers", "torch", "tf-savedmodel", "keras", "onnx"]
+    reference: Literal["transformers", "diffusers", "torch", "tf-savedmodel", "keras", "onnx"]
     inputs: Literal["tokenizer", "seeded", "images"]
     """``images``: fixed test images through the artifact's preprocessing (and, for the
     reference, through transformers' image processor; their difference is the
@@ -60,5 +60,7 @@ class ValidationReport(BaseModel):
     top1_agreement: float | None = None
     """Quantized decoders: teacher-forced top-1 agreement with the reference; image
     classifiers: the share of test images whose top-1 class matches."""
+    psnr_db: float | None = None
+    """Text-to-image: the lowest PSNR of the generated images against the reference's."""
     perplexity_ratio: float | None = None
     """Quantized decoders: perplexity on a fixed text over the reference's."""

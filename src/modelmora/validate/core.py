@@ -322,6 +322,16 @@ def validate(
             f"onnx.checker rejected {onnx_path.name}: {checker_error}",
             checker_error=checker_error,
         )
+    if fmt == "diffusers":
+        from modelmora.diffusion import DiffusionError
+        from modelmora.validate.diffusion import check_diffusion
+
+        try:
+            pipeline = check_diffusion(reference_dir, onnx_path.parents[1], spec=spec)
+        except DiffusionError as exc:
+            return report([], f"{onnx_path.parents[1].name}: {exc}")
+        result = report(pipeline.outputs, _summary(pipeline.outputs), inputs="seeded")
+        return result.model_copy(update={"psnr_db": pipeline.psnr_db})
     info = tasks.known(task) if task else None
     if info is not None and info.generative and fmt == "transformers":
         from modelmora.validate.generation import check_generation
