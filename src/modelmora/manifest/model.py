@@ -155,6 +155,14 @@ class ServeSpec(_Strict):
     prefill_chunk: int | None = Field(None, ge=1, le=8192)
     """Prompt tokens processed per decode step of the others, so long prompts never stall
     running streams for longer than one chunk [512]."""
+    max_steps: int | None = Field(None, ge=1, le=1000)
+    """Text-to-image: denoising steps one request may ask for [50]."""
+    max_images: int | None = Field(None, ge=1, le=64)
+    """Text-to-image: images one request may ask for (``n``) [4]."""
+    image_sizes: (
+        list[Annotated[str, Field(pattern=r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$")]] | None
+    ) = None
+    """Text-to-image: sizes (``WxH``) served besides the pipeline's native square."""
     max_image_pixels: int | None = Field(None, ge=1)
     """Image models: pixels (width × height) one input image may have; larger ones are
     refused from their header, before they are decoded [16777216 = 4096²]."""
@@ -177,6 +185,14 @@ class ServeSpec(_Strict):
     @property
     def batch_tokens_limit(self) -> int:
         return self.max_batch_tokens or 16384
+
+    @property
+    def steps_limit(self) -> int:
+        return self.max_steps or 50
+
+    @property
+    def images_limit(self) -> int:
+        return self.max_images or 4
 
     @property
     def image_pixels_limit(self) -> int:

@@ -35,9 +35,9 @@ class _Waiter:
 
 
 class SequenceAdmission:
-    def __init__(self, model: ServedModel, metrics: ServeMetrics) -> None:
+    def __init__(self, model: ServedModel, metrics: ServeMetrics, limit: int | None = None) -> None:
         self.name = model.name
-        self.limit = model.serve.sequences_limit
+        self.limit = limit or model.serve.sequences_limit
         budget = model.serve.kv_cache_mb
         self.budget = None if budget is None else int(budget * (1 << 20))
         self.max_waiting = model.serve.max_queue_size

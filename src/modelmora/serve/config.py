@@ -29,7 +29,8 @@ class ServedModel(BaseModel):
 
     name: str = Field(pattern=_NAME)
     artifact_dir: Path
-    onnx_file: str = "model.onnx"
+    onnx_file: str | None = None
+    """The graph the worker loads first [the task's: ``model.onnx``, ``unet/model.onnx``]."""
     task: str
     """A served task (``modelmora.serve.tasks``), or a synonym of one."""
     backend: Backend = "cpu"
@@ -61,8 +62,12 @@ class ServedModel(BaseModel):
         return SERVE_TASKS[self.task]
 
     @property
+    def model_file(self) -> str:
+        return self.onnx_file or self.serve_task.model_file
+
+    @property
     def onnx_path(self) -> Path:
-        return self.artifact_dir / self.onnx_file
+        return self.artifact_dir / self.model_file
 
     @property
     def provider(self) -> str:
@@ -121,6 +126,8 @@ def detect_task(artifact_dir: Path) -> str:
     served task but has a ``tokenizer.json`` is served as a text embedding model; the rest
     as plain tensors.
     """
+    if (artifact_dir / "model_index.json").is_file():
+        return "text-to-image"  # a diffusers pipeline, one directory per graph
     cfg_file = artifact_dir / "config.json"
     if cfg_file.is_file():
         try:

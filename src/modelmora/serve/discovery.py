@@ -55,6 +55,7 @@ def discover(project_dir: Path) -> list[ServedModel]:
             ServedModel(
                 name=status.name,
                 artifact_dir=Path(artifact.path),
+                onnx_file=record.conversion.model_file if record else None,
                 task=served_as(record.conversion.task if record else None),
                 files=tuple(FileDigest.of(f) for f in record.conversion.files) if record else (),
                 store_root=store.root,

@@ -138,6 +138,21 @@ class Generate:
 
 
 @dataclass(frozen=True)
+class GenerateImages:
+    """One text-to-image request: prompts already tokenized and checked by the router."""
+
+    prompt_ids: np.ndarray
+    negative_ids: np.ndarray | None
+    """None: no classifier-free guidance."""
+    n: int
+    height: int
+    width: int
+    steps: int
+    guidance: float
+    seed: int
+
+
+@dataclass(frozen=True)
 class Stop:
     pass
 

@@ -29,6 +29,7 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 class ServeMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        self._image_generation(r)
         self.request_seconds = Histogram(
             "modelmora_request_duration_seconds",
             "Request latency, from the route's start to the response, per model and status.",
@@ -122,6 +123,27 @@ class ServeMetrics:
             "Sequences in the worker step that produced each token (continuous batching).",
             ["model"],
             buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+
+    def _image_generation(self, r: CollectorRegistry) -> None:
+        self.denoising_steps = Counter(
+            "modelmora_denoising_steps",
+            "Denoising steps run (text-to-image).",
+            ["model"],
+            registry=r,
+        )
+        self.image_progress = Gauge(
+            "modelmora_image_progress_ratio",
+            "Share of its denoising steps the running text-to-image request has done.",
+            ["model"],
+            registry=r,
+        )
+        self.image_seconds = Histogram(
+            "modelmora_image_generation_seconds",
+            "A text-to-image request from its first step to its images.",
+            ["model"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
             registry=r,
         )
 

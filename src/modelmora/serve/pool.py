@@ -94,7 +94,7 @@ def worker_spec(model: ServedModel) -> WorkerSpec:
     return WorkerSpec(
         name=model.name,
         artifact_dir=str(model.artifact_dir),
-        onnx_file=model.onnx_file,
+        onnx_file=model.model_file,
         task=model.task,
         provider=model.provider,
         threads=model.threads,

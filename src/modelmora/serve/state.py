@@ -30,7 +30,8 @@ class ServeState:
         for name, m in self.models.items():
             policy = m.serve_task.batching
             if policy is None:
-                self.admissions[name] = SequenceAdmission(m, self.metrics)
+                limit = m.serve_task.admission_limit
+                self.admissions[name] = SequenceAdmission(m, self.metrics, limit)
             else:
                 self.schedulers[name] = ModelScheduler(m, self.pool, self.metrics, policy)
         self.ready = False

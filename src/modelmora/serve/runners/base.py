@@ -151,31 +151,38 @@ class Runner:
     """A loaded ONNX Runtime session; subclasses add their task's pre/post-processing."""
 
     def __init__(self, spec: WorkerSpec) -> None:
-        import onnxruntime as ort
-
         self.spec = spec
         self.dir = Path(spec.artifact_dir)
-        options = ort.SessionOptions()
-        threads = spec.threads or self.default_threads()
-        if threads > 0:
-            options.intra_op_num_threads = threads
-        options.add_session_config_entry(
-            "session.intra_op.allow_spinning", "1" if spec.spin else "0"
-        )
-        self.session = ort.InferenceSession(
-            str(self.dir / spec.onnx_file), sess_options=options, providers=[spec.provider]
-        )
-        providers = tuple(self.session.get_providers())
-        if spec.provider not in providers:
-            raise RuntimeError(
-                f"ONNX Runtime did not enable {spec.provider} (active: {', '.join(providers)})"
-            )
-        self.providers = providers
+        self.session = self.open_session(spec.onnx_file)
+        self.providers = tuple(self.session.get_providers())
         self.inputs = [_spec_of(i) for i in self.session.get_inputs()]
         self.outputs = [_spec_of(o) for o in self.session.get_outputs()]
         self.np_types = {
             i.name: ORT_TYPES.get(i.type, ("", np.float32))[1] for i in self.session.get_inputs()
         }
+
+    def open_session(self, relpath: str) -> Any:
+        """A session on one of the artifact's graphs with the model's provider and threads;
+        refused unless ONNX Runtime really enabled that provider."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        threads = self.spec.threads or self.default_threads()
+        if threads > 0:
+            options.intra_op_num_threads = threads
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if self.spec.spin else "0"
+        )
+        session = ort.InferenceSession(
+            str(self.dir / relpath), sess_options=options, providers=[self.spec.provider]
+        )
+        providers = tuple(session.get_providers())
+        if self.spec.provider not in providers:
+            raise RuntimeError(
+                f"ONNX Runtime did not enable {self.spec.provider} for {relpath} "
+                f"(active: {', '.join(providers)})"
+            )
+        return session
 
     def default_threads(self) -> int:
         """Intra-op threads when the model's ``threads`` is 0; 0 = ONNX Runtime's default."""

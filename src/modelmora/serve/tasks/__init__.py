@@ -19,6 +19,7 @@ from modelmora.serve.tasks import (
     tensor,
     text_classification,
     text_generation,
+    text_to_image,
 )
 from modelmora.serve.tasks.base import JsonReply, JsonRoute, ServeTask
 
@@ -34,6 +35,7 @@ SERVE_TASKS: dict[str, ServeTask] = {
         text_classification.TASK,
         image_classification.TASK,
         text_generation.TASK,
+        text_to_image.TASK,
         tensor.TASK,
     )
 }

@@ -63,6 +63,11 @@ class ServeTask:
     """How requests share a worker call (see ``serve.batching``); ``None``: the worker batches
     itself and the router only admits requests (``serve.admission``)."""
     needs_tokenizer: bool = True
+    model_file: str = "model.onnx"
+    """The graph a worker of this task loads first, inside the artifact directory."""
+    admission_limit: int | None = None
+    """Tasks without router batching: requests running in the worker at once (None:
+    ``serve.max_sequences``; text-to-image runs one at a time)."""
     routes: Mapping[str, JsonRoute] = field(default_factory=dict)
     """The task's own HTTP routes by path (OpenAI-style, under ``/v1``)."""
     router: APIRouter | None = None
