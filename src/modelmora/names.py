@@ -8,3 +8,8 @@ STATE_DIR = ".modelmora"
 TORCHHUB_DESCRIPTOR = "modelmora_torchhub.json"
 """Written into a torchhub:// snapshot by the source, read by the converter: how to build
 the model from the pinned repository."""
+
+TEXT_TOWER = "text_model.onnx"
+IMAGE_TOWER = "vision_model.onnx"
+"""The two graphs of an image-text dual encoder artifact (written by the converter, loaded
+by serve workers)."""

@@ -43,8 +43,10 @@ def benchmark_artifact(
     backend: str,
     spec: BenchmarkSpec,
     on_row: Callable[[BatchResult], None] | None = None,
+    model_file: str = "model.onnx",
 ) -> BackendBenchmark:
-    """``on_row`` is called after each measurement (one per :func:`planned_sizes` entry)."""
+    """``on_row`` is called after each measurement (one per :func:`planned_sizes` entry);
+    ``model_file`` is the artifact's graph to measure (an image-text model: its image tower)."""
     kind = benchmark_kind(task)
     if kind == "diffusion":
         from modelmora.bench.diffusion import benchmark_diffusion
@@ -53,11 +55,13 @@ def benchmark_artifact(
     if kind == "generation":
         from modelmora.bench.generation import benchmark_generation
 
-        return benchmark_generation(artifact, backend=backend, spec=spec, on_row=on_row)
+        return benchmark_generation(
+            artifact / model_file, backend=backend, spec=spec, on_row=on_row
+        )
     from modelmora.bench.core import benchmark
 
     return benchmark(
-        artifact,
+        artifact / model_file,
         backend=backend,
         batch_sizes=spec.batch_sizes,
         seq_len=spec.seq_len,

@@ -56,7 +56,10 @@ def export_diffusers(
             hint=f"set models.{name}.task: text-to-image (or leave it out)",
         )
     import_transformers()
+    import diffusers
     from optimum.exporters.onnx import main_export
+
+    diffusers.utils.logging.disable_progress_bar()  # "Loading pipeline components" bars
 
     with staged(out_dir) as tmp:
         try:

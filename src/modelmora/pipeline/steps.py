@@ -280,6 +280,7 @@ def benchmark(
                     backend=backend,
                     spec=spec,
                     on_row=measured,
+                    model_file=artifact.conversion.model_file,
                 )
                 record = BenchmarkRecord(
                     id=bid,

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "DIFFUSION_SCHEDULERS",
     "IMAGE_LABELS",
     "LINEAR_B",
     "LINEAR_W",
@@ -36,6 +37,8 @@ __all__ = [
     "make_tiny_bert",
     "make_tiny_causal_lm",
     "make_tiny_classifier",
+    "make_tiny_clip",
+    "make_tiny_diffusion",
     "make_tiny_image_classifier",
 ]
 
@@ -327,6 +330,141 @@ def make_tiny_image_classifier(dest: Path, *, family: str = "vit", seed: int = 0
         raise ValueError(f"family must be one of {', '.join(_IMAGE_CLASSIFIERS)}, got {family!r}")
     key = ("image-classifier", family, seed)
     return _materialize(key, lambda out: _build_image_classifier(out, family, seed), dest)
+
+
+def _tagged_tokenizer(tf: Any, vocab_size: int, max_length: int) -> Any:
+    """The byte-level tokenizer, each text framed as ``<|im_start|> … <|endoftext|>`` and
+    padded with ``<|endoftext|>`` (CLIP's convention: the first end token is pooled)."""
+    from tokenizers import processors
+
+    tok = _byte_level_tokenizer(vocab_size)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|im_start|> $A <|endoftext|>",
+        special_tokens=[("<|im_start|>", 1), ("<|endoftext|>", 0)],
+    )
+    return tf.PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        model_max_length=max_length,
+    )
+
+
+def _build_clip(out: Path, seed: int) -> None:
+    import torch
+
+    tf = _import_transformers()
+    torch.manual_seed(seed)
+    text = {
+        "vocab_size": 1000,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 32,
+        "bos_token_id": 1,
+        "eos_token_id": 0,
+        "pad_token_id": 0,
+    }
+    vision = {
+        "image_size": 32,
+        "patch_size": 8,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+    }
+    config = tf.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
+    tf.CLIPModel(config).eval().save_pretrained(str(out), safe_serialization=True)
+    _tagged_tokenizer(tf, 1000, 32).save_pretrained(str(out))
+    processor = {"size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32}}
+    tf.CLIPImageProcessor(**processor).save_pretrained(str(out))
+
+
+def make_tiny_clip(dest: Path, *, seed: int = 0) -> Path:
+    """Write a tiny CLIP dual encoder (text and image towers, 16-dim shared space), its
+    tokenizer (``tokenizer.json``) and ``preprocessor_config.json`` into ``dest``."""
+    return _materialize(("clip", seed), lambda out: _build_clip(out, seed), dest)
+
+
+DIFFUSION_SCHEDULERS = ("ddim", "euler", "pndm")
+
+
+def _build_diffusion(out: Path, scheduler: str, seed: int) -> None:
+    import importlib
+
+    import torch
+
+    d: Any = importlib.import_module("diffusers")  # untyped to mypy: decorated constructors
+    tf = _import_transformers()
+    torch.manual_seed(seed)
+    unet = d.UNet2DConditionModel(
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16,
+        norm_num_groups=4,
+        attention_head_dim=2,
+    )
+    vae = d.AutoencoderKL(
+        block_out_channels=(8, 16),
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=4,
+        sample_size=16,
+    )
+    encoder = tf.CLIPTextModel(
+        tf.CLIPTextConfig(
+            vocab_size=1000,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=32,
+            bos_token_id=1,
+            eos_token_id=0,
+            pad_token_id=0,
+        )
+    )
+    common = {
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "steps_offset": 1,
+    }
+    schedulers = {
+        "ddim": lambda: d.DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=False),
+        "euler": lambda: d.EulerDiscreteScheduler(**common),
+        "pndm": lambda: d.PNDMScheduler(**common, skip_prk_steps=True, set_alpha_to_one=False),
+    }
+    pipe = d.StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=encoder,
+        tokenizer=_tagged_tokenizer(tf, 1000, 32),
+        unet=unet,
+        scheduler=schedulers[scheduler](),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(out))
+
+
+def make_tiny_diffusion(dest: Path, *, scheduler: str = "ddim", seed: int = 0) -> Path:
+    """Write a tiny Stable-Diffusion-style pipeline (text encoder, UNet and VAE of a few
+    thousand parameters; 16×16 images) with a ``ddim``, ``euler`` or ``pndm`` scheduler."""
+    if scheduler not in DIFFUSION_SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {', '.join(DIFFUSION_SCHEDULERS)}")
+    key = ("diffusion", scheduler, seed)
+    return _materialize(key, lambda out: _build_diffusion(out, scheduler, seed), dest)
 
 
 TINY_CHAT_TEMPLATE = (

@@ -332,6 +332,20 @@ def validate(
             return report([], f"{onnx_path.parents[1].name}: {exc}")
         result = report(pipeline.outputs, _summary(pipeline.outputs), inputs="seeded")
         return result.model_copy(update={"psnr_db": pipeline.psnr_db})
+    if task == "zero-shot-image-classification" and fmt == "transformers":
+        from modelmora.validate.towers import check_dual_encoder
+
+        towers = check_dual_encoder(
+            reference_dir,
+            onnx_path.parent,
+            sentences=sentences,
+            compare=lambda n, a, b: compare(
+                n, a, b, spec=spec, quantized=quantized and n != PREPROCESSING
+            ),
+            session=_session,
+            trust_remote_code=trust_remote_code,
+        )
+        return report(towers, _summary(towers), inputs="images")
     info = tasks.known(task) if task else None
     if info is not None and info.generative and fmt == "transformers":
         from modelmora.validate.generation import check_generation

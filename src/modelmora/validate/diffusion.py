@@ -38,10 +38,10 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _pipeline(snapshot: Path) -> Any:
-    import diffusers
-    from diffusers import DiffusionPipeline
+    import importlib
 
-    pipe = DiffusionPipeline.from_pretrained(str(snapshot), local_files_only=True)  # type: ignore[no-untyped-call]
+    diffusers: Any = importlib.import_module("diffusers")  # untyped to mypy (decorators)
+    pipe = diffusers.DiffusionPipeline.from_pretrained(str(snapshot), local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     diffusers.utils.logging.disable_progress_bar()  # "Loading pipeline components" bars
     return pipe

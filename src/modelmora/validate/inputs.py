@@ -53,6 +53,15 @@ def max_input_length(model_dir: Path) -> int | None:
     return min(limits, default=None)
 
 
+def text_context(model_dir: Path) -> int | None:
+    """Tokens the text side of a model takes: its own context length, or its ``text_config``'s
+    (image-text models keep the text settings there)."""
+    config = _json_object(model_dir / "config.json")
+    text = config.get("text_config")
+    found = context_length(text if isinstance(text, dict) else config)
+    return found if isinstance(found, int) else None
+
+
 def vocab_size(*dirs: Path) -> int | None:
     """``vocab_size`` from the first ``config.json`` found, so that ids stay in range."""
     for d in dirs:

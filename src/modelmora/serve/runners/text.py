@@ -11,10 +11,10 @@ import numpy as np
 
 from modelmora.serve.ipc import ModelInfo, Output, RunText, TensorSpec, WorkerSpec
 from modelmora.serve.pooling import PoolingConfig, pool, read_pooling_config
-from modelmora.serve.runners.base import Runner, read_json, rss_bytes, trim_malloc
+from modelmora.serve.runners.base import ORT_TYPES, Runner, read_json, rss_bytes, trim_malloc
 from modelmora.validate.inputs import max_input_length
 
-__all__ = ["ClassifierRunner", "EmbeddingRunner", "TextRunner", "max_seq_length"]
+__all__ = ["ClassifierRunner", "EmbeddingRunner", "TextRunner", "TextTokenizer", "max_seq_length"]
 
 GROWN_TOKENS = 2048
 """A call of at least this many rows × padded tokens grows ORT's arena enough to be worth
@@ -24,6 +24,58 @@ giving back once the worker is idle."""
 def max_seq_length(artifact_dir: Path) -> int:
     """The model's own maximum, else 512 (as sentence-transformers)."""
     return max_input_length(artifact_dir) or 512
+
+
+class TextTokenizer:
+    """The artifact's fast tokenizer (``tokenizers``) for one text graph: truncation to the
+    model's maximum, padding to the batch's longest row, the graph's own input dtypes."""
+
+    KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+    def __init__(self, directory: Path, session: Any) -> None:
+        from tokenizers import Tokenizer
+
+        tok_file = directory / "tokenizer.json"
+        if not tok_file.is_file():
+            raise RuntimeError(f"{tok_file} is missing: text models need a fast tokenizer")
+        self.tokenizer = Tokenizer.from_file(str(tok_file))
+        self.max_seq_length = max_seq_length(directory)
+        self.tokenizer.enable_truncation(max_length=self.max_seq_length)
+        pad_token = _pad_token(directory)
+        pad_id = self.tokenizer.token_to_id(pad_token)
+        self.tokenizer.enable_padding(pad_id=pad_id or 0, pad_token=pad_token)
+        inputs = session.get_inputs()
+        self.np_types = {i.name: ORT_TYPES.get(i.type, ("", np.float32))[1] for i in inputs}
+        unknown = [i.name for i in inputs if i.name not in self.KNOWN_INPUTS]
+        if unknown or "input_ids" not in self.np_types:
+            raise RuntimeError(
+                f"a text model's ONNX inputs must be among {list(self.KNOWN_INPUTS)} "
+                f"(found {[i.name for i in inputs]})"
+            )
+
+    def encode(self, texts: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """``(feed, attention mask)`` for ``texts``, padded to the longest."""
+        encodings = self.tokenizer.encode_batch(texts)
+        ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
+        mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self.np_types:
+            feed["token_type_ids"] = np.asarray([e.type_ids for e in encodings], dtype=np.int64)
+        feed = {
+            k: v.astype(self.np_types[k], copy=False) for k, v in feed.items() if k in self.np_types
+        }
+        return feed, mask
+
+
+def _pad_token(directory: Path) -> str:
+    special = read_json(directory / "special_tokens_map.json") or {}
+    pad = special.get("pad_token")
+    if isinstance(pad, dict):
+        pad = pad.get("content")
+    if isinstance(pad, str):
+        return pad
+    cfg = read_json(directory / "tokenizer_config.json") or {}
+    return str(cfg.get("pad_token") or "[PAD]")
 
 
 class TextRunner(Runner):
@@ -40,49 +92,13 @@ class TextRunner(Runner):
             max_seq_length=self.max_seq_length,
         )
 
-    _KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
     def __init__(self, spec: WorkerSpec) -> None:
         super().__init__(spec)
-        from tokenizers import Tokenizer
-
-        tok_file = self.dir / "tokenizer.json"
-        if not tok_file.is_file():
-            raise RuntimeError(f"{tok_file} is missing: text models need a fast tokenizer")
-        self.tokenizer = Tokenizer.from_file(str(tok_file))
-        self.max_seq_length = max_seq_length(self.dir)
-        self.tokenizer.enable_truncation(max_length=self.max_seq_length)
-        pad_token = self._pad_token()
-        pad_id = self.tokenizer.token_to_id(pad_token)
-        self.tokenizer.enable_padding(pad_id=pad_id or 0, pad_token=pad_token)
-        unknown = [i.name for i in self.inputs if i.name not in self._KNOWN_INPUTS]
-        if unknown or "input_ids" not in self.np_types:
-            raise RuntimeError(
-                f"a text model's ONNX inputs must be among {list(self._KNOWN_INPUTS)} "
-                f"(found {[i.name for i in self.inputs]})"
-            )
-
-    def _pad_token(self) -> str:
-        special = read_json(self.dir / "special_tokens_map.json") or {}
-        pad = special.get("pad_token")
-        if isinstance(pad, dict):
-            pad = pad.get("content")
-        if isinstance(pad, str):
-            return pad
-        cfg = read_json(self.dir / "tokenizer_config.json") or {}
-        return str(cfg.get("pad_token") or "[PAD]")
+        self.text = TextTokenizer(self.dir, self.session)
+        self.max_seq_length = self.text.max_seq_length
 
     def encode(self, texts: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        encodings = self.tokenizer.encode_batch(texts)
-        ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
-        mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
-        feed = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self.np_types:
-            feed["token_type_ids"] = np.asarray([e.type_ids for e in encodings], dtype=np.int64)
-        feed = {
-            k: v.astype(self.np_types[k], copy=False) for k, v in feed.items() if k in self.np_types
-        }
-        return feed, mask
+        return self.text.encode(texts)
 
     def warm_up(self) -> None:
         self.run_text(["warm up"])

@@ -15,10 +15,12 @@ from typing import Any
 import numpy as np
 
 from modelmora.imaging import ImagePreprocessor, decode_image, test_images
+from modelmora.names import TEXT_TOWER
 from modelmora.serve.ipc import ModelInfo, Output, RunItems, TensorSpec, WorkerSpec
 from modelmora.serve.runners.base import Runner, read_json, rss_bytes, trim_malloc
+from modelmora.serve.runners.text import TextTokenizer
 
-__all__ = ["IMAGES_PER_CALL", "ImageClassifierRunner", "ImageRunner"]
+__all__ = ["IMAGES_PER_CALL", "DualEncoderRunner", "ImageClassifierRunner", "ImageRunner"]
 
 IMAGES_PER_CALL = 32
 
@@ -99,3 +101,45 @@ class ImageClassifierRunner(ImageRunner):
             TensorSpec("logits", "FP32", (-1, n)),
         )
         return replace(self.image_info(outputs), labels=self.labels)
+
+
+class DualEncoderRunner(ImageRunner):
+    """An image-text model (CLIP-style): texts through the text tower, images through the
+    image tower, one embedding space; a request may mix both, answered in its order."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        super().__init__(spec)  # the image tower (the artifact's model_file)
+        self.text_session = self.open_session(TEXT_TOWER)
+        self.text = TextTokenizer(self.dir, self.text_session)
+        self.dim = int(self.outputs[0].shape[-1])
+
+    def warm_up(self) -> None:
+        self.embed(["warm up", *self.preprocess(test_images(1))])
+
+    def handle(self, body: Any) -> Output:
+        if not isinstance(body, RunItems):
+            raise TypeError(f"an image-text model cannot run {type(body).__name__}")
+        return self.embed(body.items)
+
+    def embed(self, items: list[Any]) -> Output:
+        """``embedding`` ``[n, dim]`` in the items' order; ``tokens`` counts text tokens."""
+        texts = [i for i, item in enumerate(items) if isinstance(item, str)]
+        images = [i for i, item in enumerate(items) if not isinstance(item, str)]
+        vectors = np.empty((len(items), self.dim), dtype=np.float32)
+        tokens = np.zeros(len(items), dtype=np.int64)
+        if texts:
+            feed, mask = self.text.encode([items[i] for i in texts])
+            (embeds,) = self.text_session.run(["text_embeds"], feed)
+            vectors[texts], tokens[texts] = embeds, mask.sum(axis=1)
+        if images:
+            name = self.outputs[0].name
+            vectors[images] = self.run_images([items[i] for i in images], [name])[name]
+        return Output(arrays={"embedding": vectors}, tokens=tokens, rss_bytes=rss_bytes())
+
+    def info(self) -> ModelInfo:
+        outputs = (TensorSpec("embedding", "FP32", (-1, self.dim)),)
+        return replace(
+            self.image_info(outputs),
+            embedding_dim=self.dim,
+            max_seq_length=self.text.max_seq_length,
+        )

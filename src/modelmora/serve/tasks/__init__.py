@@ -16,6 +16,7 @@ from modelmora.serve.errors import BadRequest
 from modelmora.serve.tasks import (
     feature_extraction,
     image_classification,
+    image_text,
     tensor,
     text_classification,
     text_generation,
@@ -34,6 +35,7 @@ SERVE_TASKS: dict[str, ServeTask] = {
         feature_extraction.TASK,
         text_classification.TASK,
         image_classification.TASK,
+        image_text.TASK,
         text_generation.TASK,
         text_to_image.TASK,
         tensor.TASK,

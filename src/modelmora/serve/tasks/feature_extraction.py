@@ -26,7 +26,7 @@ from modelmora.serve.tasks.base import JsonRoute, ServeTask, V2Call
 if TYPE_CHECKING:
     from modelmora.serve.state import ServeState
 
-__all__ = ["TASK", "EmbeddingsRequest", "embeddings_reply"]
+__all__ = ["TASK", "EmbeddingsRequest", "embeddings_body", "embeddings_reply"]
 
 
 class EmbeddingsRequest(BaseModel):
@@ -38,28 +38,36 @@ class EmbeddingsRequest(BaseModel):
     dimensions: int | None = Field(None, description="Not supported: must be omitted.")
     user: str | None = None
 
+    @property
+    def inputs(self) -> list[str]:
+        """The inputs, after refusing what is not served (400)."""
+        if self.dimensions is not None:
+            raise BadRequest("`dimensions` is not supported: omit it to get the model's full size")
+        return [self.input] if isinstance(self.input, str) else self.input
+
 
 async def embeddings_reply(
     state: ServeState, body: EmbeddingsRequest, x_priority: str | None, x_timeout_ms: str | None
 ) -> bytes:
     """The JSON body of a successful ``/v1/embeddings`` answer; failures raise ServeError."""
     with state.observe(body.model, "embeddings"):
-        if body.dimensions is not None:
-            raise BadRequest("`dimensions` is not supported: omit it to get the model's full size")
-        texts = [body.input] if isinstance(body.input, str) else body.input
         arrays, tokens = await run_texts(
-            state, body.model, "feature-extraction", texts, x_priority, x_timeout_ms
+            state, body.model, "feature-extraction", body.inputs, x_priority, x_timeout_ms
         )
-        vectors = arrays["embedding"]
-        data: list[dict[str, Any]] = []
-        for i, row in enumerate(vectors):
-            value: Any
-            if body.encoding_format == "base64":
-                value = base64.b64encode(row.astype("<f4").tobytes()).decode("ascii")
-            else:
-                value = row
-            data.append({"object": "embedding", "index": i, "embedding": value})
-        return list_reply(body.model, data, tokens)
+        return embeddings_body(body, arrays["embedding"], tokens)
+
+
+def embeddings_body(body: EmbeddingsRequest, vectors: np.ndarray, tokens: int) -> bytes:
+    """An OpenAI embeddings answer: one ``embedding`` object per input, floats or base64."""
+    data: list[dict[str, Any]] = []
+    for i, row in enumerate(vectors):
+        value: Any
+        if body.encoding_format == "base64":
+            value = base64.b64encode(row.astype("<f4").tobytes()).decode("ascii")
+        else:
+            value = row
+        data.append({"object": "embedding", "index": i, "embedding": value})
+    return list_reply(body.model, data, tokens)
 
 
 async def v2_infer(call: V2Call) -> dict[str, np.ndarray]:
@@ -74,7 +82,7 @@ TASK = ServeTask(
     batching=TextRows(),
     routes={
         "/v1/embeddings": JsonRoute(
-            EmbeddingsRequest, embeddings_reply, "Create embeddings (OpenAI-compatible)"
+            EmbeddingsRequest, embeddings_reply, "Create embeddings of texts (and of images)"
         )
     },
 )
