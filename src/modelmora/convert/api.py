@@ -81,20 +81,11 @@ def convert(
         from modelmora.convert import hf
 
         assert resolved_task is not None
-        if resolved_task == "zero-shot-image-classification":
+        if resolved_task == "zero-shot-image-classification" or exporter == "optimum":
             from modelmora.convert.towers import export_dual_encoder
 
-            return export_dual_encoder(
-                model_dir,
-                out_dir,
-                name=name,
-                task=resolved_task,
-                opset=spec.opset,
-                trust_remote_code=trust_remote_code,
-                recipe=recipe,
-            )
-        if exporter == "optimum":
-            return hf.export_optimum(
+            towers = resolved_task == "zero-shot-image-classification"
+            return (export_dual_encoder if towers else hf.export_optimum)(
                 model_dir,
                 out_dir,
                 name=name,

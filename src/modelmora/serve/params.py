@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import TypeVar
+
 from modelmora.serve.errors import BadRequest
 
-__all__ = ["parse_priority", "parse_timeout_ms"]
+__all__ = ["next_before", "parse_priority", "parse_timeout_ms"]
 
 _MAX_TIMEOUT_MS = 24 * 3600 * 1000.0
 _PRIORITY_RANGE = (-(2**31), 2**31 - 1)
@@ -38,3 +43,15 @@ def parse_timeout_ms(value: object, source: str) -> float | None:
     if not 0 <= ms <= _MAX_TIMEOUT_MS or ms != ms:
         raise BadRequest(f"{source} must be between 0 and {_MAX_TIMEOUT_MS:g} ms, got {value!r}")
     return ms / 1000.0 if ms > 0 else None
+
+
+_T = TypeVar("_T")
+
+
+async def next_before(stream: AsyncIterator[_T], deadline: float | None) -> _T:
+    """The next item of ``stream``; ``asyncio.TimeoutError`` once ``deadline`` (a
+    ``time.monotonic()`` value) has passed, ``StopAsyncIteration`` at its end."""
+    wait = None if deadline is None else deadline - time.monotonic()
+    if wait is not None and wait <= 0:
+        raise asyncio.TimeoutError
+    return await asyncio.wait_for(anext(stream), wait)

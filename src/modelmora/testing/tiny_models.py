@@ -391,7 +391,7 @@ def make_tiny_clip(dest: Path, *, seed: int = 0) -> Path:
 DIFFUSION_SCHEDULERS = ("ddim", "euler", "pndm")
 
 
-def _build_diffusion(out: Path, scheduler: str, seed: int) -> None:
+def _build_diffusion(out: Path, scheduler: str, seed: int, width: int, sample_size: int) -> None:
     import importlib
 
     import torch
@@ -399,33 +399,34 @@ def _build_diffusion(out: Path, scheduler: str, seed: int) -> None:
     d: Any = importlib.import_module("diffusers")  # untyped to mypy: decorated constructors
     tf = _import_transformers()
     torch.manual_seed(seed)
+    channels, groups, hidden = (width, 2 * width), width // 2, 2 * width
     unet = d.UNet2DConditionModel(
-        block_out_channels=(8, 16),
+        block_out_channels=channels,
         layers_per_block=1,
-        sample_size=8,
+        sample_size=sample_size,
         in_channels=4,
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16,
-        norm_num_groups=4,
-        attention_head_dim=2,
+        cross_attention_dim=hidden,
+        norm_num_groups=groups,
+        attention_head_dim=width // 4,
     )
     vae = d.AutoencoderKL(
-        block_out_channels=(8, 16),
+        block_out_channels=channels,
         in_channels=3,
         out_channels=3,
         latent_channels=4,
         down_block_types=("DownEncoderBlock2D",) * 2,
         up_block_types=("UpDecoderBlock2D",) * 2,
-        norm_num_groups=4,
-        sample_size=16,
+        norm_num_groups=groups,
+        sample_size=2 * sample_size,
     )
     encoder = tf.CLIPTextModel(
         tf.CLIPTextConfig(
             vocab_size=1000,
-            hidden_size=16,
-            intermediate_size=32,
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
             num_hidden_layers=2,
             num_attention_heads=2,
             max_position_embeddings=32,
@@ -458,13 +459,19 @@ def _build_diffusion(out: Path, scheduler: str, seed: int) -> None:
     pipe.save_pretrained(str(out))
 
 
-def make_tiny_diffusion(dest: Path, *, scheduler: str = "ddim", seed: int = 0) -> Path:
-    """Write a tiny Stable-Diffusion-style pipeline (text encoder, UNet and VAE of a few
-    thousand parameters; 16×16 images) with a ``ddim``, ``euler`` or ``pndm`` scheduler."""
+def make_tiny_diffusion(
+    dest: Path, *, scheduler: str = "ddim", seed: int = 0, width: int = 8, sample_size: int = 8
+) -> Path:
+    """Write a tiny Stable-Diffusion-style pipeline (text encoder, UNet and VAE; by default
+    a few thousand parameters and 16×16 images) with a ``ddim``, ``euler`` or ``pndm``
+    scheduler. ``width`` (channels of the first block) and ``sample_size`` (latent side;
+    images are twice as large) make a bigger one for benchmarks."""
     if scheduler not in DIFFUSION_SCHEDULERS:
         raise ValueError(f"scheduler must be one of {', '.join(DIFFUSION_SCHEDULERS)}")
-    key = ("diffusion", scheduler, seed)
-    return _materialize(key, lambda out: _build_diffusion(out, scheduler, seed), dest)
+    key = ("diffusion", scheduler, seed, width, sample_size)
+    return _materialize(
+        key, lambda out: _build_diffusion(out, scheduler, seed, width, sample_size), dest
+    )
 
 
 TINY_CHAT_TEMPLATE = (

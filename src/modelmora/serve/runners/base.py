@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,16 @@ from modelmora.serve.ipc import (
     send_msg,
 )
 
-__all__ = ["ORT_TYPES", "TEST_GATE_ENV", "Gate", "Runner", "TensorRunner", "read_json", "rss_bytes"]
+__all__ = [
+    "ORT_TYPES",
+    "TEST_GATE_ENV",
+    "Classes",
+    "Gate",
+    "Runner",
+    "TensorRunner",
+    "read_json",
+    "rss_bytes",
+]
 
 TEST_GATE_ENV = "MODELMORA_SERVE_TEST_GATE"
 
@@ -145,6 +155,41 @@ def trim_malloc() -> None:
     except (OSError, AttributeError):  # not glibc (musl, macOS)
         return
     trim(0)
+
+
+@dataclass(frozen=True)
+class Classes:
+    """A classifier's labels (``config.json`` ``id2label``) and how logits become scores
+    (softmax; sigmoid for ``multi_label_classification``), for text and image classifiers."""
+
+    labels: tuple[str, ...]
+    multi_label: bool = False
+
+    @classmethod
+    def read(cls, directory: Path, logits: TensorSpec) -> Classes:
+        cfg = read_json(directory / "config.json") or {}
+        id2label = cfg.get("id2label") or {}
+        n = int(logits.shape[-1]) if logits.shape[-1] > 0 else len(id2label)
+        labels = tuple(str(id2label.get(str(i), f"LABEL_{i}")) for i in range(n))
+        return cls(labels, cfg.get("problem_type") == "multi_label_classification")
+
+    def outputs(self, logits: Any, **extra: Any) -> Output:
+        logits = np.asarray(logits, dtype=np.float32)
+        if self.multi_label:
+            scores = 1.0 / (1.0 + np.exp(-logits))
+        else:
+            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+            scores = shifted / shifted.sum(axis=1, keepdims=True)
+        arrays = {"logits": logits, "scores": scores.astype(np.float32)}
+        return Output(arrays=arrays, rss_bytes=rss_bytes(), **extra)
+
+    def specs(self) -> tuple[TensorSpec, ...]:
+        n = len(self.labels)
+        return (
+            TensorSpec("label", "BYTES", (-1,)),
+            TensorSpec("scores", "FP32", (-1, n)),
+            TensorSpec("logits", "FP32", (-1, n)),
+        )
 
 
 class Runner:

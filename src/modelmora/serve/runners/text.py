@@ -11,7 +11,14 @@ import numpy as np
 
 from modelmora.serve.ipc import ModelInfo, Output, RunText, TensorSpec, WorkerSpec
 from modelmora.serve.pooling import PoolingConfig, pool, read_pooling_config
-from modelmora.serve.runners.base import ORT_TYPES, Runner, read_json, rss_bytes, trim_malloc
+from modelmora.serve.runners.base import (
+    ORT_TYPES,
+    Classes,
+    Runner,
+    read_json,
+    rss_bytes,
+    trim_malloc,
+)
 from modelmora.validate.inputs import max_input_length
 
 __all__ = ["ClassifierRunner", "EmbeddingRunner", "TextRunner", "TextTokenizer", "max_seq_length"]
@@ -202,33 +209,13 @@ class EmbeddingRunner(TextRunner):
 class ClassifierRunner(TextRunner):
     def __init__(self, spec: WorkerSpec) -> None:
         super().__init__(spec)
-        cfg = read_json(self.dir / "config.json") or {}
-        id2label = cfg.get("id2label") or {}
-        n = int(self.outputs[0].shape[-1]) if self.outputs[0].shape[-1] > 0 else len(id2label)
-        self.labels = tuple(str(id2label.get(str(i), f"LABEL_{i}")) for i in range(n))
-        self.multi_label = cfg.get("problem_type") == "multi_label_classification"
+        self.classes = Classes.read(self.dir, self.outputs[0])
 
     def run_encoded(
         self, feed: dict[str, np.ndarray], mask: np.ndarray, *, shrink: bool = False
     ) -> Output:
         (logits,) = self._run([self.outputs[0].name], feed, shrink)
-        logits = np.asarray(logits, dtype=np.float32)
-        if self.multi_label:
-            scores = 1.0 / (1.0 + np.exp(-logits))
-        else:
-            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-            scores = shifted / shifted.sum(axis=1, keepdims=True)
-        return Output(
-            arrays={"logits": logits, "scores": scores.astype(np.float32)},
-            tokens=mask.sum(axis=1),
-            rss_bytes=rss_bytes(),
-        )
+        return self.classes.outputs(logits, tokens=mask.sum(axis=1))
 
     def info(self) -> ModelInfo:
-        n = len(self.labels)
-        outputs = (
-            TensorSpec("label", "BYTES", (-1,)),
-            TensorSpec("scores", "FP32", (-1, n)),
-            TensorSpec("logits", "FP32", (-1, n)),
-        )
-        return replace(self.text_info(outputs), labels=self.labels)
+        return replace(self.text_info(self.classes.specs()), labels=self.classes.labels)

@@ -17,7 +17,7 @@ import numpy as np
 from modelmora.imaging import ImagePreprocessor, decode_image, test_images
 from modelmora.names import TEXT_TOWER
 from modelmora.serve.ipc import ModelInfo, Output, RunItems, TensorSpec, WorkerSpec
-from modelmora.serve.runners.base import Runner, read_json, rss_bytes, trim_malloc
+from modelmora.serve.runners.base import Classes, Runner, rss_bytes, trim_malloc
 from modelmora.serve.runners.text import TextTokenizer
 
 __all__ = ["IMAGES_PER_CALL", "DualEncoderRunner", "ImageClassifierRunner", "ImageRunner"]
@@ -74,9 +74,7 @@ class ImageClassifierRunner(ImageRunner):
 
     def __init__(self, spec: WorkerSpec) -> None:
         super().__init__(spec)
-        id2label = (read_json(self.dir / "config.json") or {}).get("id2label") or {}
-        n = int(self.outputs[0].shape[-1]) if self.outputs[0].shape[-1] > 0 else len(id2label)
-        self.labels = tuple(str(id2label.get(str(i), f"LABEL_{i}")) for i in range(n))
+        self.classes = Classes.read(self.dir, self.outputs[0])
 
     def warm_up(self) -> None:
         self.classify(list(self.preprocess(test_images(1))))
@@ -87,20 +85,11 @@ class ImageClassifierRunner(ImageRunner):
         return self.classify(body.items)
 
     def classify(self, items: list[Any]) -> Output:
-        logits = self.run_images(items, [self.outputs[0].name])[self.outputs[0].name]
-        logits = np.asarray(logits, dtype=np.float32)
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        scores = (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
-        return Output(arrays={"logits": logits, "scores": scores}, rss_bytes=rss_bytes())
+        name = self.outputs[0].name
+        return self.classes.outputs(self.run_images(items, [name])[name])
 
     def info(self) -> ModelInfo:
-        n = len(self.labels)
-        outputs = (
-            TensorSpec("label", "BYTES", (-1,)),
-            TensorSpec("scores", "FP32", (-1, n)),
-            TensorSpec("logits", "FP32", (-1, n)),
-        )
-        return replace(self.image_info(outputs), labels=self.labels)
+        return replace(self.image_info(self.classes.specs()), labels=self.classes.labels)
 
 
 class DualEncoderRunner(ImageRunner):

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelmora.serve.errors import BadRequest, DeadlineExceeded, ServeError
 from modelmora.serve.ipc import Chunk, Generate
-from modelmora.serve.params import parse_priority, parse_timeout_ms
+from modelmora.serve.params import next_before, parse_priority, parse_timeout_ms
 from modelmora.serve.tasks.base import JsonRoute, ServeTask, V2Call
 from modelmora.serve.wire import dumps
 
@@ -285,11 +285,8 @@ async def _events(state: ServeState, job: _Job) -> AsyncGenerator[dict[str, Any]
         kv_bytes = metrics.kv_cache_bytes.labels(model)
         try:
             while True:
-                wait = None if deadline is None else deadline - time.monotonic()
                 try:
-                    if wait is not None and wait <= 0:
-                        raise asyncio.TimeoutError
-                    reply = await asyncio.wait_for(anext(stream), wait)
+                    reply = await next_before(stream, deadline)
                 except StopAsyncIteration:
                     return
                 except asyncio.TimeoutError:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelmora.diffusion import DiffusionConfig, DiffusionError, PromptTokenizer
 from modelmora.serve.errors import BadRequest, DeadlineExceeded, ServeError
 from modelmora.serve.ipc import Chunk, GenerateImages, Output
-from modelmora.serve.params import parse_priority, parse_timeout_ms
+from modelmora.serve.params import next_before, parse_priority, parse_timeout_ms
 from modelmora.serve.tasks.base import JsonRoute, ServeTask, V2Call
 from modelmora.serve.wire import dumps
 
@@ -140,11 +140,8 @@ async def _generate(
         done = 0
         try:
             while True:
-                wait = None if deadline is None else deadline - time.monotonic()
                 try:
-                    if wait is not None and wait <= 0:
-                        raise asyncio.TimeoutError
-                    reply = await asyncio.wait_for(anext(stream), wait)
+                    reply = await next_before(stream, deadline)
                 except asyncio.TimeoutError:
                     metrics.dropped.labels(model, "deadline").inc()
                     raise DeadlineExceeded(
