@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +90,6 @@ def export_diffusers(
         source_format="diffusers",
         task=task,
         exporter="optimum",
-        exporter_version=metadata.version("optimum-onnx"),
         started=started,
         recipe=recipe,
         components=components,

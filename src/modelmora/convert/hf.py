@@ -152,7 +152,6 @@ def export_optimum(
         source_format="transformers",
         task=task,
         exporter="optimum",
-        exporter_version=metadata.version("optimum-onnx"),
         started=started,
         recipe=recipe,
     )

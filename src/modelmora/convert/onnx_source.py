@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from importlib import metadata
 from pathlib import Path
 
 from modelmora.convert._files import (
@@ -73,7 +72,6 @@ def passthrough_onnx(
         source_format="onnx",
         task=task,
         exporter="onnx",
-        exporter_version=metadata.version("onnx"),
         started=started,
         recipe=recipe,
     )

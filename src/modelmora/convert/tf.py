@@ -14,7 +14,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +96,6 @@ def export_tf(
         source_format=source_format,
         task=task,
         exporter="tf2onnx",
-        exporter_version=metadata.version("tf2onnx"),
         started=started,
         recipe=recipe,
     )

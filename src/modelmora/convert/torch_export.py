@@ -38,7 +38,7 @@ from modelmora.convert._files import (
 from modelmora.convert.detect import TORCH_DESCRIPTOR
 from modelmora.errors import UserInputError
 from modelmora.fsutil import sha256_file
-from modelmora.records.conversion import ConversionResult, SourceFormat
+from modelmora.records.conversion import EXPORTER_PACKAGES, ConversionResult, SourceFormat
 
 # Above this many parameter bytes the graph cannot be one protobuf (2 GB limit).
 _EXTERNAL_DATA_BYTES = 1_800_000_000
@@ -151,7 +151,6 @@ def build_result(
     source_format: SourceFormat,
     task: str | None,
     exporter: str,
-    exporter_version: str,
     started: float,
     recipe: Mapping[str, str | int | bool | None],
     torch_exporter: str | None = None,
@@ -159,7 +158,8 @@ def build_result(
     model_file: str = MODEL_FILE,
 ) -> ConversionResult:
     """Describe a finished artifact directory (``model_file`` + companions; for several
-    graphs, ``components`` names each by its role)."""
+    graphs, ``components`` names each by its role). The exporter's version is its package's
+    (``records.conversion.EXPORTER_PACKAGES``)."""
     model = out_dir / model_file
     opset, inputs, outputs, external = describe(model)
     return ConversionResult.model_validate(
@@ -169,7 +169,7 @@ def build_result(
             "source_format": source_format,
             "task": task,
             "exporter": exporter,
-            "exporter_version": exporter_version,
+            "exporter_version": metadata.version(EXPORTER_PACKAGES[exporter]),
             "torch_exporter": torch_exporter,
             "opset": opset,
             "model_file": model_file,
@@ -243,7 +243,6 @@ def export_torch_module(
         source_format=source_format,
         task=task,
         exporter="torch.onnx",
-        exporter_version=metadata.version("torch"),
         started=started,
         recipe=recipe,
         torch_exporter="dynamo" if dynamo else "legacy",

@@ -16,7 +16,6 @@ serving needs neither torch nor transformers.
 from __future__ import annotations
 
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +114,6 @@ def export_dual_encoder(
         source_format="transformers",
         task=task,
         exporter="torch.onnx",
-        exporter_version=metadata.version("torch"),
         started=started,
         recipe=recipe,
         torch_exporter="legacy",

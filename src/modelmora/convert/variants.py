@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from importlib import metadata
 from pathlib import Path
 
 from modelmora.convert._files import MODEL_FILE, describe, staged
@@ -132,7 +131,6 @@ def make_variant(
         source_format=source_format,
         task=task,
         exporter="onnxruntime",
-        exporter_version=metadata.version("onnxruntime"),
         started=started,
         recipe=conversion_recipe(spec, source_format=source_format, task=task, variant=variant),
     )

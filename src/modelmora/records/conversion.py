@@ -10,6 +10,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+EXPORTER_PACKAGES = {
+    "optimum": "optimum-onnx",
+    "torch.onnx": "torch",
+    "tf2onnx": "tf2onnx",
+    "onnx": "onnx",
+    "onnxruntime": "onnxruntime",
+}
+"""Each exporter's Python distribution: where its recorded version comes from."""
+
 SourceFormat = Literal["transformers", "diffusers", "onnx", "torch", "tf-savedmodel", "keras"]
 Variant = Literal["base", "optimized", "int8", "int4"]
 
@@ -68,5 +77,4 @@ class ConversionResult(BaseModel):
     @property
     def exporter_label(self) -> str:
         """``PACKAGE VERSION`` of the exporter, as a person reads it."""
-        package = "optimum-onnx" if self.exporter == "optimum" else self.exporter
-        return f"{package} {self.exporter_version}"
+        return f"{EXPORTER_PACKAGES.get(self.exporter, self.exporter)} {self.exporter_version}"
