@@ -119,7 +119,8 @@ def test_images(count: int = 4, *, seed: int = 0) -> list[Image.Image]:
     rng = np.random.default_rng(seed)
     images = []
     for i in range(count):
-        height, width = 40 + 13 * i, 56 - 5 * i + 3 * (i % 2)
+        k = i % 8  # sizes cycle, so any count works
+        height, width = 40 + 13 * k, 56 - 5 * k + 3 * (k % 2)
         y, x = np.mgrid[0:height, 0:width]
         base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], -1)
         noisy = base + rng.normal(0, 24, size=base.shape)
