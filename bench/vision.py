@@ -5,8 +5,8 @@ one PNG image per request, at 1, 8 and 32 concurrent clients:
 
 (a) ``modelmora serve`` (router + ORT worker: decode + preprocess in the worker, dynamic
     batching), ``POST /v1/classify`` with a data URL;
-(b) a naive baseline: FastAPI + transformers (``ViTImageProcessor`` + the PyTorch model),
-    one forward pass per request;
+(b) a naive baseline: FastAPI + a transformers ``pipeline("image-classification")`` (the
+    PyTorch model), one call per request;
 (c) bare ONNX Runtime in this process (decode → our preprocessing → run), at batch 1 and
     batch 32: the limit the server is measured against.
 
@@ -99,27 +99,21 @@ def png_urls(count: int) -> list[str]:
 
 # -- servers ------------------------------------------------------------------------------
 def naive_server(port: int, snapshot: str) -> None:
-    """FastAPI + transformers, one forward pass per request (a sync endpoint: FastAPI's
-    thread pool runs them)."""
-    import torch
+    """FastAPI + a transformers ``pipeline("image-classification")``, one call per request
+    (a sync endpoint: FastAPI's thread pool runs them): what a team writes first."""
     import transformers
     import uvicorn
     from fastapi import FastAPI
     from PIL import Image
 
-    processor = transformers.ViTImageProcessor.from_pretrained(snapshot)
-    model = transformers.ViTForImageClassification.from_pretrained(snapshot).eval()
-    labels = model.config.id2label
+    classify_image = transformers.pipeline("image-classification", model=snapshot, device="cpu")
     app = FastAPI()
 
     @app.post("/v1/classify")
     def classify(body: dict[str, Any]) -> dict[str, Any]:
         data = base64.b64decode(body["input"].split(",", 1)[1])
         image = Image.open(io.BytesIO(data)).convert("RGB")
-        with torch.inference_mode():
-            scores = model(**processor(image, return_tensors="pt")).logits.softmax(-1)[0]
-        best = int(scores.argmax())
-        return {"data": [{"label": labels[best], "score": float(scores[best])}]}
+        return {"data": classify_image(image, top_k=1)}
 
     print("ready", flush=True)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
