@@ -14,13 +14,14 @@ definitions: DDIM, Euler (discrete) and PNDM (PLMS, ``skip_prk_steps``). Anythin
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from modelmora.fsutil import JsonObjectError, read_json_object
 
 __all__ = [
     "COMPONENTS",
@@ -47,14 +48,9 @@ class DiffusionError(ValueError):
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DiffusionError(f"{path} is missing") from None
-    except (OSError, ValueError) as exc:
-        raise DiffusionError(f"{path} is not readable JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise DiffusionError(f"{path} does not hold a JSON object")
-    return data
+        return read_json_object(path)
+    except JsonObjectError as exc:
+        raise DiffusionError(str(exc)) from None
 
 
 # -- schedulers ---------------------------------------------------------------------------

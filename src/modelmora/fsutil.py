@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
@@ -61,3 +63,24 @@ def disk_size(path: Path) -> int:
     if not path.is_dir():
         return path.stat().st_size
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+class JsonObjectError(ValueError):
+    """A JSON file a model needs that is missing, unreadable or not an object."""
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A model's JSON config (``config.json``, ``preprocessor_config.json`` …) as a dict.
+
+    One message for each way it can be unusable, naming the file, so callers can re-raise
+    it as their own error type instead of each writing the same three checks.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise JsonObjectError(f"{path} is missing") from None
+    except (OSError, ValueError) as exc:
+        raise JsonObjectError(f"{path} is not readable JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise JsonObjectError(f"{path} does not hold a JSON object")
+    return data

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from modelmora.fsutil import JsonObjectError, read_json_object
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -150,15 +151,12 @@ class ImagePreprocessor:
     @classmethod
     def read(cls, directory: Path) -> ImagePreprocessor:
         path = directory / PREPROCESSOR_CONFIG
+        if not path.is_file():
+            raise ImageError(f"{path} is missing: an image model needs its preprocessor")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ImageError(f"{path} is missing: an image model needs its preprocessor") from None
-        except (OSError, ValueError) as exc:
-            raise ImageError(f"{path} is not readable JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ImageError(f"{path} does not hold a JSON object")
-        return cls.from_config(data, where=str(path))
+            return cls.from_config(read_json_object(path), where=str(path))
+        except JsonObjectError as exc:
+            raise ImageError(str(exc)) from None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], *, where: str) -> ImagePreprocessor:
