@@ -83,6 +83,40 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
+def latency_row(
+    ms: np.ndarray,
+    *,
+    batch_size: int,
+    seq_len: int,
+    load_ms: float,
+    warmup_ms: float,
+    items_per_run: float,
+    scope: str,
+    iterations: int | None = None,
+    **extra: Any,
+) -> BatchResult:
+    """One measured row from the runs' latencies in ms: percentiles, mean, throughput over
+    the time spent running (``items_per_run`` per run) and this process's peak RSS, so every
+    kind of benchmark reports them the same way. ``iterations`` defaults to the runs made."""
+    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+    total_s = float(ms.sum()) / 1000
+    return BatchResult(
+        batch_size=batch_size,
+        seq_len=seq_len,
+        iterations=len(ms) if iterations is None else iterations,
+        load_time_ms=round(load_ms, 3),
+        warmup_ms=round(warmup_ms, 3),
+        p50_ms=round(float(p50), 4),
+        p95_ms=round(float(p95), 4),
+        p99_ms=round(float(p99), 4),
+        mean_ms=round(float(ms.mean()), 4),
+        throughput_items_per_s=round(items_per_run * len(ms) / total_s, 4) if total_s else 0.0,
+        peak_rss_mb=round(_peak_rss_mb(), 1),
+        peak_rss_scope=scope,
+        **extra,
+    )
+
+
 def _gpu_memory_mb() -> float | None:
     """This process's GPU memory from nvidia-smi (no torch, no pynvml dependency)."""
     import os
@@ -201,22 +235,14 @@ def _measure(
         session.run(None, feeds)
         latencies[done] = (time.perf_counter() - start) * 1000
         done += 1
-    latencies = latencies[:done]
-    p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
-    total_s = float(latencies.sum()) / 1000
-    result = BatchResult(
+    result = latency_row(
+        latencies[:done],
         batch_size=batch_size,
         seq_len=seq_len,
-        iterations=done,
-        load_time_ms=round(load_ms, 3),
-        warmup_ms=round(warmup_ms, 3),
-        p50_ms=round(float(p50), 4),
-        p95_ms=round(float(p95), 4),
-        p99_ms=round(float(p99), 4),
-        mean_ms=round(float(latencies.mean()), 4),
-        throughput_items_per_s=round(batch_size * iterations / total_s, 3) if total_s else 0.0,
-        peak_rss_mb=round(_peak_rss_mb(), 1),
-        peak_rss_scope=scope,
+        load_ms=load_ms,
+        warmup_ms=warmup_ms,
+        items_per_run=batch_size,
+        scope=scope,
         gpu_memory_mb=_gpu_memory_mb() if gpu else None,
     )
     del session

@@ -18,8 +18,8 @@ import numpy as np
 from modelmora.bench.core import (
     MIN_ITERATIONS,
     Measurement,
-    _peak_rss_mb,
     active_provider_problem,
+    latency_row,
     measure_each,
     open_session,
     prepare,
@@ -60,21 +60,14 @@ def _measure(
         start = time.perf_counter()
         generate(root, sessions, BENCH_PROMPT, noise, steps=steps)
         seconds.append(time.perf_counter() - start)
-    ms = np.asarray(seconds) * 1000
-    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-    row = BatchResult(
+    row = latency_row(
+        np.asarray(seconds) * 1000,
         batch_size=1,
         seq_len=steps,
-        iterations=len(seconds),
-        load_time_ms=round(load_ms, 3),
-        warmup_ms=round(warmup_ms, 3),
-        p50_ms=round(float(p50), 3),
-        p95_ms=round(float(p95), 3),
-        p99_ms=round(float(p99), 3),
-        mean_ms=round(float(ms.mean()), 3),
-        throughput_items_per_s=round(1000 / float(ms.mean()), 4),
-        peak_rss_mb=round(_peak_rss_mb(), 1),
-        peak_rss_scope=scope,
+        load_ms=load_ms,
+        warmup_ms=warmup_ms,
+        items_per_run=1,
+        scope=scope,
     )
     return row, active, None
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelmora.bench.core import _peak_rss_mb, measure_each, open_session, prepare
+from modelmora.bench.core import latency_row, measure_each, open_session, prepare
 from modelmora.decoding import Decoder
 from modelmora.manifest.model import BenchmarkSpec
 from modelmora.records.benchmark import BackendBenchmark, BatchResult
@@ -37,20 +37,15 @@ def _measure(
     prompts = rng.integers(1, vocab_size(model.parent) or 2, size=(sequences, prompt_tokens))
     decoder.greedy_batch(prompts, 2)  # warm-up: first-call allocations and kernels
     run = decoder.greedy_batch(prompts, new_tokens)
-    p50, p95, p99 = np.percentile(run.step_s * 1000, [50, 95, 99])
-    result = BatchResult(
+    result = latency_row(
+        run.step_s * 1000,
         batch_size=sequences,
         seq_len=prompt_tokens,
-        iterations=new_tokens,
-        load_time_ms=round(load_ms, 3),
+        load_ms=load_ms,
         warmup_ms=0.0,
-        p50_ms=round(float(p50), 4),
-        p95_ms=round(float(p95), 4),
-        p99_ms=round(float(p99), 4),
-        mean_ms=round(float(run.step_s.mean() * 1000), 4),
-        throughput_items_per_s=round(sequences * (new_tokens - 1) / float(run.step_s.sum()), 3),
-        peak_rss_mb=round(_peak_rss_mb(), 1),
-        peak_rss_scope=scope,
+        items_per_run=sequences,
+        scope=scope,
+        iterations=new_tokens,
         ttft_ms=round(run.prompt_s * 1000, 3),
         prompt_tokens_per_s=round(sequences * prompt_tokens / run.prompt_s, 1),
     )
