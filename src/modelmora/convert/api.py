@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from modelmora.convert.detect import detect_format, detect_task, normalize_task, refuse_pickle
+from modelmora.convert.job import ExportJob
 from modelmora.convert.keys import conversion_recipe
 from modelmora.errors import UserInputError
 from modelmora.manifest.model import ConvertSpec
@@ -77,80 +78,48 @@ def convert(
     resolved_task = resolve_task(model_dir, fmt, declared=task, metadata=metadata, name=name)
     recipe = conversion_recipe(spec, source_format=fmt, task=resolved_task)
 
+    job = ExportJob(
+        model_dir=model_dir,
+        out_dir=out_dir,
+        name=name,
+        source_format=fmt,
+        task=resolved_task,
+        recipe=recipe,
+        opset=spec.opset,
+        dynamo=exporter == "torch-dynamo",
+        trust_remote_code=trust_remote_code,
+    )
+    return exporter_function(job, exporter)(job)
+
+
+def exporter_function(job: ExportJob, exporter: str) -> Callable[[ExportJob], ConversionResult]:
+    """Which function exports this job: by source format, then task or exporter. Each is
+    imported only when chosen (they pull in torch, optimum or TensorFlow)."""
+    fmt = job.source_format
+    if fmt == "transformers" and job.task == "zero-shot-image-classification":
+        from modelmora.convert.towers import export_dual_encoder
+
+        return export_dual_encoder
     if fmt == "transformers":
-        from modelmora.convert import hf
+        from modelmora.convert.hf import export_optimum, export_torch_hf
 
-        assert resolved_task is not None
-        if resolved_task == "zero-shot-image-classification" or exporter == "optimum":
-            from modelmora.convert.towers import export_dual_encoder
-
-            towers = resolved_task == "zero-shot-image-classification"
-            return (export_dual_encoder if towers else hf.export_optimum)(
-                model_dir,
-                out_dir,
-                name=name,
-                task=resolved_task,
-                opset=spec.opset,
-                trust_remote_code=trust_remote_code,
-                recipe=recipe,
-            )
-        return hf.export_torch_hf(
-            model_dir,
-            out_dir,
-            name=name,
-            task=resolved_task,
-            opset=spec.opset,
-            dynamo=exporter == "torch-dynamo",
-            trust_remote_code=trust_remote_code,
-            recipe=recipe,
-        )
+        return export_optimum if exporter == "optimum" else export_torch_hf
     if fmt == "diffusers":
         from modelmora.convert.diffusers import export_diffusers
 
-        assert resolved_task is not None
-        return export_diffusers(
-            model_dir, out_dir, name=name, task=resolved_task, opset=spec.opset, recipe=recipe
-        )
+        return export_diffusers
     if fmt == "torch":
         from modelmora.convert.torch_export import export_torch_dir
         from modelmora.convert.torchhub import export_torchhub, is_torchhub
 
-        if is_torchhub(model_dir):
-            return export_torchhub(
-                model_dir,
-                out_dir,
-                name=name,
-                task=resolved_task,
-                dynamo=exporter == "torch-dynamo",
-                opset=spec.opset,
-                trust_remote_code=trust_remote_code,
-                recipe=recipe,
-            )
-
-        return export_torch_dir(
-            model_dir,
-            out_dir,
-            name=name,
-            task=resolved_task,
-            dynamo=exporter == "torch-dynamo",
-            opset=spec.opset,
-            recipe=recipe,
-        )
+        return export_torchhub if is_torchhub(job.snapshot) else export_torch_dir
     if fmt in ("tf-savedmodel", "keras"):
         from modelmora.convert.tf import export_tf
 
-        return export_tf(
-            model_dir,
-            out_dir,
-            name=name,
-            source_format=fmt,
-            task=resolved_task,
-            opset=spec.opset,
-            recipe=recipe,
-        )
+        return export_tf
     from modelmora.convert.onnx_source import passthrough_onnx
 
-    return passthrough_onnx(model_dir, out_dir, name=name, task=resolved_task, recipe=recipe)
+    return passthrough_onnx
 
 
 def resolve_task(

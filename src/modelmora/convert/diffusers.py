@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 from modelmora.convert._files import staged
-from modelmora.convert.hf import Recipe, import_transformers
-from modelmora.convert.torch_export import build_result
+from modelmora.convert.hf import import_transformers
+from modelmora.convert.job import ExportJob
 from modelmora.diffusion import COMPONENTS, DiffusionConfig, DiffusionError
 from modelmora.errors import UserInputError
 from modelmora.records.conversion import ConversionResult
@@ -39,10 +38,8 @@ def pipeline_class(model_dir: Path) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def export_diffusers(
-    model_dir: Path, out_dir: Path, *, name: str, task: str, opset: int, recipe: Recipe
-) -> ConversionResult:
-    started = time.perf_counter()
+def export_diffusers(job: ExportJob) -> ConversionResult:
+    model_dir, name, task = job.snapshot, job.name, job.known_task
     kind = pipeline_class(model_dir)
     if kind not in PIPELINES:
         raise UserInputError(
@@ -60,13 +57,13 @@ def export_diffusers(
 
     diffusers.utils.logging.disable_progress_bar()  # "Loading pipeline components" bars
 
-    with staged(out_dir) as tmp:
+    with staged(job.out_dir) as tmp:
         try:
             main_export(
                 str(model_dir),
                 output=tmp,
                 task="text-to-image",
-                opset=opset,
+                opset=job.opset,
                 device="cpu",
                 library_name="diffusers",
                 do_validation=False,
@@ -84,17 +81,7 @@ def export_diffusers(
         except DiffusionError as exc:
             raise UserInputError(f"model '{name}': {exc}") from None
     components = {c: f"{c}/model.onnx" for c in COMPONENTS}
-    return build_result(
-        out_dir,
-        name=name,
-        source_format="diffusers",
-        task=task,
-        exporter="optimum",
-        started=started,
-        recipe=recipe,
-        components=components,
-        model_file=components["unet"],
-    )
+    return job.result("optimum", components=components, model_file=components["unet"])
 
 
 def _ensure_fast_tokenizer(directory: Path) -> None:

@@ -9,8 +9,6 @@ only warns on mismatches, so it is switched off here: :mod:`modelmora.validate` 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -19,13 +17,12 @@ from modelmora import tasks
 from modelmora.convert._files import MODEL_FILE, copy_sidecars, onnx_graphs, staged
 from modelmora.convert.detect import read_config
 from modelmora.convert.genai_config import write_genai_config
-from modelmora.convert.torch_export import build_result, export_torch_module
+from modelmora.convert.job import ExportJob
+from modelmora.convert.torch_export import export_module
 from modelmora.errors import UserInputError
 from modelmora.records.conversion import ConversionResult
 
 EXAMPLE_SENTENCES = ("Export this sentence.", "A second, somewhat longer example sentence here.")
-
-Recipe = Mapping[str, str | int | bool | None]
 
 
 def import_transformers() -> Any:
@@ -101,33 +98,24 @@ def check_exportable(model_dir: Path, *, name: str, task: str) -> None:
         )
 
 
-def export_optimum(
-    model_dir: Path,
-    out_dir: Path,
-    *,
-    name: str,
-    task: str,
-    opset: int,
-    trust_remote_code: bool,
-    recipe: Recipe,
-) -> ConversionResult:
-    started = time.perf_counter()
+def export_optimum(job: ExportJob) -> ConversionResult:
+    model_dir, name, task = job.snapshot, job.name, job.known_task
     check_exportable(model_dir, name=name, task=task)
     from optimum.exporters.onnx import main_export
 
-    with staged(out_dir) as tmp:
+    with staged(job.out_dir) as tmp:
         try:
             main_export(
                 str(model_dir),
                 output=tmp,
                 task=export_task(task),
-                opset=opset,
+                opset=job.opset,
                 device="cpu",
                 framework="pt",
                 library_name="transformers",
                 do_validation=False,
                 local_files_only=True,
-                trust_remote_code=trust_remote_code,
+                trust_remote_code=job.trust_remote_code,
             )
         except Exception as exc:
             raise UserInputError(
@@ -146,15 +134,7 @@ def export_optimum(
         copy_sidecars(model_dir, tmp)
         if export_task(task) != task:
             write_genai_config(model_dir, tmp, name=name)
-    return build_result(
-        out_dir,
-        name=name,
-        source_format="transformers",
-        task=task,
-        exporter="optimum",
-        started=started,
-        recipe=recipe,
-    )
+    return job.result("optimum")
 
 
 def load_task_model(model_dir: Path, *, task: str, trust_remote_code: bool) -> Any:
@@ -176,24 +156,16 @@ def tokenize(model_dir: Path, sentences: tuple[str, ...] | list[str]) -> dict[st
     return {k: v for k, v in encoded.items()}
 
 
-def export_torch_hf(
-    model_dir: Path,
-    out_dir: Path,
-    *,
-    name: str,
-    task: str,
-    opset: int,
-    dynamo: bool,
-    trust_remote_code: bool,
-    recipe: Recipe,
-) -> ConversionResult:
+def export_torch_hf(job: ExportJob) -> ConversionResult:
     import inspect
 
     import torch
 
-    model = load_task_model(model_dir, task=task, trust_remote_code=trust_remote_code)
+    model = load_task_model(
+        job.snapshot, task=job.known_task, trust_remote_code=job.trust_remote_code
+    )
     params = inspect.signature(model.forward).parameters
-    encoded = tokenize(model_dir, EXAMPLE_SENTENCES)
+    encoded = tokenize(job.snapshot, EXAMPLE_SENTENCES)
     input_names = [k for k in encoded if k in params]
     args = tuple(torch.from_numpy(encoded[k]) for k in input_names)
     with torch.no_grad():
@@ -220,18 +192,11 @@ def export_torch_hf(
         if sample[k].dim() >= 2 and sample[k].shape[1] == seq_len:
             dims[1] = "sequence_length"
         axes[k] = dims
-    return export_torch_module(
+    return export_module(
         _Positional(),
         args,
-        out_dir,
-        name=name,
+        job,
         input_names=input_names,
         output_names=output_names,
         dynamic_axes=axes,
-        dynamo=dynamo,
-        opset=opset,
-        task=task,
-        sidecars_from=model_dir,
-        source_format="transformers",
-        recipe=recipe,
     )

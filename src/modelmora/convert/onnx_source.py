@@ -7,7 +7,6 @@ External data is resolved against the snapshot and refused when it points outsid
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 from modelmora.convert._files import (
@@ -18,7 +17,7 @@ from modelmora.convert._files import (
     onnx_graphs,
     staged,
 )
-from modelmora.convert.torch_export import Recipe, build_result
+from modelmora.convert.job import ExportJob
 from modelmora.errors import UserInputError
 from modelmora.records.conversion import ConversionResult
 
@@ -44,10 +43,8 @@ def external_data_files(model_path: Path, model_dir: Path) -> list[Path]:
     return checked_external_paths(model_path, model_dir, locations)
 
 
-def passthrough_onnx(
-    model_dir: Path, out_dir: Path, *, name: str, task: str | None, recipe: Recipe
-) -> ConversionResult:
-    started = time.perf_counter()
+def passthrough_onnx(job: ExportJob) -> ConversionResult:
+    model_dir, name = job.snapshot, job.name
     source = main_onnx_file(model_dir, name=name)
     externals = external_data_files(source, model_dir)
     base = source.parent.resolve()
@@ -59,19 +56,11 @@ def passthrough_onnx(
                 "self-contained",
                 hint="keep the graph and its external data in one directory",
             )
-    with staged(out_dir) as tmp:
+    with staged(job.out_dir) as tmp:
         shutil.copyfile(source, tmp / MODEL_FILE)
         for path in externals:
             target = tmp / path.relative_to(base)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
         copy_sidecars(model_dir, tmp)
-    return build_result(
-        out_dir,
-        name=name,
-        source_format="onnx",
-        task=task,
-        exporter="onnx",
-        started=started,
-        recipe=recipe,
-    )
+    return job.result("onnx")

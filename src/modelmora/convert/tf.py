@@ -12,14 +12,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from modelmora.convert._files import MODEL_FILE, copy_sidecars, staged
-from modelmora.convert.torch_export import Recipe, build_result
+from modelmora.convert.job import ExportJob
 from modelmora.errors import ModelMoraError, UserInputError
 from modelmora.records.conversion import ConversionResult, SourceFormat
 
@@ -63,20 +62,11 @@ def keras_file(model_dir: Path, *, name: str) -> Path:
     return files[0]
 
 
-def export_tf(
-    model_dir: Path,
-    out_dir: Path,
-    *,
-    name: str,
-    source_format: SourceFormat,
-    task: str | None,
-    opset: int,
-    recipe: Recipe,
-) -> ConversionResult:
+def export_tf(job: ExportJob) -> ConversionResult:
+    model_dir, name = job.snapshot, job.name
     require_tf(name)
-    started = time.perf_counter()
-    target = keras_file(model_dir, name=name) if source_format == "keras" else model_dir
-    with staged(out_dir) as tmp:
+    target = keras_file(model_dir, name=name) if job.source_format == "keras" else model_dir
+    with staged(job.out_dir) as tmp:
         _run(
             [
                 "-m",
@@ -84,21 +74,13 @@ def export_tf(
                 "convert",
                 str(target),
                 str(tmp / MODEL_FILE),
-                str(opset),
+                str(job.opset),
             ],
             what="tf2onnx conversion",
             name=name,
         )
         copy_sidecars(model_dir, tmp)
-    return build_result(
-        out_dir,
-        name=name,
-        source_format=source_format,
-        task=task,
-        exporter="tf2onnx",
-        started=started,
-        recipe=recipe,
-    )
+    return job.result("tf2onnx")
 
 
 def run_reference(

@@ -2,8 +2,10 @@
 
 Two entry points:
 
-* :func:`export_torch_module` takes an ``nn.Module`` already in memory with example inputs.
-  Sources that build modules themselves (a future ``torchhub://``) call this directly.
+* :func:`export_module` takes an ``nn.Module`` already in memory with example inputs and
+  the :class:`~modelmora.convert.job.ExportJob` (the transformers, torch.hub and TorchScript
+  exporters end in it); :func:`export_torch_module` is the same for a module with no
+  snapshot behind it.
 * A snapshot directory holding ``modelmora_torch.json`` and a TorchScript archive::
 
       {"file": "model.pt",
@@ -20,9 +22,7 @@ from __future__ import annotations
 
 import inspect
 import json
-import time
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +31,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from modelmora.convert._files import (
     MODEL_FILE,
     copy_sidecars,
-    describe,
-    list_files,
     staged,
 )
 from modelmora.convert.detect import TORCH_DESCRIPTOR
+from modelmora.convert.job import ExportJob
+from modelmora.convert.keys import conversion_recipe
 from modelmora.errors import UserInputError
-from modelmora.fsutil import sha256_file
-from modelmora.records.conversion import EXPORTER_PACKAGES, ConversionResult, SourceFormat
+from modelmora.manifest.model import ConvertSpec
+from modelmora.records.conversion import ConversionResult
 
 # Above this many parameter bytes the graph cannot be one protobuf (2 GB limit).
 _EXTERNAL_DATA_BYTES = 1_800_000_000
-
-Recipe = Mapping[str, str | int | bool | None]
 
 
 class TorchInputSpec(BaseModel):
@@ -144,45 +142,44 @@ def torch_onnx_export(
         )
 
 
-def build_result(
-    out_dir: Path,
+def export_module(
+    module: Any,
+    example_inputs: tuple[Any, ...],
+    job: ExportJob,
     *,
-    name: str,
-    source_format: SourceFormat,
-    task: str | None,
-    exporter: str,
-    started: float,
-    recipe: Mapping[str, str | int | bool | None],
-    torch_exporter: str | None = None,
-    components: Mapping[str, str] | None = None,
-    model_file: str = MODEL_FILE,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
 ) -> ConversionResult:
-    """Describe a finished artifact directory (``model_file`` + companions; for several
-    graphs, ``components`` names each by its role). The exporter's version is its package's
-    (``records.conversion.EXPORTER_PACKAGES``)."""
-    model = out_dir / model_file
-    opset, inputs, outputs, external = describe(model)
-    return ConversionResult.model_validate(
-        {
-            "name": name,
-            "variant": recipe.get("variant", "base"),
-            "source_format": source_format,
-            "task": task,
-            "exporter": exporter,
-            "exporter_version": metadata.version(EXPORTER_PACKAGES[exporter]),
-            "torch_exporter": torch_exporter,
-            "opset": opset,
-            "model_file": model_file,
-            "components": dict(components or {}),
-            "sha256": sha256_file(model),
-            "external_data": bool(external),
-            "files": list_files(out_dir),
-            "inputs": inputs,
-            "outputs": outputs,
-            "wall_time_s": round(time.perf_counter() - started, 3),
-            "recipe": dict(recipe),
-        }
-    )
+    """Export an in-memory ``nn.Module`` to ``model.onnx`` in the job's ``out_dir``.
+
+    ``job.dynamo`` picks the exporter (recorded as ``torch_exporter``): the legacy
+    TorchScript tracer is faster and handles more models today; dynamo is where PyTorch is
+    heading.
+    """
+    module.eval()
+    with staged(job.out_dir) as tmp:
+        try:
+            torch_onnx_export(
+                module,
+                example_inputs,
+                tmp / MODEL_FILE,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                dynamo=job.dynamo,
+                opset=job.opset,
+            )
+        except Exception as exc:
+            mode = "dynamo" if job.dynamo else "legacy"
+            other = "torch" if job.dynamo else "torch-dynamo"
+            raise UserInputError(
+                f"model '{job.name}': torch.onnx.export ({mode}) failed: {exc}",
+                hint=f"try models.{job.name}.convert.exporter: {other}",
+            ) from exc
+        if job.model_dir is not None:
+            copy_sidecars(job.model_dir, tmp)
+    return job.result("torch.onnx", torch_exporter="dynamo" if job.dynamo else "legacy")
 
 
 def export_torch_module(
@@ -197,55 +194,28 @@ def export_torch_module(
     dynamo: bool = False,
     opset: int = 18,
     task: str | None = None,
-    sidecars_from: Path | None = None,
-    source_format: SourceFormat = "torch",
-    recipe: Mapping[str, str | int | bool | None] | None = None,
 ) -> ConversionResult:
-    """Export an in-memory ``nn.Module`` to ``out_dir/model.onnx`` and describe the result.
-
-    ``dynamo`` picks the exporter (recorded as ``torch_exporter``): the legacy TorchScript
-    tracer is faster and handles more models today; dynamo is where PyTorch is heading.
-    """
-    started = time.perf_counter()
-    module.eval()
-    with staged(out_dir) as tmp:
-        try:
-            torch_onnx_export(
-                module,
-                example_inputs,
-                tmp / MODEL_FILE,
-                input_names=input_names,
-                output_names=output_names,
-                dynamic_axes=dynamic_axes,
-                dynamo=dynamo,
-                opset=opset,
-            )
-        except Exception as exc:
-            mode = "dynamo" if dynamo else "legacy"
-            raise UserInputError(
-                f"model '{name}': torch.onnx.export ({mode}) failed: {exc}",
-                hint=f"try models.{name}.convert.exporter: {'torch' if dynamo else 'torch-dynamo'}",
-            ) from exc
-        if sidecars_from is not None:
-            copy_sidecars(sidecars_from, tmp)
-    if recipe is None:
-        recipe = {
-            "kind": "onnx",
-            "variant": "base",
-            "source_format": source_format,
-            "task": task,
-            "exporter": "torch-dynamo" if dynamo else "torch",
-            "opset": opset,
-        }
-    return build_result(
-        out_dir,
+    """Export a module built in memory (no snapshot) to ``out_dir/model.onnx`` and describe
+    the result, recorded with the recipe of a plain ``torch`` export."""
+    exporter = "torch-dynamo" if dynamo else "torch"
+    spec = ConvertSpec(exporter=exporter, opset=opset)
+    job = ExportJob(
+        model_dir=None,
+        out_dir=out_dir,
         name=name,
-        source_format=source_format,
+        source_format="torch",
         task=task,
-        exporter="torch.onnx",
-        started=started,
-        recipe=recipe,
-        torch_exporter="dynamo" if dynamo else "legacy",
+        recipe=conversion_recipe(spec, source_format="torch", task=task),
+        opset=opset,
+        dynamo=dynamo,
+    )
+    return export_module(
+        module,
+        example_inputs,
+        job,
+        input_names=input_names,
+        output_names=output_names,
+        dynamic_axes=dynamic_axes,
     )
 
 
@@ -259,30 +229,14 @@ def load_torchscript(model_dir: Path, descriptor: TorchDescriptor) -> Any:
     return jit.load(str(path), map_location="cpu").eval()
 
 
-def export_torch_dir(
-    model_dir: Path,
-    out_dir: Path,
-    *,
-    name: str,
-    task: str | None,
-    dynamo: bool,
-    opset: int,
-    recipe: Mapping[str, str | int | bool | None] | None = None,
-) -> ConversionResult:
+def export_torch_dir(job: ExportJob) -> ConversionResult:
     """Export a ``modelmora_torch.json`` snapshot (TorchScript archive)."""
-    descriptor = read_descriptor(model_dir)
-    module = load_torchscript(model_dir, descriptor)
-    return export_torch_module(
-        module,
+    descriptor = read_descriptor(job.snapshot)
+    return export_module(
+        load_torchscript(job.snapshot, descriptor),
         example_tensors(descriptor.inputs),
-        out_dir,
-        name=name,
+        job,
         input_names=[s.name for s in descriptor.inputs],
         output_names=descriptor.outputs,
         dynamic_axes=_dynamic_axes(descriptor.inputs),
-        dynamo=dynamo,
-        opset=opset,
-        task=task,
-        sidecars_from=model_dir,
-        recipe=recipe,
     )

@@ -24,7 +24,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from modelmora.convert.torch_export import Recipe, export_torch_module
+from modelmora.convert.job import ExportJob
+from modelmora.convert.torch_export import export_module
 from modelmora.errors import ModelMoraError, UserInputError
 from modelmora.names import TORCHHUB_DESCRIPTOR
 from modelmora.records.conversion import ConversionResult
@@ -133,24 +134,16 @@ def output_names(count: int) -> list[str]:
     return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
 
 
-def export_torchhub(
-    model_dir: Path,
-    out_dir: Path,
-    *,
-    name: str,
-    task: str | None,
-    dynamo: bool,
-    opset: int,
-    trust_remote_code: bool,
-    recipe: Recipe | None = None,
-) -> ConversionResult:
+def export_torchhub(job: ExportJob) -> ConversionResult:
     """Load the entry, run it once on its example inputs, export with a dynamic batch axis."""
     import torch
 
-    module, inputs = load_entry(model_dir, name=name, trust_remote_code=trust_remote_code)
+    module, inputs = load_entry(
+        job.snapshot, name=job.name, trust_remote_code=job.trust_remote_code
+    )
     tensors = tuple(inputs.values())
     with torch.no_grad():
-        outputs = _outputs(module(*tensors), name=name)
+        outputs = _outputs(module(*tensors), name=job.name)
     names = output_names(len(outputs))
     batch = tensors[0].shape[0] if tensors[0].ndim else None
     axes: dict[str, dict[int, str]] = {n: {0: "batch"} for n, t in inputs.items() if t.ndim}
@@ -161,19 +154,8 @@ def export_torchhub(
             if t.ndim and t.shape[0] == batch
         }
     )
-    return export_torch_module(
-        module,
-        tensors,
-        out_dir,
-        name=name,
-        input_names=list(inputs),
-        output_names=names,
-        dynamic_axes=axes,
-        dynamo=dynamo,
-        opset=opset,
-        task=task,
-        sidecars_from=model_dir,
-        recipe=recipe,
+    return export_module(
+        module, tensors, job, input_names=list(inputs), output_names=names, dynamic_axes=axes
     )
 
 

@@ -15,13 +15,13 @@ serving needs neither torch nor transformers.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from modelmora.convert._files import copy_sidecars, staged
-from modelmora.convert.hf import EXAMPLE_SENTENCES, Recipe, import_transformers, tokenize
-from modelmora.convert.torch_export import build_result, torch_onnx_export
+from modelmora.convert.hf import EXAMPLE_SENTENCES, import_transformers, tokenize
+from modelmora.convert.job import ExportJob
+from modelmora.convert.torch_export import torch_onnx_export
 from modelmora.errors import UserInputError
 from modelmora.imaging import ImageError, ImagePreprocessor, test_images
 from modelmora.names import IMAGE_TOWER, TEXT_TOWER
@@ -43,24 +43,15 @@ def load_dual_encoder(model_dir: Path, *, name: str, trust_remote_code: bool) ->
     return model.eval()
 
 
-def export_dual_encoder(
-    model_dir: Path,
-    out_dir: Path,
-    *,
-    name: str,
-    task: str,
-    opset: int,
-    trust_remote_code: bool,
-    recipe: Recipe,
-) -> ConversionResult:
+def export_dual_encoder(job: ExportJob) -> ConversionResult:
     import torch
 
-    started = time.perf_counter()
+    model_dir, name, opset = job.snapshot, job.name, job.opset
     try:
         preprocess = ImagePreprocessor.read(model_dir)
     except ImageError as exc:
         raise UserInputError(f"model '{name}': {exc}") from None
-    model = load_dual_encoder(model_dir, name=name, trust_remote_code=trust_remote_code)
+    model = load_dual_encoder(model_dir, name=name, trust_remote_code=job.trust_remote_code)
     encoded = tokenize(model_dir, EXAMPLE_SENTENCES)
     ids = torch.from_numpy(encoded["input_ids"])
     mask = torch.from_numpy(encoded["attention_mask"])
@@ -82,7 +73,7 @@ def export_dual_encoder(
             return self.model.get_image_features(pixel_values=pixel_values)
 
     tokens = {0: "batch_size", 1: "sequence_length"}
-    with staged(out_dir) as tmp:
+    with staged(job.out_dir) as tmp:
         torch_onnx_export(
             Text(),
             (ids, mask),
@@ -108,14 +99,8 @@ def export_dual_encoder(
             opset=opset,
         )
         copy_sidecars(model_dir, tmp)
-    return build_result(
-        out_dir,
-        name=name,
-        source_format="transformers",
-        task=task,
-        exporter="torch.onnx",
-        started=started,
-        recipe=recipe,
+    return job.result(
+        "torch.onnx",
         torch_exporter="legacy",
         components={"text": TEXT_TOWER, "image": IMAGE_TOWER},
         model_file=IMAGE_TOWER,

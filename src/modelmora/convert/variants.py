@@ -12,12 +12,11 @@ CPU provider implements and layouts tuned to this machine's CPU; ORT documents t
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 from modelmora.convert._files import MODEL_FILE, describe, staged
+from modelmora.convert.job import ExportJob
 from modelmora.convert.keys import conversion_recipe
-from modelmora.convert.torch_export import build_result
 from modelmora.errors import ModelMoraError
 from modelmora.fsutil import sha256_file
 from modelmora.manifest.model import ConvertSpec
@@ -104,7 +103,14 @@ def make_variant(
     task: str | None,
 ) -> ConversionResult:
     """Build one variant (``optimized``, ``int8`` or ``int4``) of the artifact in ``base_dir``."""
-    started = time.perf_counter()
+    job = ExportJob(
+        model_dir=base_dir,
+        out_dir=out_dir,
+        name=name,
+        source_format=source_format,
+        task=task,
+        recipe=conversion_recipe(spec, source_format=source_format, task=task, variant=variant),
+    )
     base = base_dir / MODEL_FILE
     _, _, _, locations = describe(base)
     external = bool(locations)
@@ -125,15 +131,7 @@ def make_variant(
                 f"model '{name}': building the {variant} variant failed: {exc}"
             ) from exc
         _copy_companions(base_dir, tmp, skip=set(locations))
-    result = build_result(
-        out_dir,
-        name=name,
-        source_format=source_format,
-        task=task,
-        exporter="onnxruntime",
-        started=started,
-        recipe=conversion_recipe(spec, source_format=source_format, task=task, variant=variant),
-    )
+    result = job.result("onnxruntime")
     result.base_sha256 = sha256_file(base)
     return result
 
