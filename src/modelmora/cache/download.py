@@ -26,7 +26,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -330,11 +330,7 @@ class ModelPull:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "content_digest": self.content_digest,
-            "files": self.files,
-            "fetched": self.fetched,
-            "bytes_fetched": self.bytes_fetched,
+            **asdict(self),
             "snapshot": str(self.snapshot) if self.snapshot else None,
             "missing": [f.model_dump(exclude_none=True) for f in self.missing],
         }

@@ -8,7 +8,7 @@ byte, which is what catches bit rot that leaves metadata untouched.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from modelmora.cache.filecheck import file_problems
@@ -45,19 +45,7 @@ class VerifyReport:
         return not self.problems
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "blobs": self.blobs,
-            "bytes": self.bytes,
-            "rehashed": self.rehashed,
-            "rehashed_bytes": self.rehashed_bytes,
-            "snapshots": self.snapshots,
-            "artifacts": self.artifacts,
-            "problems": [
-                {"kind": p.kind, "subject": p.subject, "detail": p.detail} for p in self.problems
-            ],
-            "repaired": self.repaired,
-        }
+        return {"ok": self.ok, **asdict(self)}
 
 
 def verify_store(store: Store, *, full: bool = False, repair: bool = False) -> VerifyReport:

@@ -9,7 +9,9 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from modelmora.errors import UserInputError
 from modelmora.fsutil import sha256_file
@@ -174,3 +176,15 @@ def staged(out_dir: Path) -> Iterator[Path]:
 
 def onnx_graphs(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*.onnx") if p.is_file())
+
+
+Descriptor = TypeVar("Descriptor", bound=BaseModel)
+
+
+def read_descriptor_file(path: Path, schema: type[Descriptor], what: str) -> Descriptor:
+    """A JSON file a source wrote into the snapshot (``modelmora_torch.json`` …), checked
+    against its schema; anything wrong with it is the user's to fix, so a UserInputError."""
+    try:
+        return schema.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError) as exc:
+        raise UserInputError(f"{path} is not a valid {what}: {exc}") from exc

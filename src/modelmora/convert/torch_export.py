@@ -21,18 +21,13 @@ torch is imported lazily: nothing here may be imported by serving code paths.
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from modelmora.convert._files import (
-    MODEL_FILE,
-    copy_sidecars,
-    staged,
-)
+from modelmora.convert._files import MODEL_FILE, copy_sidecars, read_descriptor_file, staged
 from modelmora.convert.detect import TORCH_DESCRIPTOR
 from modelmora.convert.job import ExportJob
 from modelmora.convert.keys import conversion_recipe
@@ -63,11 +58,7 @@ class TorchDescriptor(BaseModel):
 
 
 def read_descriptor(model_dir: Path) -> TorchDescriptor:
-    path = model_dir / TORCH_DESCRIPTOR
-    try:
-        return TorchDescriptor.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, ValidationError) as exc:
-        raise UserInputError(f"{path} is not a valid torch descriptor: {exc}") from exc
+    return read_descriptor_file(model_dir / TORCH_DESCRIPTOR, TorchDescriptor, "torch descriptor")
 
 
 def example_tensors(specs: Sequence[TorchInputSpec], *, seed: int = 0) -> tuple[Any, ...]:

@@ -15,15 +15,15 @@ are named ``output`` (one tensor) or ``output_0``, ``output_1``… (a tuple).
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
+from modelmora.convert._files import read_descriptor_file
 from modelmora.convert.job import ExportJob
 from modelmora.convert.torch_export import export_module
 from modelmora.errors import ModelMoraError, UserInputError
@@ -50,10 +50,7 @@ def is_torchhub(model_dir: Path) -> bool:
 
 def read_hub_descriptor(model_dir: Path) -> TorchHubDescriptor:
     path = model_dir / TORCHHUB_DESCRIPTOR
-    try:
-        return TorchHubDescriptor.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, ValidationError) as exc:
-        raise UserInputError(f"{path} is not a valid torchhub descriptor: {exc}") from exc
+    return read_descriptor_file(path, TorchHubDescriptor, "torchhub descriptor")
 
 
 @contextlib.contextmanager

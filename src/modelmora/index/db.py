@@ -21,7 +21,7 @@ import random
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,17 +61,7 @@ class SnapshotRow:
     created_at: datetime
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "source": self.source,
-            "revision": self.revision,
-            "content_digest": self.content_digest,
-            "file_count": self.file_count,
-            "total_size": self.total_size,
-            "path": self.path,
-            "link_mode": self.link_mode,
-            "created_at": self.created_at.isoformat() + "Z",
-        }
+        return {**asdict(self), "created_at": self.created_at.isoformat() + "Z"}
 
 
 @dataclass(frozen=True)

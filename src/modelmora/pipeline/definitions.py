@@ -9,7 +9,7 @@ code location (``modelmora.pipeline.location``) reads it from ``MODELMORA_PROJEC
 """
 
 import warnings
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +63,12 @@ def _artifacts(job: steps.ModelJob, keys: list[str]) -> list[ArtifactRecord]:
 
 @cache
 def build_definitions(project_dir: str, store_root: str = "") -> dg.Definitions:
-    code_version = _code_version()
+    # Every stage is partitioned by model, grouped together and versioned by our code.
+    stage = partial(
+        dg.asset, partitions_def=PARTITIONS, group_name=GROUP, code_version=_code_version()
+    )
 
-    @dg.asset(
-        partitions_def=PARTITIONS,
-        group_name=GROUP,
-        code_version=code_version,
+    @stage(
         kinds={"python"},
         description="Fetch and verify the locked files into the content-addressed store.",
     )
@@ -88,10 +88,7 @@ def build_definitions(project_dir: str, store_root: str = "") -> dg.Definitions:
             },
         )
 
-    @dg.asset(
-        partitions_def=PARTITIONS,
-        group_name=GROUP,
-        code_version=code_version,
+    @stage(
         kinds={"onnx"},
         description="Convert the snapshot to ONNX (plus optimized / int8 variants).",
     )
@@ -155,10 +152,7 @@ def build_definitions(project_dir: str, store_root: str = "") -> dg.Definitions:
             metadata=metadata,
         )
 
-    @dg.asset(
-        partitions_def=PARTITIONS,
-        group_name=GROUP,
-        code_version=code_version,
+    @stage(
         kinds={"onnxruntime"},
         description="Latency, throughput and memory per execution provider and batch size.",
     )
