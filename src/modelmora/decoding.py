@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from modelmora.onnx_types import numpy_dtype
+
 __all__ = [
     "DEFAULT_CONTEXT",
     "BatchRun",
@@ -35,11 +37,6 @@ DEFAULT_CONTEXT = 2048
 """Context length assumed for a ``config.json`` that states none."""
 
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
-_FLOAT_TYPES: dict[str, Any] = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(double)": np.float64,
-}
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -112,7 +109,7 @@ class Decoder:
         past = inputs["past_key_values.0.key"]
         self.kv_heads = int(past.shape[1])
         self.head_dim = int(past.shape[3])
-        self.kv_dtype = _FLOAT_TYPES.get(past.type, np.float32)
+        self.kv_dtype = numpy_dtype(past.type, np.float32)
         self.has_position_ids = "position_ids" in inputs
         self.past_names = [
             f"past_key_values.{i}.{kind}" for i in layers for kind in ("key", "value")

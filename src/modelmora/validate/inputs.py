@@ -13,18 +13,7 @@ from typing import Any
 import numpy as np
 
 from modelmora.decoding import context_length
-
-# ONNX Runtime's type strings → numpy dtypes (the ones models actually take as inputs).
-_ORT_TYPES: dict[str, Any] = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(double)": np.float64,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8,
-    "tensor(bool)": np.bool_,
-}
+from modelmora.onnx_types import numpy_dtype
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model")
 
@@ -133,8 +122,8 @@ def synthetic_inputs(
     rng = np.random.default_rng(seed)
     feeds: dict[str, Any] = {}
     for spec in specs:
-        dtype = _ORT_TYPES.get(spec.type)
-        if dtype is None:
+        dtype = numpy_dtype(spec.type)
+        if dtype is None or dtype is np.object_:
             raise ValueError(f"input {spec.name!r} has unsupported type {spec.type}")
         fill = [batch_size, *([seq_len] * (len(spec.shape) - 1))]
         if is_image_input(spec) and image_size is not None:

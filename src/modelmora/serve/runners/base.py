@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from modelmora.onnx_types import numpy_dtype, v2_datatype
 from modelmora.serve.ipc import (
     Cancel,
     Failed,
@@ -37,7 +38,6 @@ from modelmora.serve.ipc import (
 )
 
 __all__ = [
-    "ORT_TYPES",
     "TEST_GATE_ENV",
     "Classes",
     "Gate",
@@ -48,23 +48,6 @@ __all__ = [
 ]
 
 TEST_GATE_ENV = "MODELMORA_SERVE_TEST_GATE"
-
-# ONNX tensor type strings → (v2 datatype, numpy dtype).
-ORT_TYPES: dict[str, tuple[str, Any]] = {
-    "tensor(bool)": ("BOOL", np.bool_),
-    "tensor(uint8)": ("UINT8", np.uint8),
-    "tensor(uint16)": ("UINT16", np.uint16),
-    "tensor(uint32)": ("UINT32", np.uint32),
-    "tensor(uint64)": ("UINT64", np.uint64),
-    "tensor(int8)": ("INT8", np.int8),
-    "tensor(int16)": ("INT16", np.int16),
-    "tensor(int32)": ("INT32", np.int32),
-    "tensor(int64)": ("INT64", np.int64),
-    "tensor(float16)": ("FP16", np.float16),
-    "tensor(float)": ("FP32", np.float32),
-    "tensor(double)": ("FP64", np.float64),
-    "tensor(string)": ("BYTES", np.object_),
-}
 
 
 def rss_bytes() -> int:
@@ -81,7 +64,7 @@ def read_json(path: Path) -> Any:
 
 
 def _spec_of(node: Any) -> TensorSpec:
-    datatype = ORT_TYPES.get(node.type, (node.type, None))[0]
+    datatype = v2_datatype(node.type)
     shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in node.shape)
     return TensorSpec(name=node.name, datatype=datatype, shape=shape)
 
@@ -202,9 +185,7 @@ class Runner:
         self.providers = tuple(self.session.get_providers())
         self.inputs = [_spec_of(i) for i in self.session.get_inputs()]
         self.outputs = [_spec_of(o) for o in self.session.get_outputs()]
-        self.np_types = {
-            i.name: ORT_TYPES.get(i.type, ("", np.float32))[1] for i in self.session.get_inputs()
-        }
+        self.np_types = {i.name: numpy_dtype(i.type, np.float32) for i in self.session.get_inputs()}
 
     def open_session(self, relpath: str) -> Any:
         """A session on one of the artifact's graphs with the model's provider and threads;

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from modelmora.onnx_types import numpy_dtype
 from modelmora.serve.ipc import ModelInfo, Output, RunText, TensorSpec, WorkerSpec
 from modelmora.serve.pooling import PoolingConfig, pool, read_pooling_config
 from modelmora.serve.runners.base import (
-    ORT_TYPES,
     Classes,
     Runner,
     read_json,
@@ -52,7 +52,7 @@ class TextTokenizer:
         pad_id = self.tokenizer.token_to_id(pad_token)
         self.tokenizer.enable_padding(pad_id=pad_id or 0, pad_token=pad_token)
         inputs = session.get_inputs()
-        self.np_types = {i.name: ORT_TYPES.get(i.type, ("", np.float32))[1] for i in inputs}
+        self.np_types = {i.name: numpy_dtype(i.type, np.float32) for i in inputs}
         unknown = [i.name for i in inputs if i.name not in self.KNOWN_INPUTS]
         if unknown or "input_ids" not in self.np_types:
             raise RuntimeError(
