@@ -5,9 +5,9 @@
     no streaming (its TTFT is its whole answer, which is what a client of it waits for);
 (c) the limit: ``modelmora.decoding`` in this process, all N sequences in one batch from the
     first step (no router, no HTTP, no arrivals), the same thread count as (b);
-(c1) the same at the worker's thread count (one core fewer than the machine: the rest is
-    left to the router and the load generator), which splits the gap between (a) and (c)
-    into what serving costs and what the cores it must share cost.
+(c1) the same with the worker's session settings (ORT's default threads, spinning off, or
+    what ``--serve-set threads=… spin=…`` gives it), which splits the gap between (a) and
+    (c) into what serving costs and what the worker's settings cost.
 
 Every request generates exactly ``new_tokens`` tokens (``ignore_eos``), so all three do the
 same work. Aggregate tokens/s = all generated tokens / wall time of the level (first request
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -127,11 +126,11 @@ async def _level(url: str, streams: int, rounds: int, new: int, stream: bool) ->
 
 
 def in_process(
-    artifact: Path, streams: int, new: int, threads: int, prompt_tokens: int
+    artifact: Path, streams: int, new: int, threads: int, prompt_tokens: int, spin: bool = True
 ) -> dict[str, float]:
     from modelmora.decoding import Decoder
 
-    decoder = Decoder.load(artifact / "model.onnx", threads=threads)
+    decoder = Decoder.load(artifact / "model.onnx", threads=threads, spin=spin)
     prompts = np.random.default_rng(0).integers(1, 600, size=(streams, prompt_tokens))
     decoder.greedy_batch(prompts, 4)
     runs = [decoder.greedy_batch(prompts, new) for _ in range(3)]
@@ -152,8 +151,13 @@ def run(snapshot: Path, artifact: Path, args: Any) -> None:
     tokenizer = Tokenizer.from_file(str(artifact / "tokenizer.json"))
     tok_len = len(tokenizer.encode(PROMPT.format(i=10)).ids)
     limit = {n: in_process(artifact, n, new, threads, tok_len) for n in levels}
-    worker_threads = max(1, (os.cpu_count() or 2) - 1)  # GenerationRunner.default_threads
-    limit_worker = {n: in_process(artifact, n, new, worker_threads, tok_len) for n in levels}
+    settings = dict(kv.split("=", 1) for kv in args.serve_set)
+    worker_threads = int(settings.get("threads", 0))  # 0: ORT's default, as in the worker
+    worker_spin = settings.get("spin", "false").lower() in ("1", "true", "yes", "on")
+    limit_worker = {
+        n: in_process(artifact, n, new, worker_threads, tok_len, worker_spin) for n in levels
+    }
+    worker = f"{worker_threads or 'default'} thr, spin {'on' if worker_spin else 'off'}"
 
     cli = Path(sys.executable).with_name("modelmora")
     mm = subprocess.Popen(
@@ -208,8 +212,8 @@ def run(snapshot: Path, artifact: Path, args: Any) -> None:
 
     print(
         f"serving: {new} new tokens per request (ignore_eos), prompt ~{tok_len} tokens, "
-        f"{args.rounds} requests per stream, {threads} threads for (b) and (c), serve's default "
-        f"for (a) (one core fewer than the machine's) {' '.join(args.serve_set)}"
+        f"{args.rounds} requests per stream, {threads} threads for (b) and (c), "
+        f"the worker of (a) and (c1): {worker}"
     )
     print(
         f"{'streams':<8}{'contender':<26}{'tokens/s':>10}{'TTFT p50 ms':>13}{'TTFT p95 ms':>13}"
@@ -220,7 +224,7 @@ def run(snapshot: Path, artifact: Path, args: Any) -> None:
             ("(a) modelmora serve", ours[n]),
             ("(b) naive FastAPI+HF", theirs[n]),
             ("(c) in-process limit", limit[n]),
-            (f"(c1) in process, {worker_threads} thr", limit_worker[n]),
+            (f"(c1) {worker}", limit_worker[n]),
         ):
             print(
                 f"{n:<8}{name:<26}{r['tok_s']:>10.1f}{r['ttft_p50_ms']:>13.2f}"
@@ -228,4 +232,4 @@ def run(snapshot: Path, artifact: Path, args: Any) -> None:
                 f"{r['tok_s'] / limit[n]['tok_s']:>9.2f}x"
             )
         share = ours[n]["tok_s"] / limit_worker[n]["tok_s"]
-        print(f"{'':<8}(a) / (c1): {share:.2f}x  (serving's own cost at the worker's threads)")
+        print(f"{'':<8}(a) / (c1): {share:.2f}x  (serving's own cost at the worker's settings)")

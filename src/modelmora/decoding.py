@@ -125,6 +125,7 @@ class Decoder:
         *,
         providers: Sequence[str] = ("CPUExecutionProvider",),
         threads: int = 0,
+        spin: bool = True,
     ) -> Decoder:
         import onnxruntime as ort
 
@@ -132,6 +133,7 @@ class Decoder:
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         return cls(ort.InferenceSession(str(onnx_path), options, providers=list(providers)))
 
     def empty_past(self, batch: int) -> list[np.ndarray]:

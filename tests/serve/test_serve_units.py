@@ -132,7 +132,7 @@ def test_set_spin_reaches_the_worker_spec(artifacts: Artifacts) -> None:
     models = _models((f"a={artifacts.emb}", f"b={artifacts.emb}"), ("a.spin=false", "b.threads=1"))
     specs = {m.name: worker_spec(m) for m in models}
     assert specs["a"].spin is False
-    assert specs["b"].spin is True  # ORT's default
+    assert specs["b"].spin is None  # the task's default (the runner decides)
     assert specs["b"].threads == 1
     with pytest.raises(UserInputError, match="spin"):
         _models((f"a={artifacts.emb}",), ("a.spin=sometimes",))

@@ -41,11 +41,13 @@ class ServedModel(BaseModel):
     """The store the artifact is in (its stat cache makes that check a stat per file)."""
     threads: int = Field(0, ge=0)
     """ONNX Runtime intra-op threads; 0 = ORT's default (one per physical core)."""
-    spin: bool = True
-    """Let idle ORT intra-op threads busy-wait for the next parallel section (ORT's default).
-    Measured with MiniLM on 2 cores (docs/benchmarks.md): 1 ms less per single-sentence
-    request and a third more throughput than with spinning off, router and load generator
-    included. Turn it off when many busy models share few cores."""
+    spin: bool | None = None
+    """Let idle ORT intra-op threads busy-wait for the next parallel section; None = the
+    task's default (docs/benchmarks.md, measured on 2 cores with router and load generator):
+    on for encoders (ORT's default: 1 ms less per single-sentence request, a third more
+    throughput), off for text generation (a decode step is short and the router answers every
+    step, so spinning threads took the core the router needed). Turn it off when many busy
+    models share few cores."""
 
     @field_validator("task", mode="before")
     @classmethod

@@ -59,7 +59,8 @@ class WorkerSpec:
     task: str
     provider: str
     threads: int = 0
-    spin: bool = True
+    spin: bool | None = None
+    """None = the runner's ``default_spin()``."""
     prefill_chunk: int = 512
     max_batch_tokens: int = 16384
     """Text encoders: rows × padded length per ONNX Runtime call (bounds the worker's memory)."""

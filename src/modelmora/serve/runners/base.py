@@ -193,12 +193,10 @@ class Runner:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        threads = self.spec.threads or self.default_threads()
-        if threads > 0:
-            options.intra_op_num_threads = threads
-        options.add_session_config_entry(
-            "session.intra_op.allow_spinning", "1" if self.spec.spin else "0"
-        )
+        if self.spec.threads > 0:
+            options.intra_op_num_threads = self.spec.threads
+        spin = self.default_spin() if self.spec.spin is None else self.spec.spin
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         session = ort.InferenceSession(
             str(self.dir / relpath), sess_options=options, providers=[self.spec.provider]
         )
@@ -210,9 +208,9 @@ class Runner:
             )
         return session
 
-    def default_threads(self) -> int:
-        """Intra-op threads when the model's ``threads`` is 0; 0 = ONNX Runtime's default."""
-        return 0
+    def default_spin(self) -> bool:
+        """Whether idle intra-op threads spin when the model's ``spin`` is unset (ORT's default)."""
+        return True
 
     def info(self) -> ModelInfo:
         batchable = all(t.shape[:1] == (-1,) for t in (*self.inputs, *self.outputs))

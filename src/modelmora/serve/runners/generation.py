@@ -132,12 +132,13 @@ class GenerationRunner(SteppingRunner):
 
     # -- the runner interface --------------------------------------------------------------
 
-    def default_threads(self) -> int:
-        """One core fewer than the machine has: the router sends a chunk per token and per
-        stream, and on a small machine it competes with ORT's spinning threads (measured on
-        2 cores, docs/benchmarks.md: 1 thread gave +30-45 % tokens/s at 1 stream and 32
-        streams, and TTFT 3.6 instead of 8.5 ms). ``threads`` in the model's settings wins."""
-        return max(1, (os.cpu_count() or 2) - 1)
+    def default_spin(self) -> bool:
+        """Off: between two decode steps the router must turn every sequence's token into an
+        SSE chunk, and idle ORT threads spinning for the next step took the core it needed
+        (measured on 2 cores, docs/benchmarks.md: all cores without spinning gave 10-40 % more
+        tokens/s at 32 streams than one core fewer with or without spinning, or all cores
+        with it). ``spin`` in the model's settings wins."""
+        return False
 
     def info(self) -> ModelInfo:
         return ModelInfo(
