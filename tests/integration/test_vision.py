@@ -1,7 +1,7 @@
 """Vision models through convert → validate → benchmark, called as plain functions.
 
-Tiny random models built in the test (ViT, ConvNeXt and ResNet classifiers, a CLIP dual
-encoder, Stable-Diffusion-style pipelines with three schedulers) against the real
+Tiny random models built in the test (ViT, ConvNeXt and ResNet classifiers, CLIP and SigLIP
+dual encoders, Stable-Diffusion-style pipelines with three schedulers) against the real
 references: transformers' image processors and models, the diffusers PyTorch pipeline.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +21,14 @@ from modelmora.diffusion import DiffusionConfig, DiffusionError, PromptTokenizer
 from modelmora.errors import UserInputError
 from modelmora.imaging import ImagePreprocessor, test_images
 from modelmora.manifest.model import BenchmarkSpec, ConvertSpec, ValidateSpec
+from modelmora.serve.ipc import WorkerSpec
+from modelmora.serve.runners.vision import DualEncoderRunner
 from modelmora.testing.tiny_models import (
     DIFFUSION_SCHEDULERS,
     make_tiny_clip,
     make_tiny_diffusion,
     make_tiny_image_classifier,
+    make_tiny_siglip,
 )
 from modelmora.validate import validate
 from modelmora.validate.torch_ref import transformers_pixel_values
@@ -102,10 +106,23 @@ def test_our_preprocessing_equals_transformers(
     assert float(np.abs(ours - theirs).max()) < 1e-5
 
 
-def test_clip_towers_convert_and_match_pytorch(root: Path) -> None:
-    snapshot = make_tiny_clip(root / "clip")
-    artifact = root / "clip-artifact"
-    result = convert(snapshot, artifact, name="clip", task=None, spec=ConvertSpec())
+@pytest.mark.parametrize(
+    ("kind", "make", "padding"),
+    [("clip", make_tiny_clip, True), ("siglip", make_tiny_siglip, "max_length")],
+)
+def test_dual_encoder_towers_convert_and_serve_like_pytorch(
+    root: Path, kind: str, make: Callable[[Path], Path], padding: bool | str
+) -> None:
+    """Both towers convert, pass the gate and benchmark; the worker's runner embeds a text
+    the same alone and in a batch, as ``get_text_features`` does with the padding the model
+    was trained with (SigLIP pools the last position, padding included: a text padded to the
+    batch's longest got another vector in each batch)."""
+    import torch
+    import transformers
+
+    snapshot = make(root / kind)
+    artifact = root / f"{kind}-artifact"
+    result = convert(snapshot, artifact, name=kind, task=None, spec=ConvertSpec())
     assert result.task == "zero-shot-image-classification"
     assert result.components == {"text": "text_model.onnx", "image": "vision_model.onnx"}
     report = validate(snapshot, artifact / result.model_file, task=result.task, spec=ValidateSpec())
@@ -116,6 +133,38 @@ def test_clip_towers_convert_and_match_pytorch(root: Path) -> None:
         artifact, task=result.task, backend="cpu", spec=FAST, model_file=result.model_file
     )
     assert bench.status == "ok", bench.reason
+
+    spec = WorkerSpec(
+        name=kind,
+        artifact_dir=str(artifact),
+        onnx_file=result.model_file,
+        task=result.task,
+        provider="CPUExecutionProvider",
+    )
+    runner = DualEncoderRunner(spec)
+    short, long = "a cat", "two dogs running after a red ball on a long sandy beach"
+    alone = runner.embed([short]).arrays["embedding"][0]
+    batched = runner.embed([long, short]).arrays["embedding"]
+    model = transformers.AutoModel.from_pretrained(str(snapshot)).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(snapshot))
+    encoded = tokenizer([long, short], padding=padding, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = model.get_text_features(**encoded).numpy()
+    assert _cosine(alone, batched[1]) > 0.9999
+    assert min(_cosine(a, b) for a, b in zip(batched, expected, strict=True)) > 0.9999
+
+
+def test_a_dual_encoder_without_a_fast_tokenizer_is_refused_by_name(root: Path) -> None:
+    snapshot = make_tiny_siglip(root / "siglip-slow")
+    (snapshot / "tokenizer.json").unlink()
+    out = root / "siglip-slow-artifact"
+    with pytest.raises(UserInputError, match=r"'siglip-slow' has no tokenizer\.json"):
+        convert(snapshot, out, name="siglip-slow", task=None, spec=ConvertSpec())
+    assert not out.exists()
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 @pytest.mark.parametrize("scheduler", DIFFUSION_SCHEDULERS)

@@ -47,6 +47,13 @@ def export_dual_encoder(job: ExportJob) -> ConversionResult:
     import torch
 
     model_dir, name, opset = job.snapshot, job.name, job.opset
+    if not (model_dir / "tokenizer.json").is_file():
+        raise UserInputError(
+            f"model '{name}' has no tokenizer.json: serving tokenizes texts with the fast "
+            "tokenizer (`tokenizers`, no transformers), and this checkpoint has none (SigLIP "
+            "v1 ships only a sentencepiece spiece.model, which transformers cannot convert)",
+            hint="use a checkpoint that ships tokenizer.json, or add one to the model's files",
+        )
     try:
         preprocess = ImagePreprocessor.read(model_dir)
     except ImageError as exc:

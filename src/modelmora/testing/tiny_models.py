@@ -40,6 +40,7 @@ __all__ = [
     "make_tiny_clip",
     "make_tiny_diffusion",
     "make_tiny_image_classifier",
+    "make_tiny_siglip",
 ]
 
 LINEAR_W: npt.NDArray[np.float32] = (
@@ -351,41 +352,63 @@ def _tagged_tokenizer(tf: Any, vocab_size: int, max_length: int) -> Any:
     )
 
 
+_DUAL_TEXT: dict[str, Any] = {
+    "vocab_size": 1000,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+}
+_DUAL_VISION: dict[str, Any] = {
+    "image_size": 32,
+    "patch_size": 8,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+}
+
+
 def _build_clip(out: Path, seed: int) -> None:
     import torch
 
     tf = _import_transformers()
     torch.manual_seed(seed)
-    text = {
-        "vocab_size": 1000,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
+    text = _DUAL_TEXT | {
         "max_position_embeddings": 32,
         "bos_token_id": 1,
         "eos_token_id": 0,
         "pad_token_id": 0,
     }
-    vision = {
-        "image_size": 32,
-        "patch_size": 8,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-    }
-    config = tf.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
+    config = tf.CLIPConfig(text_config=text, vision_config=_DUAL_VISION, projection_dim=16)
     tf.CLIPModel(config).eval().save_pretrained(str(out), safe_serialization=True)
     _tagged_tokenizer(tf, 1000, 32).save_pretrained(str(out))
     processor = {"size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32}}
     tf.CLIPImageProcessor(**processor).save_pretrained(str(out))
 
 
+def _build_siglip(out: Path, seed: int) -> None:
+    import torch
+
+    tf = _import_transformers()
+    torch.manual_seed(seed)
+    text = _DUAL_TEXT | {"max_position_embeddings": 16}
+    config = tf.SiglipConfig(text_config=text, vision_config=_DUAL_VISION)
+    tf.SiglipModel(config).eval().save_pretrained(str(out), safe_serialization=True)
+    _tagged_tokenizer(tf, 1000, 16).save_pretrained(str(out))
+    tf.SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(str(out))
+
+
 def make_tiny_clip(dest: Path, *, seed: int = 0) -> Path:
     """Write a tiny CLIP dual encoder (text and image towers, 16-dim shared space), its
     tokenizer (``tokenizer.json``) and ``preprocessor_config.json`` into ``dest``."""
     return _materialize(("clip", seed), lambda out: _build_clip(out, seed), dest)
+
+
+def make_tiny_siglip(dest: Path, *, seed: int = 0) -> Path:
+    """Write a tiny SigLIP dual encoder (its text tower pools the last position, so texts are
+    padded to its full 16-token context), a tokenizer and ``preprocessor_config.json``."""
+    return _materialize(("siglip", seed), lambda out: _build_siglip(out, seed), dest)
 
 
 DIFFUSION_SCHEDULERS = ("ddim", "euler", "pndm")

@@ -51,6 +51,31 @@ def text_context(model_dir: Path) -> int | None:
     return found if isinstance(found, int) else None
 
 
+FULL_LENGTH_TEXT = frozenset({"siglip"})
+"""Model types whose text tower pools the last position, padding included: SigLIP was trained
+on texts padded to the full context (transformers' docs: "make sure to set
+padding='max_length'"), so a text padded any other way gets another vector, one that would
+depend on what it was batched with."""
+
+
+def text_pad_length(model_dir: Path) -> int | None:
+    """Tokens every text of the model in ``model_dir`` is padded to; None = to the batch's
+    longest (the padding is masked, so its length does not matter)."""
+    if _json_object(model_dir / "config.json").get("model_type") in FULL_LENGTH_TEXT:
+        return text_context(model_dir)
+    return None
+
+
+def pad_token(directory: Path) -> str:
+    """The tokenizer's pad token (``special_tokens_map.json``, ``tokenizer_config.json``)."""
+    special = _json_object(directory / "special_tokens_map.json").get("pad_token")
+    if isinstance(special, dict):
+        special = special.get("content")
+    if isinstance(special, str):
+        return special
+    return str(_json_object(directory / "tokenizer_config.json").get("pad_token") or "[PAD]")
+
+
 def vocab_size(*dirs: Path) -> int | None:
     """``vocab_size`` from the first ``config.json`` found, so that ids stay in range."""
     for d in dirs:
@@ -66,15 +91,14 @@ def has_tokenizer(directory: Path) -> bool:
 
 
 def tokenize(directory: Path, sentences: Sequence[str], *, max_length: int = 512) -> dict[str, Any]:
-    """Padded int64 inputs from the directory's own tokenizer (``tokenizers`` only, no torch)."""
+    """Padded int64 inputs from the directory's own tokenizer (``tokenizers`` only, no torch),
+    padded as the model takes them (:func:`text_pad_length`)."""
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-    pad_id = tokenizer.token_to_id("[PAD]")
-    if pad_id is None:
-        pad_id = tokenizer.token_to_id("<pad>") or 0
-    tokenizer.enable_padding(pad_id=pad_id)
-    tokenizer.enable_truncation(max_length=max_length)
+    length, pad = text_pad_length(directory), pad_token(directory)
+    tokenizer.enable_padding(pad_id=tokenizer.token_to_id(pad) or 0, pad_token=pad, length=length)
+    tokenizer.enable_truncation(max_length=min(max_length, length or max_length))
     encodings = tokenizer.encode_batch(list(sentences))
     return {
         "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),

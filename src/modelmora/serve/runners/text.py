@@ -15,11 +15,10 @@ from modelmora.serve.pooling import PoolingConfig, pool, read_pooling_config
 from modelmora.serve.runners.base import (
     Classes,
     Runner,
-    read_json,
     rss_bytes,
     trim_malloc,
 )
-from modelmora.validate.inputs import max_input_length
+from modelmora.validate.inputs import max_input_length, pad_token, text_pad_length
 
 __all__ = ["ClassifierRunner", "EmbeddingRunner", "TextRunner", "TextTokenizer", "max_seq_length"]
 
@@ -35,7 +34,9 @@ def max_seq_length(artifact_dir: Path) -> int:
 
 class TextTokenizer:
     """The artifact's fast tokenizer (``tokenizers``) for one text graph: truncation to the
-    model's maximum, padding to the batch's longest row, the graph's own input dtypes."""
+    model's maximum, padding as the model was trained (to the batch's longest row, or to a
+    fixed length: :func:`~modelmora.validate.inputs.text_pad_length`), the graph's own input
+    dtypes."""
 
     KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -46,11 +47,11 @@ class TextTokenizer:
         if not tok_file.is_file():
             raise RuntimeError(f"{tok_file} is missing: text models need a fast tokenizer")
         self.tokenizer = Tokenizer.from_file(str(tok_file))
-        self.max_seq_length = max_seq_length(directory)
+        length, pad = text_pad_length(directory), pad_token(directory)
+        self.max_seq_length = min(max_seq_length(directory), length or 1 << 30)
         self.tokenizer.enable_truncation(max_length=self.max_seq_length)
-        pad_token = _pad_token(directory)
-        pad_id = self.tokenizer.token_to_id(pad_token)
-        self.tokenizer.enable_padding(pad_id=pad_id or 0, pad_token=pad_token)
+        pad_id = self.tokenizer.token_to_id(pad)
+        self.tokenizer.enable_padding(pad_id=pad_id or 0, pad_token=pad, length=length)
         inputs = session.get_inputs()
         self.np_types = {i.name: numpy_dtype(i.type, np.float32) for i in inputs}
         unknown = [i.name for i in inputs if i.name not in self.KNOWN_INPUTS]
@@ -61,7 +62,8 @@ class TextTokenizer:
             )
 
     def encode(self, texts: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """``(feed, attention mask)`` for ``texts``, padded to the longest."""
+        """``(feed, attention mask)`` for ``texts``, padded to the longest (or to the model's
+        fixed length)."""
         encodings = self.tokenizer.encode_batch(texts)
         ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
         mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
@@ -72,17 +74,6 @@ class TextTokenizer:
             k: v.astype(self.np_types[k], copy=False) for k, v in feed.items() if k in self.np_types
         }
         return feed, mask
-
-
-def _pad_token(directory: Path) -> str:
-    special = read_json(directory / "special_tokens_map.json") or {}
-    pad = special.get("pad_token")
-    if isinstance(pad, dict):
-        pad = pad.get("content")
-    if isinstance(pad, str):
-        return pad
-    cfg = read_json(directory / "tokenizer_config.json") or {}
-    return str(cfg.get("pad_token") or "[PAD]")
 
 
 class TextRunner(Runner):
