@@ -13,4 +13,5 @@ $MM install           # cold: ~1-2 min on 2 cores; afterwards a no-op in well un
 $MM list
 $MM show minilm
 $MM show tiny-chat
+$MM show tiny-vit
 .venv/bin/python scripts/serve_smoke.py

@@ -1,18 +1,24 @@
-"""Serve smoke test: `modelmora serve` on a free port, one OpenAI embeddings call and one
-streamed chat completion (the tiny random Llama: gibberish, but really generated), stop.
+"""Serve smoke test: `modelmora serve` on a free port, one OpenAI embeddings call, one
+streamed chat completion (the tiny random Llama: gibberish, but really generated) and one
+image classified (the tiny random ViT: arbitrary labels, but really computed), stop.
 
 Run by scripts/demo.sh after `modelmora install`; exits non-zero if anything is off.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 import openai
+
+from modelmora.imaging import test_images
 
 READY = "modelmora serve: ready on "
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +53,7 @@ def main() -> int:
         if vectors.shape != (3, 384) or not sims[0, 1] > sims[0, 2]:
             print("serve smoke: unexpected embeddings", file=sys.stderr)
             return 1
-        return chat(client, url)
+        return chat(client, url) or classify(url)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
@@ -76,6 +82,28 @@ def chat(client: openai.OpenAI, url: str) -> int:
         print("serve smoke: the chat stream ended without usage or finish_reason", file=sys.stderr)
         return 1
     print(f"  {usage.completion_tokens} tokens, finish_reason {finish} (random weights: gibberish)")
+    return 0
+
+
+def classify(url: str) -> int:
+    """One generated PNG as a data URL through ``/v1/classify``; five labels, softmax scores."""
+    buffer = io.BytesIO()
+    test_images(1)[0].save(buffer, "PNG")
+    image = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    reply = httpx.post(
+        f"{url}/v1/classify", json={"model": "tiny-vit", "input": [image]}, timeout=120
+    )
+    print(f"serve smoke: {url} /v1/classify (one PNG) -> HTTP {reply.status_code}")
+    if reply.status_code != 200:
+        print(f"serve smoke: {reply.text}", file=sys.stderr)
+        return 1
+    answer = reply.json()["data"][0]
+    scores = {s["label"]: s["score"] for s in answer["scores"]}
+    print(f"  label {answer['label']!r} ({answer['score']:.3f}); random weights: arbitrary")
+    labels = ["bird", "cat", "dog", "fish", "horse"]
+    if sorted(scores) != labels or abs(sum(scores.values()) - 1) > 1e-4:
+        print(f"serve smoke: unexpected classification {answer}", file=sys.stderr)
+        return 1
     return 0
 
 

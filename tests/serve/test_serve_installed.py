@@ -107,7 +107,7 @@ def test_repo_demo_project_minilm_end_to_end(tmp_path: Path) -> None:
     project = tmp_path / "demo"
     project.mkdir()
     shutil.copy(REPO / "modelmora.yml", project / "modelmora.yml")
-    shutil.copytree(REPO / "examples", project / "examples")  # the demo's tiny-chat model
+    shutil.copytree(REPO / "examples", project / "examples")  # the demo's tiny models
     manifest = project / "modelmora.yml"
     text = manifest.read_text()
     start = text.index("    benchmark:")
