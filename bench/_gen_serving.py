@@ -29,6 +29,8 @@ import numpy as np
 from _procs import free_port, stop, wait_port, wait_ready
 
 PROMPT = "Stream {i}: the quick brown fox jumps over the lazy dog near the station"
+MIN_REQUESTS = 8
+"""Requests per level at least, so the TTFT percentiles at 1 stream rest on more than two."""
 
 
 def naive_server(port: int, snapshot: str, threads: int) -> None:
@@ -151,6 +153,10 @@ def run(snapshot: Path, artifact: Path, args: Any) -> None:
     tokenizer = Tokenizer.from_file(str(artifact / "tokenizer.json"))
     tok_len = len(tokenizer.encode(PROMPT.format(i=10)).ids)
     limit = {n: in_process(artifact, n, new, threads, tok_len) for n in levels}
+
+    def rounds(streams: int) -> int:
+        return max(args.rounds, -(-MIN_REQUESTS // streams))
+
     settings = dict(kv.split("=", 1) for kv in args.serve_set)
     worker_threads = int(settings.get("threads", 0))  # 0: ORT's default, as in the worker
     worker_spin = settings.get("spin", "false").lower() in ("1", "true", "yes", "on")
@@ -182,7 +188,7 @@ def run(snapshot: Path, artifact: Path, args: Any) -> None:
     )
     url = wait_ready(mm, "ready on").split("ready on ")[1].strip()
     try:
-        ours = {n: asyncio.run(_level(url, n, args.rounds, new, True)) for n in levels}
+        ours = {n: asyncio.run(_level(url, n, rounds(n), new, True)) for n in levels}
     finally:
         stop(mm)
 
@@ -204,7 +210,7 @@ def run(snapshot: Path, artifact: Path, args: Any) -> None:
     wait_port(port)
     try:
         theirs = {
-            n: asyncio.run(_level(f"http://127.0.0.1:{port}", n, args.rounds, new, False))
+            n: asyncio.run(_level(f"http://127.0.0.1:{port}", n, rounds(n), new, False))
             for n in levels
         }
     finally:
@@ -212,7 +218,8 @@ def run(snapshot: Path, artifact: Path, args: Any) -> None:
 
     print(
         f"serving: {new} new tokens per request (ignore_eos), prompt ~{tok_len} tokens, "
-        f"{args.rounds} requests per stream, {threads} threads for (b) and (c), "
+        f"{args.rounds} requests per stream (at least {MIN_REQUESTS} per level), {threads} "
+        f"threads for (b) and (c), "
         f"the worker of (a) and (c1): {worker}"
     )
     print(
