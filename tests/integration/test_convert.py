@@ -27,7 +27,7 @@ from modelmora.convert import (
 )
 from modelmora.errors import UserInputError
 from modelmora.manifest.model import ConvertSpec, ValidateSpec
-from modelmora.testing.tiny_models import make_tiny_bert, make_tiny_classifier
+from modelmora.testing.tiny_models import linear_onnx, make_tiny_bert, make_tiny_classifier
 from modelmora.validate import validate
 
 torch = pytest.importorskip("torch", reason="conversion needs the [convert] extra")
@@ -324,6 +324,43 @@ def test_onnx_external_data_may_not_escape_the_snapshot(
 
 
 # --- variants ------------------------------------------------------------------------------
+
+
+def test_int8_quantization_advice_goes_to_its_logger_not_the_terminal(tmp_path: Path) -> None:
+    """onnxruntime.quantization logs "consider pre-processing" on the root logger, which gives
+    the root a stderr handler on first use: the line reached every int8 install's terminal.
+    A fresh interpreter, as the CLI is: nothing on stderr, the record under `onnxruntime`, the
+    root logger left without handlers."""
+    import subprocess
+    import sys
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "model.onnx").write_bytes(linear_onnx())
+    script = f"""
+import logging
+from pathlib import Path
+from modelmora.convert.variants import make_variant
+from modelmora.manifest.model import ConvertSpec
+
+seen = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        seen.append(record.getMessage())
+logging.getLogger("onnxruntime").addHandler(Keep())
+spec = ConvertSpec(quantize="dynamic-int8")
+make_variant("int8", Path({str(base)!r}), Path({str(tmp_path / "int8")!r}), name="lin",
+             spec=spec, source_format="onnx", task=None)
+assert not logging.getLogger().handlers, logging.getLogger().handlers
+print(sum("pre-processing" in m for m in seen))
+"""
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert "pre-processing" not in run.stderr
+    assert run.stdout.strip() == "1"
+    assert (tmp_path / "int8" / "model.onnx").is_file()
 
 
 def test_variants_are_separate_validated_artifacts(

@@ -252,19 +252,23 @@ def test_progress_lines_and_library_noise_only_in_the_run_log(
     tmp_path: Path, verbose: bool
 ) -> None:
     """Not a TTY: a line per finished stage and per measurement. The exporters' warnings
-    (TracerWarning, deprecations, the accelerate advisory) go to the run's log, which the
-    terminal shows only with ``-v``."""
+    (TracerWarning, deprecations, the accelerate advisory, onnxruntime.quantization's advice,
+    which it logs on the root logger) go to the run's log, which the terminal shows only with
+    ``-v``."""
     root = tmp_path / "proj"
     make_tiny_bert(root / "models" / "tiny")
     (root / "modelmora.yml").write_text(
-        "models:\n  tiny:\n    source: ./models/tiny\n    task: feature-extraction\n" + FAST_BENCH
+        "models:\n  tiny:\n    source: ./models/tiny\n    task: feature-extraction\n"
+        "    convert: {quantize: dynamic-int8}\n" + FAST_BENCH
     )
     env = {"MODELMORA_HOME": str(tmp_path / "home"), "TRANSFORMERS_VERBOSITY": "warning"}
     proc = run_cli(root, "install", *(["-v"] if verbose else []), env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "tiny: convert done (" in proc.stderr
-    assert "tiny: benchmark 1/2 base on cpu: batch 1, p50 " in proc.stderr
-    assert "tiny: benchmark 2/2 base on cpu: batch 2, p50 " in proc.stderr
-    noise = ("TracerWarning", "torch_dtype", "Weight deduplication")
+    assert "tiny: benchmark 1/4 base on cpu: batch 1, p50 " in proc.stderr
+    assert "tiny: benchmark 4/4 int8 on cpu: batch 2, p50 " in proc.stderr
+    noise = ("TracerWarning", "torch_dtype", "Weight deduplication", "pre-processing before quant")
     shown = [n for n in noise if n in proc.stdout + proc.stderr]
     assert shown == (list(noise) if verbose else []), proc.stderr
+    if not verbose:  # diffusers warns while imported (where optimum comes in two distributions)
+        assert "Multiple distributions found" not in proc.stderr

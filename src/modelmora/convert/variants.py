@@ -11,7 +11,10 @@ CPU provider implements and layouts tuned to this machine's CPU; ORT documents t
 
 from __future__ import annotations
 
+import logging
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from modelmora.convert._files import MODEL_FILE, describe, staged
@@ -71,16 +74,49 @@ def _optimize(base: Path, target: Path, level: str, external: bool) -> None:
     ort.InferenceSession(str(base), options, providers=["CPUExecutionProvider"])
 
 
+class _RootRecordsTo(logging.Filter):
+    """A root-logger filter that re-logs records made on the root logger itself under
+    another logger's name, and drops them from the root."""
+
+    def __init__(self, target: logging.Logger) -> None:
+        super().__init__()
+        self.target = target
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.target.log(record.levelno, "%s", record.getMessage())
+        return False
+
+
+@contextmanager
+def _root_records_as(name: str) -> Iterator[None]:
+    """onnxruntime.quantization logs its advice ("consider pre-processing") with
+    ``logging.warning``, i.e. on the root logger, which also gives the root logger a stderr
+    handler on first use: the line reached the terminal of every int8 install. Within the
+    block such records go to the logger ``name`` (the pipeline sends ``onnxruntime`` to the
+    run log), and a placeholder handler keeps ``logging.warning`` from configuring the root
+    logger. Records of named loggers that propagate to the root are not touched."""
+    root = logging.getLogger()
+    placeholder, redirect = logging.NullHandler(), _RootRecordsTo(logging.getLogger(name))
+    root.addHandler(placeholder)
+    root.addFilter(redirect)
+    try:
+        yield
+    finally:
+        root.removeFilter(redirect)
+        root.removeHandler(placeholder)
+
+
 def _quantize(base: Path, target: Path, external: bool) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(base, target, weight_type=QuantType.QInt8, use_external_data_format=external)
+    with _root_records_as("onnxruntime.quantization"):
+        quantize_dynamic(
+            base, target, weight_type=QuantType.QInt8, use_external_data_format=external
+        )
 
 
 def _quantize_int4(base: Path, target: Path, external: bool) -> None:
     """Weight-only 4-bit blocks (MatMulNBits): what decoders on CPUs are usually run with."""
-    import logging
-
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 

@@ -14,6 +14,8 @@ event log: visible in the UI and, with ``install -v``, on the terminal).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import threading
 from collections.abc import Iterator
@@ -86,6 +88,8 @@ LIBRARY_LOGGERS = (
     "onnx_ir",
     "tf2onnx",
     "tensorflow",
+    "onnxruntime",
+    "diffusers",
 )
 
 
@@ -138,14 +142,19 @@ def _install_handler() -> None:
 
 
 def _silence_default_handlers() -> None:
-    """transformers and optimum put their own stderr handler on their logger when first used."""
+    """transformers, optimum and diffusers put their own stderr handler on their logger when
+    first used. diffusers also warns while it is imported ("Multiple distributions found for
+    package optimum"), through a handler that binds the stderr of that moment: the import
+    happens here, with that handler bound to nothing (the record reaches the run log through
+    ours), and the handler is then removed."""
     from importlib import import_module
 
-    for library in ("transformers", "optimum"):
+    for library in ("transformers", "optimum", "diffusers"):
         try:
-            hf_logging = import_module(f"{library}.utils.logging")
+            with contextlib.redirect_stderr(io.StringIO()):
+                hf_logging = import_module(f"{library}.utils.logging")
+                hf_logging.get_logger()  # creates the default handler if not there yet
         except ImportError:
             continue
-        hf_logging.get_logger()  # creates the default handler if not there yet
         hf_logging.disable_default_handler()
         logging.getLogger(library).propagate = False
