@@ -66,7 +66,7 @@ def text_pad_length(model_dir: Path) -> int | None:
     return None
 
 
-def pad_token(directory: Path) -> str:
+def _pad_token(directory: Path) -> str:
     """The tokenizer's pad token (``special_tokens_map.json``, ``tokenizer_config.json``)."""
     special = _json_object(directory / "special_tokens_map.json").get("pad_token")
     if isinstance(special, dict):
@@ -90,21 +90,33 @@ def has_tokenizer(directory: Path) -> bool:
     return any((directory / f).is_file() for f in TOKENIZER_FILES)
 
 
-def tokenize(directory: Path, sentences: Sequence[str], *, max_length: int = 512) -> dict[str, Any]:
-    """Padded int64 inputs from the directory's own tokenizer (``tokenizers`` only, no torch),
-    padded as the model takes them (:func:`text_pad_length`)."""
+def model_tokenizer(directory: Path, max_length: int) -> Any:
+    """The directory's fast tokenizer (``tokenizer.json``, ``tokenizers`` only, no torch) set
+    up as the model takes texts: truncated to ``max_length`` (or to the fixed length, if
+    shorter), padded with its own pad token to the batch's longest or to the fixed length
+    (:func:`text_pad_length`). Validation and serving both tokenize through it."""
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-    length, pad = text_pad_length(directory), pad_token(directory)
-    tokenizer.enable_padding(pad_id=tokenizer.token_to_id(pad) or 0, pad_token=pad, length=length)
+    length, pad = text_pad_length(directory), _pad_token(directory)
     tokenizer.enable_truncation(max_length=min(max_length, length or max_length))
-    encodings = tokenizer.encode_batch(list(sentences))
+    tokenizer.enable_padding(pad_id=tokenizer.token_to_id(pad) or 0, pad_token=pad, length=length)
+    return tokenizer
+
+
+def encode_texts(tokenizer: Any, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    """``input_ids``, ``attention_mask`` and ``token_type_ids`` (int64) for ``texts``."""
+    encodings = tokenizer.encode_batch(list(texts))
     return {
         "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
         "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
         "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
     }
+
+
+def tokenize(directory: Path, sentences: Sequence[str], *, max_length: int = 512) -> dict[str, Any]:
+    """Padded int64 inputs from the directory's own tokenizer (:func:`model_tokenizer`)."""
+    return encode_texts(model_tokenizer(directory, max_length), sentences)
 
 
 def image_input_size(model_dir: Path) -> tuple[int, int] | None:

@@ -18,7 +18,7 @@ from modelmora.serve.runners.base import (
     rss_bytes,
     trim_malloc,
 )
-from modelmora.validate.inputs import max_input_length, pad_token, text_pad_length
+from modelmora.validate.inputs import encode_texts, max_input_length, model_tokenizer
 
 __all__ = ["ClassifierRunner", "EmbeddingRunner", "TextRunner", "TextTokenizer", "max_seq_length"]
 
@@ -35,23 +35,17 @@ def max_seq_length(artifact_dir: Path) -> int:
 class TextTokenizer:
     """The artifact's fast tokenizer (``tokenizers``) for one text graph: truncation to the
     model's maximum, padding as the model was trained (to the batch's longest row, or to a
-    fixed length: :func:`~modelmora.validate.inputs.text_pad_length`), the graph's own input
+    fixed length: :func:`~modelmora.validate.inputs.model_tokenizer`), the graph's own input
     dtypes."""
 
     KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
     def __init__(self, directory: Path, session: Any) -> None:
-        from tokenizers import Tokenizer
-
         tok_file = directory / "tokenizer.json"
         if not tok_file.is_file():
             raise RuntimeError(f"{tok_file} is missing: text models need a fast tokenizer")
-        self.tokenizer = Tokenizer.from_file(str(tok_file))
-        length, pad = text_pad_length(directory), pad_token(directory)
-        self.max_seq_length = min(max_seq_length(directory), length or 1 << 30)
-        self.tokenizer.enable_truncation(max_length=self.max_seq_length)
-        pad_id = self.tokenizer.token_to_id(pad)
-        self.tokenizer.enable_padding(pad_id=pad_id or 0, pad_token=pad, length=length)
+        self.tokenizer = model_tokenizer(directory, max_seq_length(directory))
+        self.max_seq_length = int(self.tokenizer.truncation["max_length"])
         inputs = session.get_inputs()
         self.np_types = {i.name: numpy_dtype(i.type, np.float32) for i in inputs}
         unknown = [i.name for i in inputs if i.name not in self.KNOWN_INPUTS]
@@ -64,16 +58,13 @@ class TextTokenizer:
     def encode(self, texts: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """``(feed, attention mask)`` for ``texts``, padded to the longest (or to the model's
         fixed length)."""
-        encodings = self.tokenizer.encode_batch(texts)
-        ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
-        mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
-        feed = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self.np_types:
-            feed["token_type_ids"] = np.asarray([e.type_ids for e in encodings], dtype=np.int64)
+        arrays = encode_texts(self.tokenizer, texts)
         feed = {
-            k: v.astype(self.np_types[k], copy=False) for k, v in feed.items() if k in self.np_types
+            k: v.astype(self.np_types[k], copy=False)
+            for k, v in arrays.items()
+            if k in self.np_types
         }
-        return feed, mask
+        return feed, arrays["attention_mask"]
 
 
 class TextRunner(Runner):
