@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from _procs import free_port, stop, wait_port, wait_ready
+from pydantic import TypeAdapter
 
 PROMPT = "Stream {i}: the quick brown fox jumps over the lazy dog near the station"
 MIN_REQUESTS = 8
@@ -159,7 +160,8 @@ def run(snapshot: Path, artifact: Path, args: Any) -> None:
 
     settings = dict(kv.split("=", 1) for kv in args.serve_set)
     worker_threads = int(settings.get("threads", 0))  # 0: ORT's default, as in the worker
-    worker_spin = settings.get("spin", "false").lower() in ("1", "true", "yes", "on")
+    # As `serve --set` reads it (pydantic's bool); unset: the generation runner's default, off.
+    worker_spin = TypeAdapter(bool).validate_python(settings.get("spin", False))
     limit_worker = {
         n: in_process(artifact, n, new, worker_threads, tok_len, worker_spin) for n in levels
     }
