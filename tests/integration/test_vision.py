@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -152,6 +154,26 @@ def test_dual_encoder_towers_convert_and_serve_like_pytorch(
         expected = model.get_text_features(**encoded).numpy()
     assert _cosine(alone, batched[1]) > 0.9999
     assert min(_cosine(a, b) for a, b in zip(batched, expected, strict=True)) > 0.9999
+    # A token budget short of two padded rows: each text-tower call within it (one row
+    # each), the same vectors.
+    width = runner.text.encode([long, short])[1].shape[1]
+    small = DualEncoderRunner(replace(spec, max_batch_tokens=2 * width - 1))
+    calls = _RecordedSession(small.text_session)
+    small.text_session = calls
+    split = small.embed([long, short]).arrays["embedding"]
+    assert calls.sizes == [width, width]
+    np.testing.assert_allclose(split, batched, rtol=1e-5, atol=1e-6)
+
+
+class _RecordedSession:
+    """The real ONNX Runtime session, recording rows × tokens of every call it runs."""
+
+    def __init__(self, session: Any) -> None:
+        self.session, self.sizes = session, []
+
+    def run(self, names: Any, feed: dict[str, np.ndarray]) -> Any:
+        self.sizes.append(int(feed["input_ids"].size))
+        return self.session.run(names, feed)
 
 
 def test_a_dual_encoder_without_a_fast_tokenizer_is_refused_by_name(root: Path) -> None:

@@ -118,8 +118,16 @@ class DualEncoderRunner(ImageRunner):
         tokens = np.zeros(len(items), dtype=np.int64)
         if texts:
             feed, mask = self.text.encode([items[i] for i in texts])
-            (embeds,) = self.text_session.run(["text_embeds"], feed)
-            vectors[texts], tokens[texts] = embeds, mask.sum(axis=1)
+            # Rows × padded length per call within the budget, as text encoders run: the
+            # worker's memory stays bounded whatever the request holds.
+            rows = max(1, self.spec.max_batch_tokens // max(mask.shape[1], 1))
+            parts = [
+                self.text_session.run(
+                    ["text_embeds"], {k: v[start : start + rows] for k, v in feed.items()}
+                )[0]
+                for start in range(0, len(texts), rows)
+            ]
+            vectors[texts], tokens[texts] = np.concatenate(parts), mask.sum(axis=1)
         if images:
             name = self.outputs[0].name
             vectors[images] = self.run_images([items[i] for i in images], [name])[name]
