@@ -29,6 +29,10 @@ from modelmora.serve.runners.base import SteppingRunner, read_json, rss_bytes
 __all__ = ["GenerationRunner", "TextStream"]
 
 
+_WINDOW = 16
+"""Tokens decoded again with each new one, at most (plus the settled piece before them)."""
+
+
 class TextStream:
     """Incremental detokenization with stop strings: what to send after each token."""
 
@@ -41,32 +45,40 @@ class TextStream:
         self._settled = ""  # the text of ids[: self._read], final
         self._prefix = 0  # decoding restarts here: the tokens before _read give it context
         self._read = 0
+        self._before = ""  # the text of ids[_prefix:_read]
 
     def _decode(self, ids: list[int]) -> str:
         return str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
     def _text(self) -> str:
-        """The text of every id so far, decoding only the tokens since the last settled
-        point (plus a little context before it), so a long completion costs O(n), not O(n²)."""
-        before = self._decode(self.ids[self._prefix : self._read])
+        """The text of every id so far, decoding only a window of recent tokens (from a
+        settled point, with the piece before it as context), so a long completion costs O(n),
+        not O(n²), and a token costs one decode call: the window restarts only every
+        ``_WINDOW`` tokens."""
         window = self._decode(self.ids[self._prefix :])
-        if not window.startswith(before):  # a decoder that rewrites earlier text
+        if not window.startswith(self._before):  # a decoder that rewrites earlier text
             return self._decode(self.ids)
-        tail = window[len(before) :]
-        if tail and not tail.endswith("\ufffd"):  # complete characters: settle them
-            self._settled += tail
+        tail = window[len(self._before) :]
+        if not tail or tail.endswith("\ufffd"):  # maybe an incomplete character: unsettled
+            return self._settled + tail
+        self._settled += tail
+        if len(self.ids) - self._prefix > _WINDOW:
             self._prefix, self._read = self._read, len(self.ids)
-            return self._settled
-        return self._settled + tail
+            self._before = self._decode(self.ids[self._prefix : self._read])
+        else:
+            self._read, self._before = len(self.ids), window
+        return self._settled
 
     def push(self, token: int) -> str:
         """Add a token; the new text that is safe to send (may be empty)."""
         self.ids.append(token)
         text = self._text()
-        cut = min(
-            (i for s in self.stop if (i := text.find(s, max(0, self.sent - len(s)))) >= 0),
-            default=-1,
-        )
+        cut = -1
+        if self.stop:
+            cut = min(
+                (i for s in self.stop if (i := text.find(s, max(0, self.sent - len(s)))) >= 0),
+                default=-1,
+            )
         if cut >= 0:
             self.stopped = True
             delta, self.sent = text[self.sent : cut], cut
@@ -76,11 +88,12 @@ class TextStream:
         # wait for their last one); more than 3 are invalid bytes for good and are sent.
         while end > self.sent and text[end - 1] == "\ufffd" and len(text) - end < 3:
             end -= 1
-        hold = max(
-            (k for s in self.stop for k in range(1, len(s)) if text[:end].endswith(s[:k])),
-            default=0,
-        )
-        end = max(self.sent, end - hold)
+        if self.stop:
+            hold = max(
+                (k for s in self.stop for k in range(1, len(s)) if text[:end].endswith(s[:k])),
+                default=0,
+            )
+            end = max(self.sent, end - hold)
         delta, self.sent = text[self.sent : end], end
         return delta
 
@@ -222,6 +235,19 @@ class GenerationRunner(SteppingRunner):
             token = int(seq.rng.choice(probs.size, p=probs))
         return token, (float(logp[token]) if body.logprobs and logp is not None else None)
 
+    def _sample_rows(
+        self, seqs: list[_Sequence], logits: np.ndarray
+    ) -> list[tuple[int, float | None]]:
+        """``_sample`` for each row of ``logits`` ``(rows, vocab)``; the greedy rows without
+        logprobs (the common case) take one argmax over the whole batch, not one each."""
+        greedy = logits.argmax(axis=-1).tolist()
+        return [
+            (greedy[i], None)
+            if seq.body.temperature <= 0 and not seq.body.logprobs
+            else self._sample(seq, logits[i])
+            for i, seq in enumerate(seqs)
+        ]
+
     def _emit(
         self, seq: _Sequence, token: int, logprob: float | None, batch: int, kv_bytes: int
     ) -> Reply:
@@ -295,9 +321,8 @@ class GenerationRunner(SteppingRunner):
         """Sample each prompt's first token; the unfinished ones join the decode batch."""
         kv_bytes = self._kv_bytes() + sum(p.nbytes for p in past)  # once per step
         replies, joining, tokens = [], [], []
-        for i, seq in enumerate(seqs):
-            token, logprob = self._sample(seq, logits[i])
-            reply = self._emit(seq, token, logprob, len(seqs), kv_bytes)
+        for i, (token, logprob) in enumerate(self._sample_rows(seqs, logits)):
+            reply = self._emit(seqs[i], token, logprob, len(seqs), kv_bytes)
             replies.append(reply)
             if not reply.last:
                 joining.append(i)
@@ -350,9 +375,9 @@ class GenerationRunner(SteppingRunner):
         logits, self.past = self.decoder.forward(self.next_tokens[:, None], self.mask, self.past)
         kv_bytes = self._kv_bytes()  # once per step, not per token
         replies, keep = [], []
-        for i, seq in enumerate(self.rows):
-            token, logprob = self._sample(seq, logits[i, -1])
-            self.next_tokens[i] = token
+        sampled = self._sample_rows(self.rows, logits[:, -1])
+        self.next_tokens[:] = [token for token, _ in sampled]
+        for i, (seq, (token, logprob)) in enumerate(zip(self.rows, sampled, strict=True)):
             reply = self._emit(seq, token, logprob, batch, kv_bytes)
             replies.append(reply)
             if not reply.last:
