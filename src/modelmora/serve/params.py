@@ -51,7 +51,9 @@ _T = TypeVar("_T")
 async def next_before(stream: AsyncIterator[_T], deadline: float | None) -> _T:
     """The next item of ``stream``; ``asyncio.TimeoutError`` once ``deadline`` (a
     ``time.monotonic()`` value) has passed, ``StopAsyncIteration`` at its end."""
-    wait = None if deadline is None else deadline - time.monotonic()
-    if wait is not None and wait <= 0:
+    if deadline is None:  # no timer to arm: this runs once per streamed token
+        return await anext(stream)
+    wait = deadline - time.monotonic()
+    if wait <= 0:
         raise asyncio.TimeoutError
     return await asyncio.wait_for(anext(stream), wait)
