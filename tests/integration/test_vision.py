@@ -24,6 +24,7 @@ from modelmora.errors import UserInputError
 from modelmora.imaging import ImagePreprocessor, test_images
 from modelmora.manifest.model import BenchmarkSpec, ConvertSpec, ValidateSpec
 from modelmora.serve.ipc import WorkerSpec
+from modelmora.serve.runners.text import GROWN_TOKENS
 from modelmora.serve.runners.vision import DualEncoderRunner
 from modelmora.testing.tiny_models import (
     DIFFUSION_SCHEDULERS,
@@ -163,6 +164,11 @@ def test_dual_encoder_towers_convert_and_serve_like_pytorch(
     split = small.embed([long, short]).arrays["embedding"]
     assert calls.sizes == [width, width]
     np.testing.assert_allclose(split, batched, rtol=1e-5, atol=1e-6)
+    # Texts of GROWN_TOKENS or more mark the worker grown, as a text encoder's do: it gives
+    # the memory back once idle.
+    assert not runner.grown
+    runner.embed([long] * -(-GROWN_TOKENS // width))
+    assert runner.grown
 
 
 class _RecordedSession:

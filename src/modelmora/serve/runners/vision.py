@@ -18,7 +18,7 @@ from modelmora.imaging import ImagePreprocessor, decode_image, test_images
 from modelmora.names import TEXT_TOWER
 from modelmora.serve.ipc import ModelInfo, Output, RunItems, TensorSpec, WorkerSpec
 from modelmora.serve.runners.base import Classes, Runner, rss_bytes, trim_malloc
-from modelmora.serve.runners.text import TextTokenizer
+from modelmora.serve.runners.text import GROWN_TOKENS, TextTokenizer
 
 __all__ = ["IMAGES_PER_CALL", "DualEncoderRunner", "ImageClassifierRunner", "ImageRunner"]
 
@@ -118,6 +118,8 @@ class DualEncoderRunner(ImageRunner):
         tokens = np.zeros(len(items), dtype=np.int64)
         if texts:
             feed, mask = self.text.encode([items[i] for i in texts])
+            if mask.size >= GROWN_TOKENS:  # as text encoders: give the memory back when idle
+                self.grown = True
             # Rows × padded length per call within the budget, as text encoders run: the
             # worker's memory stays bounded whatever the request holds.
             rows = max(1, self.spec.max_batch_tokens // max(mask.shape[1], 1))
