@@ -43,6 +43,10 @@ class SequenceAdmission:
         self.max_waiting = model.serve.max_queue_size
         self.default_priority = model.serve.priority
         self.metrics = metrics
+        # The model's gauges, looked up once: each .labels() call takes a lock and a lookup,
+        # and these are set at every admission and release.
+        self._running_gauge = metrics.running_sequences.labels(self.name)
+        self._waiting_gauge = metrics.waiting_sequences.labels(self.name)
         self.running = 0
         self.reserved = 0
         self._waiting: list[_Waiter] = []
@@ -60,8 +64,8 @@ class SequenceAdmission:
         return self.budget is None or self.reserved + cost <= self.budget
 
     def _gauges(self) -> None:
-        self.metrics.running_sequences.labels(self.name).set(self.running)
-        self.metrics.waiting_sequences.labels(self.name).set(len(self._waiting))
+        self._running_gauge.set(self.running)
+        self._waiting_gauge.set(len(self._waiting))
 
     def _take(self, cost: int) -> None:
         self.running += 1
