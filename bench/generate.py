@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from _quiet import library_chatter_dropped
 
 from modelmora.bench.core import _peak_rss_mb, _reset_peak_rss
 
@@ -40,17 +41,18 @@ def build(root: Path, layers: int, hidden: int, vocab: int) -> tuple[Path, Path]
     from modelmora.manifest.model import ConvertSpec
     from modelmora.testing.tiny_models import make_tiny_causal_lm
 
-    snapshot = make_tiny_causal_lm(
-        root / "lm",
-        vocab_size=vocab,
-        hidden_size=hidden,
-        layers=layers,
-        heads=max(hidden // 64, 1),
-        kv_heads=max(hidden // 128, 1),
-        max_positions=1024,
-    )
-    out = root / "onnx"
-    convert(snapshot, out, name="lm", task="text-generation", spec=ConvertSpec())
+    with library_chatter_dropped():
+        snapshot = make_tiny_causal_lm(
+            root / "lm",
+            vocab_size=vocab,
+            hidden_size=hidden,
+            layers=layers,
+            heads=max(hidden // 64, 1),
+            kv_heads=max(hidden // 128, 1),
+            max_positions=1024,
+        )
+        out = root / "onnx"
+        convert(snapshot, out, name="lm", task="text-generation", spec=ConvertSpec())
     return snapshot, out
 
 

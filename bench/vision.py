@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from _procs import free_port, stop, wait_port, wait_ready
+from _quiet import library_chatter_dropped
 
 os.environ.setdefault("USE_TF", "0")
 CONCURRENCY = (1, 8, 32)
@@ -54,21 +55,22 @@ def build_classifier(root: Path) -> tuple[Path, Path]:
     from modelmora.convert import convert
     from modelmora.manifest.model import ConvertSpec
 
-    snapshot = root / "vit"
-    torch.manual_seed(0)
-    config = transformers.ViTConfig(
-        image_size=224,
-        patch_size=16,
-        hidden_size=192,
-        num_hidden_layers=12,
-        num_attention_heads=3,
-        intermediate_size=768,
-        num_labels=1000,
-    )
-    transformers.ViTForImageClassification(config).eval().save_pretrained(str(snapshot))
-    transformers.ViTImageProcessor(size={"height": 224, "width": 224}).save_pretrained(snapshot)
-    artifact = root / "vit-onnx"
-    convert(snapshot, artifact, name="vit", task=None, spec=ConvertSpec())
+    with library_chatter_dropped():
+        snapshot = root / "vit"
+        torch.manual_seed(0)
+        config = transformers.ViTConfig(
+            image_size=224,
+            patch_size=16,
+            hidden_size=192,
+            num_hidden_layers=12,
+            num_attention_heads=3,
+            intermediate_size=768,
+            num_labels=1000,
+        )
+        transformers.ViTForImageClassification(config).eval().save_pretrained(str(snapshot))
+        transformers.ViTImageProcessor(size={"height": 224, "width": 224}).save_pretrained(snapshot)
+        artifact = root / "vit-onnx"
+        convert(snapshot, artifact, name="vit", task=None, spec=ConvertSpec())
     return snapshot, artifact
 
 
@@ -77,9 +79,10 @@ def build_diffusion(root: Path) -> tuple[Path, Path]:
     from modelmora.manifest.model import ConvertSpec
     from modelmora.testing.tiny_models import make_tiny_diffusion
 
-    snapshot = make_tiny_diffusion(root / "sd", scheduler="euler", width=32, sample_size=32)
-    artifact = root / "sd-onnx"
-    convert(snapshot, artifact, name="sd", task=None, spec=ConvertSpec())
+    with library_chatter_dropped():
+        snapshot = make_tiny_diffusion(root / "sd", scheduler="euler", width=32, sample_size=32)
+        artifact = root / "sd-onnx"
+        convert(snapshot, artifact, name="sd", task=None, spec=ConvertSpec())
     return snapshot, artifact
 
 
