@@ -14,6 +14,7 @@ import base64
 import io
 import json
 import os
+import re
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -104,6 +105,8 @@ def test_list_shows_the_vision_models_installed(project: tuple[Path, Path]) -> N
     )
     assert shown.returncode == 0, shown.stderr
     assert "steps" in shown.stdout and "ms/image p50" in shown.stdout
+    # A local source's revision is a 71-character digest: on one line, whole, at 80 columns.
+    assert re.search(r"revision sha256:[0-9a-f]{64}\n", shown.stdout), shown.stdout
 
 
 def test_images_are_classified_like_pytorch_over_http_and_v2(

@@ -324,7 +324,8 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
     from rich.table import Table
 
     console = Console(highlight=False)
-    console.print(f"[bold]{name}[/]  {entry.source}  revision {entry.revision}")
+    # Not wrapped: a digest revision broken over two lines can be neither copied nor grepped.
+    console.print(f"[bold]{name}[/]  {entry.source}  revision {entry.revision}", soft_wrap=True)
     files = Table(title="files")
     for column in ("path", "size", "sha256"):
         files.add_column(column)
