@@ -270,6 +270,28 @@ def test_text_batches_over_the_token_budget_run_in_parts_with_the_same_vectors(
     assert list(parts.tokens) == list(whole.tokens)
 
 
+def test_budgeted_parts_keep_the_padding_of_fixed_length_texts() -> None:
+    """Parts are cut to their longest row, except for models whose padding is part of the
+    input (texts padded to a fixed length): those keep the batch's width. Either way the
+    outputs come back in the rows' order."""
+    from modelmora.serve.runners.text import run_within_budget
+
+    mask = np.array([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0]])
+    feed = {"input_ids": np.array([[10, 11, 12, 0], [20, 0, 0, 0], [30, 31, 0, 0]])}
+    for keep_width, shapes in ((False, [(2, 2), (1, 3)]), (True, [(1, 4)] * 3)):
+        calls: list[tuple[int, ...]] = []
+
+        def first_ids(
+            part: dict[str, np.ndarray], _: np.ndarray, calls: list[tuple[int, ...]] = calls
+        ) -> dict[str, np.ndarray]:
+            calls.append(part["input_ids"].shape)
+            return {"first": part["input_ids"][:, 0]}
+
+        out = run_within_budget(feed, mask, 4, first_ids, keep_width=keep_width)
+        assert calls == shapes
+        assert out["first"].tolist() == [10, 20, 30]
+
+
 def test_priority_ages_so_a_low_priority_waits_a_bounded_time() -> None:
     from modelmora.serve.scheduler import _Item
 

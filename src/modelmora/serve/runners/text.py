@@ -3,6 +3,7 @@ run, then pool (embeddings) or score (classifiers)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,14 @@ from modelmora.serve.runners.base import (
 )
 from modelmora.validate.inputs import encode_texts, max_input_length, model_tokenizer
 
-__all__ = ["ClassifierRunner", "EmbeddingRunner", "TextRunner", "TextTokenizer", "max_seq_length"]
+__all__ = [
+    "ClassifierRunner",
+    "EmbeddingRunner",
+    "TextRunner",
+    "TextTokenizer",
+    "max_seq_length",
+    "run_within_budget",
+]
 
 GROWN_TOKENS = 2048
 """A call of at least this many rows × padded tokens grows ORT's arena enough to be worth
@@ -30,6 +38,47 @@ giving back once the worker is idle."""
 def max_seq_length(artifact_dir: Path) -> int:
     """The model's own maximum, else 512 (as sentence-transformers)."""
     return max_input_length(artifact_dir) or 512
+
+
+def run_within_budget(
+    feed: dict[str, np.ndarray],
+    mask: np.ndarray,
+    budget: int,
+    run: Callable[[dict[str, np.ndarray], np.ndarray], dict[str, np.ndarray]],
+    *,
+    keep_width: bool,
+) -> dict[str, np.ndarray]:
+    """``run`` over a tokenized batch in parts of at most ``budget`` rows × padded length,
+    the outputs put back in the rows' order.
+
+    One padded batch of long and short texts costs the longest text's length per row;
+    splitting length-sorted keeps each ONNX Runtime call — and so the worker's peak memory —
+    within the budget whatever the request holds. Each part is cut to its own longest row,
+    unless ``keep_width``: the model's padding is part of its input (texts padded to a fixed
+    length) and every part keeps the batch's width.
+    """
+    if len(mask) * mask.shape[1] <= budget:
+        return run(feed, mask)
+    lengths = mask.sum(axis=1)
+    order = np.argsort(lengths, kind="stable")
+
+    def width_of(row: int) -> int:
+        return mask.shape[1] if keep_width else max(int(lengths[row]), 1)
+
+    outputs: list[dict[str, np.ndarray]] = []
+    start = 0
+    while start < len(order):
+        stop = start + 1
+        # Rows sorted by length: a part's padded length is its last row's.
+        while stop < len(order) and (stop + 1 - start) * width_of(order[stop]) <= budget:
+            stop += 1
+        rows, width = order[start:stop], width_of(order[stop - 1])
+        part = {k: np.ascontiguousarray(v[rows, :width]) for k, v in feed.items()}
+        outputs.append(run(part, np.ascontiguousarray(mask[rows, :width])))
+        start = stop
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return {k: np.concatenate([o[k] for o in outputs])[inverse] for k in outputs[0]}
 
 
 class TextTokenizer:
@@ -46,6 +95,8 @@ class TextTokenizer:
             raise RuntimeError(f"{tok_file} is missing: text models need a fast tokenizer")
         self.tokenizer = model_tokenizer(directory, max_seq_length(directory))
         self.max_seq_length = int(self.tokenizer.truncation["max_length"])
+        self.fixed_length = self.tokenizer.padding["length"] is not None
+        """Texts are padded to one length, and the padding is part of the model's input."""
         inputs = session.get_inputs()
         self.np_types = {i.name: numpy_dtype(i.type, np.float32) for i in inputs}
         unknown = [i.name for i in inputs if i.name not in self.KNOWN_INPUTS]
@@ -98,36 +149,16 @@ class TextRunner(Runner):
         return self.run_text(body.texts)
 
     def run_text(self, texts: list[str]) -> Output:
-        """Tokenize, then run in parts of at most ``max_batch_tokens`` rows × padded length.
-
-        One padded batch of long and short texts costs the longest text's length per row;
-        splitting length-sorted keeps each ONNX Runtime call — and so the worker's peak
-        memory — within the budget whatever the request holds.
-        """
+        """Tokenize, then run in parts within ``max_batch_tokens`` (:func:`run_within_budget`)."""
         feed, mask = self.encode(texts)
-        lengths = mask.sum(axis=1)
-        budget = self.spec.max_batch_tokens
-        if len(texts) * mask.shape[1] <= budget:
-            return self.run_encoded(feed, mask)
-        order = np.argsort(lengths, kind="stable")
-        outputs: list[Output] = []
-        start = 0
-        while start < len(order):
-            stop = start + 1
-            # Rows sorted by length: a part's padded length is its last row's length.
-            while stop < len(order) and (stop + 1 - start) * int(lengths[order[stop]]) <= budget:
-                stop += 1
-            rows = order[start:stop]
-            width = max(int(lengths[rows[-1]]), 1)
-            part = {k: np.ascontiguousarray(v[rows, :width]) for k, v in feed.items()}
-            outputs.append(self.run_encoded(part, np.ascontiguousarray(mask[rows, :width])))
-            start = stop
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(len(order))
-        arrays = {
-            k: np.concatenate([o.arrays[k] for o in outputs])[inverse] for k in outputs[0].arrays
-        }
-        return Output(arrays=arrays, tokens=lengths, rss_bytes=outputs[-1].rss_bytes)
+        arrays = run_within_budget(
+            feed,
+            mask,
+            self.spec.max_batch_tokens,
+            lambda part, part_mask: self.run_encoded(part, part_mask).arrays,
+            keep_width=self.text.fixed_length,
+        )
+        return Output(arrays=arrays, tokens=mask.sum(axis=1), rss_bytes=rss_bytes())
 
     def run_encoded(
         self, feed: dict[str, np.ndarray], mask: np.ndarray, *, shrink: bool = False

@@ -18,7 +18,7 @@ from modelmora.imaging import ImagePreprocessor, decode_image, test_images
 from modelmora.names import TEXT_TOWER
 from modelmora.serve.ipc import ModelInfo, Output, RunItems, TensorSpec, WorkerSpec
 from modelmora.serve.runners.base import Classes, Runner, rss_bytes, trim_malloc
-from modelmora.serve.runners.text import GROWN_TOKENS, TextTokenizer
+from modelmora.serve.runners.text import GROWN_TOKENS, TextTokenizer, run_within_budget
 
 __all__ = ["IMAGES_PER_CALL", "DualEncoderRunner", "ImageClassifierRunner", "ImageRunner"]
 
@@ -120,16 +120,16 @@ class DualEncoderRunner(ImageRunner):
             feed, mask = self.text.encode([items[i] for i in texts])
             if mask.size >= GROWN_TOKENS:  # as text encoders: give the memory back when idle
                 self.grown = True
-            # Rows × padded length per call within the budget, as text encoders run: the
-            # worker's memory stays bounded whatever the request holds.
-            rows = max(1, self.spec.max_batch_tokens // max(mask.shape[1], 1))
-            parts = [
-                self.text_session.run(
-                    ["text_embeds"], {k: v[start : start + rows] for k, v in feed.items()}
-                )[0]
-                for start in range(0, len(texts), rows)
-            ]
-            vectors[texts], tokens[texts] = np.concatenate(parts), mask.sum(axis=1)
+            # Within the budget as text encoders run, each part at the batch's width (the
+            # model's padding kept): the worker's memory stays bounded whatever the request.
+            embeds = run_within_budget(
+                feed,
+                mask,
+                self.spec.max_batch_tokens,
+                lambda part, _: {"text_embeds": self.text_session.run(["text_embeds"], part)[0]},
+                keep_width=True,
+            )
+            vectors[texts], tokens[texts] = embeds["text_embeds"], mask.sum(axis=1)
         if images:
             name = self.outputs[0].name
             vectors[images] = self.run_images([items[i] for i in images], [name])[name]
