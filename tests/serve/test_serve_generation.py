@@ -207,6 +207,24 @@ def test_a_disconnected_stream_is_dropped_from_the_worker(server: Server) -> Non
     assert ok.choices[0].text is not None
 
 
+def test_a_stream_through_the_framework_lane_runs_to_its_end(server: Server) -> None:
+    """A body the hot lane hands to FastAPI (a ``+json`` media type) streams all its tokens:
+    the replayed ``receive`` must not tell the stream's disconnect listener the client left."""
+    body = {"model": "lm", "prompt": "Hello", "max_tokens": 12, "temperature": 0}
+    whole = httpx.post(f"{server.url}/v1/completions", json=body, timeout=30).json()
+    raw = json.dumps({**body, "stream": True, "stream_options": {"include_usage": True}})
+    events = []
+    json_ish = {"content-type": "application/vnd.example+json"}
+    url = f"{server.url}/v1/completions"
+    with httpx.stream("POST", url, content=raw, headers=json_ish, timeout=30) as r:
+        assert r.status_code == 200
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    docs = [json.loads(e) for e in events[:-1]]
+    assert "".join(c["text"] for d in docs for c in d["choices"]) == whole["choices"][0]["text"]
+    assert docs[-1]["usage"]["completion_tokens"] == 12
+
+
 def test_context_overflow_is_400_with_both_numbers(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         client.completions.create(model="lm", prompt="Hello there", max_tokens=10_000)

@@ -212,7 +212,7 @@ class ServeApp(FastAPI):
             with contextlib.suppress(ValidationError):
                 request = schema.model_validate_json(body)
         if request is None:
-            await super().__call__(scope, _replay(bytes(body)), send)
+            await super().__call__(scope, _replay(bytes(body), receive), send)
             return
         state: ServeState = self.state.serve
         priority, timeout = _header(headers, b"x-priority"), _header(headers, b"x-timeout-ms")
@@ -239,18 +239,19 @@ def _header(headers: Mapping[bytes, bytes], name: bytes) -> str | None:
     return None if value is None else value.decode("latin-1")
 
 
-def _replay(body: bytes) -> Receive:
-    """A ``receive`` that hands FastAPI the body the hot lane already read."""
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands FastAPI the body the hot lane already read, then the
+    connection's own messages (a streamed answer listens there for the client leaving)."""
     sent = False
 
-    async def receive() -> Message:
+    async def replay() -> Message:
         nonlocal sent
         if sent:
-            return {"type": "http.disconnect"}
+            return await receive()
         sent = True
         return {"type": "http.request", "body": body, "more_body": False}
 
-    return receive
+    return replay
 
 
 def create_app(
