@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelmora.serve.errors import BadRequest, DeadlineExceeded, ServeError
 from modelmora.serve.ipc import Chunk, Generate
 from modelmora.serve.params import next_before, parse_priority, parse_timeout_ms
+from modelmora.serve.sse import DONE, EventStream, event
 from modelmora.serve.tasks.base import JsonRoute, ServeTask, V2Call
 from modelmora.serve.wire import dumps
 
@@ -360,16 +360,12 @@ def _usage_chunk(head: dict[str, Any], include: bool) -> Any:
     return usage
 
 
-def _sse(doc: Any) -> bytes:
-    return b"data: " + dumps(doc) + b"\n\n"
-
-
 def _error_event(exc: BaseException) -> bytes:
     if isinstance(exc, ServeError):
         message, code = exc.message, exc.code
     else:
         message, code = "internal server error", "internal_error"
-    return _sse(
+    return event(
         {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
     )
 
@@ -391,7 +387,7 @@ def _streaming(
     first: dict[str, Any] | None,
     chunk: Any,
     final_usage: Any,
-) -> StreamingResponse:
+) -> EventStream:
     """SSE: ``chunk(data)`` per worker chunk, ``final_usage(data)`` after the last, [DONE]."""
 
     async def body() -> AsyncIterator[bytes]:
@@ -399,22 +395,20 @@ def _streaming(
         try:
             while data is not None:
                 for doc in chunk(data):
-                    yield _sse(doc)
+                    yield event(doc)
                 if "finish_reason" in data:
                     usage = final_usage(data)
                     if usage is not None:
-                        yield _sse(usage)
+                        yield event(usage)
                     break
                 data = await anext(events, None)
         except Exception as exc:  # the worker died or failed after the first token
             yield _error_event(exc)
         finally:
             await events.aclose()
-        yield b"data: [DONE]\n\n"
+        yield DONE
 
-    return StreamingResponse(
-        body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-    )
+    return EventStream(body())
 
 
 def _headers(result: _Result) -> dict[str, str]:
