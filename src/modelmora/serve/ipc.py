@@ -41,6 +41,7 @@ __all__ = [
     "Request",
     "RunTensors",
     "RunText",
+    "StepStats",
     "Stop",
     "TensorSpec",
     "WorkerSpec",
@@ -206,10 +207,25 @@ class Reply:
 
 
 @dataclass(frozen=True)
+class StepStats:
+    """What one step of a stepping runner did, for the router's metrics: sent once per step
+    with its replies, not repeated in each sequence's chunk (the router would otherwise
+    observe it once per streamed token)."""
+
+    batches: tuple[int, ...]
+    """Sequences in each model call of the step (a decode call, a prompt call)."""
+    tokens: int
+    """Tokens the step produced."""
+    kv_bytes: int
+    """KV cache the worker holds once the step is done."""
+
+
+@dataclass(frozen=True)
 class Replies:
     """Several replies in one message: what one step of a stepping runner produced."""
 
     replies: list[Reply]
+    stats: StepStats | None = None
 
 
 Message = WorkerSpec | Request | Cancel | Stop | Ready | Reply | Replies | Output | Chunk | Failed

@@ -120,7 +120,7 @@ class ServeMetrics:
         )
         self.decode_batch = Histogram(
             "modelmora_decode_batch_sequences",
-            "Sequences in the worker step that produced each token (continuous batching).",
+            "Sequences in each model call of a worker step (continuous batching).",
             ["model"],
             buckets=_BATCH_BUCKETS,
             registry=r,

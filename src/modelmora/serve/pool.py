@@ -37,6 +37,7 @@ from modelmora.serve.ipc import (
     Replies,
     Reply,
     Request,
+    StepStats,
     Stop,
     WorkerSpec,
     recv_msg,
@@ -122,6 +123,7 @@ class WorkerHandle:
         on_death: Callable[[WorkerHandle], None],
         *,
         spec: WorkerSpec | None = None,
+        on_step: Callable[[StepStats], None] | None = None,
     ) -> None:
         self.model = model
         self.spec = spec or worker_spec(model)
@@ -131,6 +133,7 @@ class WorkerHandle:
         self.info: ModelInfo | None = None
         self.rss_bytes = 0
         self._on_death = on_death
+        self._on_step = on_step
         self._proc: BaseProcess | None = None
         self._conn: Connection | None = None
         self._loading: asyncio.Future[Message] | None = None
@@ -189,6 +192,8 @@ class WorkerHandle:
                 self._loop.create_task(self._report_death())
             return
         if isinstance(msg, Reply | Replies):
+            if isinstance(msg, Replies) and msg.stats is not None and self._on_step is not None:
+                self._on_step(msg.stats)
             for reply in msg.replies if isinstance(msg, Replies) else (msg,):
                 sink = self._open.pop(reply.id, None) if reply.last else self._open.get(reply.id)
                 if sink is not None:
@@ -420,10 +425,27 @@ class WorkerPool:
         for name in self.models:
             self.metrics.model_loaded.labels(name).set(1 if name in self.handles else 0)
 
+    def _step_metrics(self, name: str) -> Callable[[StepStats], None]:
+        """Observes a stepping worker's steps (tokens, batch sizes, KV cache): once per step,
+        with the label lookups done once per worker."""
+        tokens = self.metrics.generated_tokens.labels(name)
+        batch = self.metrics.decode_batch.labels(name)
+        kv_bytes = self.metrics.kv_cache_bytes.labels(name)
+
+        def observe(stats: StepStats) -> None:
+            if stats.tokens:
+                tokens.inc(stats.tokens)
+            for sequences in stats.batches:
+                batch.observe(sequences)
+            kv_bytes.set(stats.kv_bytes)
+
+        return observe
+
     def _on_death(self, handle: WorkerHandle) -> None:
         name = handle.model.name
         if self.handles.get(name) is handle:
             del self.handles[name]
+        self.metrics.kv_cache_bytes.labels(name).set(0)  # what it held died with it
         if handle.info is not None:  # a death while loading is counted by ``_load``
             self._failures[name] += 1
         self._refresh_gauges()
@@ -434,6 +456,7 @@ class WorkerPool:
             del self.handles[name]
         if handle.rss_bytes:
             self._last_rss[name] = handle.rss_bytes
+        self.metrics.kv_cache_bytes.labels(name).set(0)
         self._refresh_gauges()
         if reason is not None:
             self.metrics.evictions.labels(name, reason).inc()
@@ -490,7 +513,9 @@ class WorkerPool:
                 self.metrics.worker_restarts.labels(name).inc()
             async with self._budget_lock:
                 await self._make_room(name)
-                handle = WorkerHandle(self.models[name], self._on_death)
+                handle = WorkerHandle(
+                    self.models[name], self._on_death, on_step=self._step_metrics(name)
+                )
                 self.handles[name] = handle
                 self._refresh_gauges()
             started = time.perf_counter()

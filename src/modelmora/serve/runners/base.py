@@ -30,6 +30,7 @@ from modelmora.serve.ipc import (
     Request,
     RunTensors,
     RunText,
+    StepStats,
     Stop,
     TensorSpec,
     WorkerSpec,
@@ -308,6 +309,11 @@ class SteppingRunner(Runner):
         """Advance every running request once; the replies to send (``last`` ends one)."""
         raise NotImplementedError
 
+    def stats(self) -> StepStats | None:
+        """What the runner did since the last call and what it holds now, for the router's
+        metrics; sent after each step and each cancel (None: nothing to report)."""
+        return None
+
     def _read(self, conn: Connection) -> bool:
         """Apply every waiting message (blocking while idle); False once the router is gone."""
         timeout: float | None = 0.0 if self.running() else None
@@ -320,7 +326,7 @@ class SteppingRunner(Runner):
                 return False
             if isinstance(msg, Cancel):
                 self.cancel(msg.id)
-                send_msg(conn, Reply(msg.id, Failed("cancelled", "input")))
+                send_msg(conn, Replies([Reply(msg.id, Failed("cancelled", "input"))], self.stats()))
             elif isinstance(msg, Request):
                 try:
                     self.admit(msg.id, msg.body)
@@ -339,7 +345,8 @@ class SteppingRunner(Runner):
             if self.running():
                 gate.pause()
                 replies = self.step()
-                if len(replies) == 1:
+                stats = self.stats()
+                if len(replies) == 1 and stats is None:
                     send_msg(conn, replies[0])
-                elif replies:  # one message per step, however many requests it answered
-                    send_msg(conn, Replies(replies))
+                elif replies or stats:  # one message per step, however many it answered
+                    send_msg(conn, Replies(replies, stats))

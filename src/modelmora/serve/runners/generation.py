@@ -23,7 +23,15 @@ from typing import Any
 import numpy as np
 
 from modelmora.decoding import DEFAULT_CONTEXT, Decoder, context_length, eos_ids, log_softmax
-from modelmora.serve.ipc import Chunk, Generate, ModelInfo, Reply, TensorSpec, WorkerSpec
+from modelmora.serve.ipc import (
+    Chunk,
+    Generate,
+    ModelInfo,
+    Reply,
+    StepStats,
+    TensorSpec,
+    WorkerSpec,
+)
 from modelmora.serve.runners.base import SteppingRunner, read_json, rss_bytes
 
 __all__ = ["GenerationRunner", "TextStream"]
@@ -142,6 +150,8 @@ class GenerationRunner(SteppingRunner):
         self.past: list[np.ndarray] = []
         self.mask = np.zeros((0, 0), dtype=np.int64)
         self.next_tokens = np.zeros(0, dtype=np.int64)
+        self._batches: list[int] = []  # sequences in each model call since the last stats()
+        self._tokens = 0
 
     # -- the runner interface --------------------------------------------------------------
 
@@ -205,6 +215,11 @@ class GenerationRunner(SteppingRunner):
             replies += self._prefill(seq, min(self.chunk, len(seq.body.prompt_ids) - seq.prefilled))
         return replies
 
+    def stats(self) -> StepStats:
+        stats = StepStats(tuple(self._batches), self._tokens, self._kv_bytes())
+        self._batches, self._tokens = [], 0
+        return stats
+
     # -- internals -------------------------------------------------------------------------
 
     def _kv_bytes(self) -> int:
@@ -248,12 +263,10 @@ class GenerationRunner(SteppingRunner):
             for i, seq in enumerate(seqs)
         ]
 
-    def _emit(
-        self, seq: _Sequence, token: int, logprob: float | None, batch: int, kv_bytes: int
-    ) -> Reply:
-        """Account for a sampled token; the chunk for it (the last one if it ends the sequence).
-        ``batch`` and ``kv_bytes`` describe the step that produced it."""
+    def _emit(self, seq: _Sequence, token: int, logprob: float | None) -> Reply:
+        """Account for a sampled token; the chunk for it (the last one if it ends the sequence)."""
         seq.completion += 1
+        self._tokens += 1
         finish = None
         if token in self.eos and not seq.body.ignore_eos:
             finish, text = "stop", seq.stream.finish()
@@ -263,7 +276,7 @@ class GenerationRunner(SteppingRunner):
                 finish = "stop"
             elif seq.completion >= seq.body.max_tokens:
                 finish, text = "length", text + seq.stream.finish()
-        data: dict[str, Any] = {"text": text, "batch": batch, "kv_bytes": kv_bytes}
+        data: dict[str, Any] = {"text": text}
         if logprob is not None:
             data["logprob"] = logprob
             data["token"] = self.tokenizer.id_to_token(token) or ""
@@ -319,10 +332,10 @@ class GenerationRunner(SteppingRunner):
         self, seqs: list[_Sequence], logits: np.ndarray, past: list[np.ndarray], mask: np.ndarray
     ) -> list[Reply]:
         """Sample each prompt's first token; the unfinished ones join the decode batch."""
-        kv_bytes = self._kv_bytes() + sum(p.nbytes for p in past)  # once per step
+        self._batches.append(len(seqs))
         replies, joining, tokens = [], [], []
         for i, (token, logprob) in enumerate(self._sample_rows(seqs, logits)):
-            reply = self._emit(seqs[i], token, logprob, len(seqs), kv_bytes)
+            reply = self._emit(seqs[i], token, logprob)
             replies.append(reply)
             if not reply.last:
                 joining.append(i)
@@ -373,12 +386,12 @@ class GenerationRunner(SteppingRunner):
         batch = len(self.rows)
         self.mask = np.concatenate([self.mask, np.ones((batch, 1), np.int64)], axis=1)
         logits, self.past = self.decoder.forward(self.next_tokens[:, None], self.mask, self.past)
-        kv_bytes = self._kv_bytes()  # once per step, not per token
+        self._batches.append(batch)
         replies, keep = [], []
         sampled = self._sample_rows(self.rows, logits[:, -1])
         self.next_tokens[:] = [token for token, _ in sampled]
         for i, (seq, (token, logprob)) in enumerate(zip(self.rows, sampled, strict=True)):
-            reply = self._emit(seq, token, logprob, batch, kv_bytes)
+            reply = self._emit(seq, token, logprob)
             replies.append(reply)
             if not reply.last:
                 keep.append(i)

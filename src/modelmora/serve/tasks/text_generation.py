@@ -279,10 +279,8 @@ async def _events(state: ServeState, job: _Job) -> AsyncGenerator[dict[str, Any]
         stream = worker.stream(job.body)
         last = started
         # Once per request, not per token: each .labels() call takes a lock and a lookup.
+        # (Tokens, batch sizes and the KV cache are observed per worker step, by the pool.)
         inter_token = metrics.inter_token_seconds.labels(model)
-        tokens = metrics.generated_tokens.labels(model)
-        batch = metrics.decode_batch.labels(model)
-        kv_bytes = metrics.kv_cache_bytes.labels(model)
         try:
             while True:
                 try:
@@ -313,16 +311,11 @@ async def _events(state: ServeState, job: _Job) -> AsyncGenerator[dict[str, Any]
                     inter_token.observe(now - last)
                 last = now
                 produced += 1
-                tokens.inc()
-                batch.observe(reply.data.get("batch", 1))
-                kv_bytes.set(reply.data.get("kv_bytes", 0))
                 yield reply.data
                 if "finish_reason" in reply.data:
                     return
         finally:
             await stream.aclose()
-            if admission.running <= 1:
-                kv_bytes.set(0)
 
 
 async def _collect(state: ServeState, job: _Job) -> _Result:
