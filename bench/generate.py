@@ -166,6 +166,9 @@ def main() -> None:
     parser.add_argument("--streams", default="1,8,32", help="--serving: concurrent streams")
     parser.add_argument("--rounds", type=int, default=2, help="--serving: requests per stream")
     parser.add_argument(
+        "--passes", type=int, default=3, help="--serving: passes of every level per contender"
+    )
+    parser.add_argument(
         "--serve-set",
         action="append",
         default=[],
