@@ -5,8 +5,9 @@
     no streaming (its TTFT is its whole answer, which is what a client of it waits for);
 (c) the limit: ``modelmora.decoding`` in this process, all N sequences in one batch from the
     first step (no router, no HTTP, no arrivals), the same thread count as (b); a pass of it
-    is at least three runs (its fastest counts) and at least ``MIN_REQUESTS`` prompts, whose
-    prompt times are its TTFTs;
+    is at least three runs and at least ``MIN_REQUESTS`` prompts (their prompt times are its
+    TTFTs), its tokens/s all their tokens over all their time, as a pass of (a) over its
+    rounds;
 (c1) the same with the worker's session settings (ORT's default threads, spinning off, or
     what ``--serve-set threads=… spin=…`` gives it), which splits the gap between (a) and
     (c) into what serving costs and what the worker's settings cost.
@@ -17,9 +18,11 @@ sent → last answer read). The load generator (asyncio + aiohttp) shares the 2 
 
 Each contender runs ``--passes`` passes of every level, (a), (c) and (c1) interleaved (one
 pass of each level in turn), so a slow spell of the shared VM falls on all of them rather
-than on whichever ran then; a contender's tokens/s is its fastest pass, as (c)'s has always
-been the fastest of its runs (like with like), its TTFT percentiles are over the requests of
-all its passes, and the ratio of the medians of the passes is printed beside it.
+than on whichever ran then; a contender's tokens/s is its fastest pass (a pass of each is
+measured the same way, so like is compared with like), its TTFT percentiles are over the
+requests of all its passes, and the ratio of the medians of the passes is printed beside it.
+(Before passes, (c) was the fastest of its runs against one pass of (a): the fastest single
+batch against every round of (a), arrivals and all.)
 """
 
 from __future__ import annotations
@@ -148,10 +151,10 @@ def in_process(
     prompts = np.random.default_rng(0).integers(1, 600, size=(streams, prompt_tokens))
     decoder.greedy_batch(prompts, 4)
     # As many prompts as (a) and (b) answer at least, for the TTFT percentiles (each run's
-    # prompt time is the TTFT of all its sequences); tokens/s is the fastest run's: a limit.
+    # prompt time is the TTFT of all its sequences).
     runs = [decoder.greedy_batch(prompts, new) for _ in range(max(3, -(-MIN_REQUESTS // streams)))]
-    wall = min(r.prompt_s + float(r.step_s.sum()) for r in runs)
-    return Pass(streams * new / wall, [r.prompt_s for r in runs])
+    wall = sum(r.prompt_s + float(r.step_s.sum()) for r in runs)
+    return Pass(streams * new * len(runs) / wall, [r.prompt_s for r in runs])
 
 
 class Figures(NamedTuple):
