@@ -51,11 +51,11 @@ def text_context(model_dir: Path) -> int | None:
     return found if isinstance(found, int) else None
 
 
-FULL_LENGTH_TEXT = frozenset({"siglip"})
+FULL_LENGTH_TEXT = frozenset({"siglip", "siglip_text_model"})
 """Model types whose text tower pools the last position, padding included: SigLIP was trained
 on texts padded to the full context (transformers' docs: "make sure to set
 padding='max_length'"), so a text padded any other way gets another vector, one that would
-depend on what it was batched with."""
+depend on what it was batched with. Both the dual encoder and its text tower on its own."""
 
 
 def text_pad_length(model_dir: Path) -> int | None:
