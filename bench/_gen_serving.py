@@ -282,3 +282,10 @@ def run(snapshot: Path, artifact: Path, args: Any) -> None:
             f"{'':<8}(a) / (c1): {a.tok_s / c1.tok_s:.2f}x (serving's own cost at the worker's "
             f"settings); medians of the passes: (a) / (c) {a.median_tok_s / c.median_tok_s:.2f}x"
         )
+        passes_of = {"a": ours[n], "c": limit[n]}
+        print(
+            f"{'':<8}passes, tokens/s: "
+            + "; ".join(
+                f"({k}) " + ", ".join(f"{p.tok_s:.0f}" for p in v) for k, v in passes_of.items()
+            )
+        )
