@@ -13,7 +13,7 @@ worker is told to drop the sequence), not when the next event fails to be writte
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from starlette.responses import Response
@@ -33,15 +33,16 @@ def event(doc: Any) -> bytes:
 
 
 class EventStream(Response):
-    """``text/event-stream`` from an async iterator of already framed events."""
+    """``text/event-stream`` from an async generator of already framed events (closed when
+    the response ends, however it ends)."""
 
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncIterator[bytes], headers: Mapping[str, str] | None = None):
+    def __init__(self, events: AsyncGenerator[bytes, None]) -> None:
         self.events = events
         self.status_code = 200
         self.background = None
-        self.init_headers({"Cache-Control": "no-cache", **(headers or {})})
+        self.init_headers({"Cache-Control": "no-cache"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         streaming = asyncio.current_task()
@@ -71,6 +72,4 @@ class EventStream(Response):
                 uncancel()
         finally:
             listener.cancel()
-            aclose = getattr(self.events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await self.events.aclose()

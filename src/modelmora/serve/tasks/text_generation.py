@@ -18,7 +18,7 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -383,7 +383,7 @@ def _streaming(
 ) -> EventStream:
     """SSE: ``chunk(data)`` per worker chunk, ``final_usage(data)`` after the last, [DONE]."""
 
-    async def body() -> AsyncIterator[bytes]:
+    async def body() -> AsyncGenerator[bytes, None]:
         data = first
         try:
             while data is not None:
