@@ -117,6 +117,9 @@ class Decoder:
         self.output_names = ["logits"] + [
             f"present.{i}.{kind}" for i in layers for kind in ("key", "value")
         ]
+        vocab = {o.name: o for o in session.get_outputs()}["logits"].shape[-1]
+        self.vocab: int | None = vocab if isinstance(vocab, int) and vocab > 0 else None
+        """Logits per position (None: the graph leaves it symbolic)."""
 
     @classmethod
     def load(

@@ -407,6 +407,15 @@ def test_serving_generation_never_loads_torch(server: Server, client: openai.Ope
     assert any("onnxruntime" in Path(f"/proc/{p}/maps").read_text() for p in processes[1:])
 
 
+def test_the_decoder_reads_its_vocabulary_from_the_graph(lm: tuple[Path, Path]) -> None:
+    """What the prompt chunk's logits budget is computed from."""
+    from modelmora.decoding import Decoder
+
+    _, artifact = lm
+    config = json.loads((artifact / "config.json").read_text())
+    assert Decoder.load(artifact / "model.onnx").vocab == config["vocab_size"]
+
+
 def test_text_stream_deltas_add_up_to_the_full_decode(lm: tuple[Path, Path]) -> None:
     """Incremental detokenization: for random ids (many invalid UTF-8 byte runs), with and
     without a stop string, the streamed deltas equal the full decode (cut at the stop)."""

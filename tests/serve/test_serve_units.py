@@ -292,6 +292,27 @@ def test_budgeted_parts_keep_the_padding_of_fixed_length_texts() -> None:
         assert out["first"].tolist() == [10, 20, 30]
 
 
+@pytest.mark.parametrize(
+    ("requested", "vocab", "expected"),
+    [
+        (512, 8192, 512),  # small vocabulary: the whole chunk (16 MiB of logits)
+        (512, 32_000, 512),  # Llama 2: 62.5 MiB
+        (512, 128_256, 130),  # Llama 3: 512 tokens would be 250 MiB
+        (64, 128_256, 64),  # a smaller chunk asked for stays
+        (512, 10**9, 1),  # never zero
+        (512, None, 512),  # vocabulary unknown: as asked
+    ],
+)
+def test_prompt_chunks_keep_their_logits_within_the_budget(
+    requested: int, vocab: int | None, expected: int
+) -> None:
+    from modelmora.serve.runners.generation import LOGITS_BUDGET_BYTES, prefill_budget
+
+    chunk = prefill_budget(requested, vocab)
+    assert chunk == expected
+    assert vocab is None or chunk == 1 or chunk * vocab * 4 <= LOGITS_BUDGET_BYTES
+
+
 def test_priority_ages_so_a_low_priority_waits_a_bounded_time() -> None:
     from modelmora.serve.scheduler import _Item
 

@@ -34,11 +34,24 @@ from modelmora.serve.ipc import (
 )
 from modelmora.serve.runners.base import SteppingRunner, read_json, rss_bytes
 
-__all__ = ["GenerationRunner", "TextStream"]
+__all__ = ["LOGITS_BUDGET_BYTES", "GenerationRunner", "TextStream", "prefill_budget"]
 
 
 _WINDOW = 16
 """Tokens decoded again with each new one, at most (plus the settled piece before them)."""
+
+LOGITS_BUDGET_BYTES = 64 * 2**20
+"""What one prompt call's logits may take. The exported graph computes the whole vocabulary's
+logits for every prompt position, so ``prefill_chunk`` tokens of a 128k-vocabulary model
+would be 256 MiB of float32 per call; the chunk shrinks to stay within this (128 tokens
+there, the whole default chunk for vocabularies up to 32k)."""
+
+
+def prefill_budget(requested: int, vocab: int | None) -> int:
+    """Prompt tokens per step: ``requested``, fewer if their logits would pass the budget."""
+    if not vocab:
+        return max(1, requested)
+    return max(1, min(requested, LOGITS_BUDGET_BYTES // (vocab * 4)))
 
 
 class TextStream:
@@ -135,9 +148,11 @@ class GenerationRunner(SteppingRunner):
         if not tok_file.is_file():
             raise RuntimeError(f"{tok_file} is missing: text generation needs a fast tokenizer")
         self.tokenizer = Tokenizer.from_file(str(tok_file))
-        self.context = context_length(read_json(self.dir / "config.json") or {}) or DEFAULT_CONTEXT
+        config = read_json(self.dir / "config.json") or {}
+        self.context = context_length(config) or DEFAULT_CONTEXT
         self.eos = set(eos_ids(self.dir))
-        self.chunk = max(1, spec.prefill_chunk)
+        vocab = self.decoder.vocab or config.get("vocab_size")
+        self.chunk = prefill_budget(spec.prefill_chunk, vocab if isinstance(vocab, int) else None)
         self.kv_bytes_per_token = (
             2
             * self.decoder.layers
