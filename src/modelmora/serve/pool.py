@@ -424,6 +424,8 @@ class WorkerPool:
         self.metrics.loaded_models.set(len(self.handles))
         for name in self.models:
             self.metrics.model_loaded.labels(name).set(1 if name in self.handles else 0)
+            if name not in self.handles:  # what a stopped or dead worker held is gone with it
+                self.metrics.kv_cache_bytes.labels(name).set(0)
 
     def _step_metrics(self, name: str) -> Callable[[StepStats], None]:
         """Observes a stepping worker's steps (tokens, batch sizes, KV cache): once per step,
@@ -445,7 +447,6 @@ class WorkerPool:
         name = handle.model.name
         if self.handles.get(name) is handle:
             del self.handles[name]
-        self.metrics.kv_cache_bytes.labels(name).set(0)  # what it held died with it
         if handle.info is not None:  # a death while loading is counted by ``_load``
             self._failures[name] += 1
         self._refresh_gauges()
@@ -456,7 +457,6 @@ class WorkerPool:
             del self.handles[name]
         if handle.rss_bytes:
             self._last_rss[name] = handle.rss_bytes
-        self.metrics.kv_cache_bytes.labels(name).set(0)
         self._refresh_gauges()
         if reason is not None:
             self.metrics.evictions.labels(name, reason).inc()
