@@ -42,9 +42,9 @@ _WINDOW = 16
 
 LOGITS_BUDGET_BYTES = 64 * 2**20
 """What one prompt call's logits may take. The exported graph computes the whole vocabulary's
-logits for every prompt position, so ``prefill_chunk`` tokens of a 128k-vocabulary model
-would be 256 MiB of float32 per call; the chunk shrinks to stay within this (128 tokens
-there, the whole default chunk for vocabularies up to 32k)."""
+logits for every prompt position, so the default 512-token chunk of Llama 3 (128,256 tokens
+of vocabulary) would be 250 MiB of float32 per call; the chunk shrinks to stay within this
+(130 tokens there, the whole default chunk for vocabularies up to 32k)."""
 
 
 def prefill_budget(requested: int, vocab: int | None) -> int:
