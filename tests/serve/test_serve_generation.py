@@ -307,12 +307,15 @@ def test_a_worker_killed_mid_stream_sends_an_error_event_then_recovers(
         wait_until(lambda: _held_steps(server) > held, "lm's worker held between steps")
         pid = server.events("lm")[-1]["pid"]
         assert pid in worker_pids(server.proc.pid)
+        assert server.metric("modelmora_kv_cache_bytes", model="lm") > 0
         os.kill(pid, signal.SIGKILL)
     finally:
         server.release("lm")
     with pytest.raises(openai.APIError, match="worker"):
         for _ in chunks:
             pass
+    # What the dead worker held is not reported as held.
+    wait_until(lambda: server.metric("modelmora_kv_cache_bytes", model="lm") == 0, "gauge 0")
     ok = client.completions.create(model="lm", prompt="Hello", max_tokens=3, temperature=0)
     assert ok.choices[0].text is not None
 
