@@ -9,7 +9,7 @@ flight on one worker at once, which a continuously batching runner needs; ``Canc
 worker to drop a request it has not finished (it still sends the end marker, so the router
 knows the request is gone).
 
-Messages are small frozen dataclasses pickled with protocol 5; numpy arrays of 64 KiB or
+Messages are small dataclasses pickled with protocol 5; numpy arrays of 64 KiB or
 more travel as out-of-band buffers (their bytes are written to the pipe as-is, never copied
 into the pickle stream), smaller ones inside it; none is ever turned into JSON. Only the
 standard library and numpy are imported here because the worker imports this module before
@@ -21,7 +21,7 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 
@@ -172,11 +172,10 @@ class Output:
     rss_bytes: int = 0
 
 
-@dataclass(frozen=True)
-class Chunk:
-    """One piece of a streamed answer (task-specific fields, e.g. new token ids and text)."""
-
-    data: dict[str, Any]
+Chunk: TypeAlias = dict[str, Any]
+"""One piece of a streamed answer: task-specific fields (e.g. the new text). A plain dict,
+not a dataclass: a stepping runner sends one per running request per step, and pickle
+handles a dict at C speed where a dataclass costs a Python-level reduce per object."""
 
 
 @dataclass(frozen=True)
@@ -220,15 +219,28 @@ class StepStats:
     """KV cache the worker holds once the step is done."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Replies:
-    """Several replies in one message: what one step of a stepping runner produced."""
+    """Several replies in one message (what one step of a stepping runner produced), as
+    columns: reply ``i`` is ``bodies[i]`` for request ``ids[i]``, its end marker ``last[i]``.
 
-    replies: list[Reply]
+    Columns, not a list of :class:`Reply`: a step of 32 sequences as 32 ``Reply`` objects
+    took ~100 µs to pickle in the worker and ~60 µs to unpickle in the router, as three
+    lists ~3 µs each way, and a generation sends one such message per token of every stream.
+    """
+
+    ids: list[int] = field(default_factory=list)
+    bodies: list[Output | Chunk | Failed] = field(default_factory=list)
+    last: list[bool] = field(default_factory=list)
     stats: StepStats | None = None
 
+    def add(self, request_id: int, body: Output | Chunk | Failed, last: bool) -> None:
+        self.ids.append(request_id)
+        self.bodies.append(body)
+        self.last.append(last)
 
-Message = WorkerSpec | Request | Cancel | Stop | Ready | Reply | Replies | Output | Chunk | Failed
+
+Message = WorkerSpec | Request | Cancel | Stop | Ready | Reply | Replies | Output | Failed
 
 
 _IN_BAND_MAX = 64 * 1024

@@ -110,8 +110,12 @@ def worker_spec(model: ServedModel) -> WorkerSpec:
     )
 
 
-_Sink = Callable[["Reply | ServeError"], None]
-"""Where the reader delivers one request's replies (or the worker's death)."""
+_Answer = Output | Chunk | Failed | ServeError
+"""One reply's body as the reader delivers it, or the error that ends the request (the
+worker's death, an unload)."""
+
+_Sink = Callable[[_Answer, bool], None]
+"""Where the reader delivers one request's replies: ``(answer, last)``."""
 
 
 class WorkerHandle:
@@ -191,13 +195,19 @@ class WorkerHandle:
                 self.state = "dead"
                 self._loop.create_task(self._report_death())
             return
-        if isinstance(msg, Reply | Replies):
-            if isinstance(msg, Replies) and msg.stats is not None and self._on_step is not None:
+        if isinstance(msg, Replies):
+            if msg.stats is not None and self._on_step is not None:
                 self._on_step(msg.stats)
-            for reply in msg.replies if isinstance(msg, Replies) else (msg,):
-                sink = self._open.pop(reply.id, None) if reply.last else self._open.get(reply.id)
+            open_ = self._open
+            for request_id, body, last in zip(msg.ids, msg.bodies, msg.last, strict=True):
+                sink = open_.pop(request_id, None) if last else open_.get(request_id)
                 if sink is not None:
-                    sink(reply)
+                    sink(body, last)
+            return
+        if isinstance(msg, Reply):
+            sink = self._open.pop(msg.id, None) if msg.last else self._open.get(msg.id)
+            if sink is not None:
+                sink(msg.body, msg.last)
             return
         loading, self._loading = self._loading, None
         if loading is not None and not loading.done():
@@ -210,7 +220,7 @@ class WorkerHandle:
             loading.set_exception(error)
         sinks, self._open = list(self._open.values()), {}
         for sink in sinks:
-            sink(error)
+            sink(error, True)
 
     async def _report_death(self) -> None:
         proc = self._proc
@@ -235,25 +245,23 @@ class WorkerHandle:
             send_msg(self._conn, Request(request_id, body))
         return request_id
 
-    def _body(self, reply: Reply | ServeError) -> Output | Chunk:
-        """A reply's answer, or the error it stands for (the worker's death, a refusal)."""
-        if isinstance(reply, ServeError):
-            raise reply
-        if isinstance(reply.body, Failed):
-            raise WorkerFailure(f"model {self.model.name!r} could not run: {reply.body.message}")
-        if isinstance(reply.body, Output):
-            self.rss_bytes = reply.body.rss_bytes or self.rss_bytes
-        return reply.body
+    def _body(self, answer: _Answer) -> Output | Chunk:
+        """A reply's body, or the error it stands for (the worker's death, a refusal)."""
+        if isinstance(answer, ServeError):
+            raise answer
+        if isinstance(answer, Failed):
+            raise WorkerFailure(f"model {self.model.name!r} could not run: {answer.message}")
+        if isinstance(answer, Output):
+            self.rss_bytes = answer.rss_bytes or self.rss_bytes
+        return answer
 
     async def run(self, body: object) -> Output:
         """Send one request and wait for its final answer (batch tasks; chunks are skipped)."""
-        fut: asyncio.Future[Reply | ServeError] = self._loop.create_future()
+        fut: asyncio.Future[_Answer] = self._loop.create_future()
 
-        def deliver(reply: Reply | ServeError) -> None:
-            if isinstance(reply, Reply) and not reply.last:
-                return
-            if not fut.done():
-                fut.set_result(reply)
+        def deliver(answer: _Answer, last: bool) -> None:
+            if last and not fut.done():
+                fut.set_result(answer)
 
         self._send(body, deliver)
         answer = self._body(await fut)
@@ -267,13 +275,13 @@ class WorkerHandle:
         Leaving the loop early (the client went away, a deadline) sends ``Cancel``, so the
         worker drops the request at its next step instead of computing for nobody.
         """
-        queue: asyncio.Queue[Reply | ServeError] = asyncio.Queue()
-        request_id = self._send(body, queue.put_nowait)
+        queue: asyncio.Queue[tuple[_Answer, bool]] = asyncio.Queue()
+        request_id = self._send(body, lambda answer, last: queue.put_nowait((answer, last)))
         try:
             while True:
-                reply = await queue.get()
-                yield self._body(reply)
-                if isinstance(reply, Reply) and reply.last:
+                answer, last = await queue.get()
+                yield self._body(answer)
+                if last:
                     return
         finally:
             # Still open: neither its last reply nor the worker's death has come.

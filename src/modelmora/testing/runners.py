@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from modelmora.serve.ipc import Chunk, ModelInfo, Output, Reply, WorkerSpec
+from modelmora.serve.ipc import ModelInfo, Output, Replies, WorkerSpec
 from modelmora.serve.runners.base import SteppingRunner, rss_bytes
 
 __all__ = ["CountingRunner"]
@@ -46,12 +46,12 @@ class CountingRunner(SteppingRunner):
     def running(self) -> int:
         return len(self._todo)
 
-    def step(self) -> list[Reply]:
-        replies, running = [], len(self._todo)
+    def step(self) -> Replies:
+        replies, running = Replies(), len(self._todo)
         for request_id, state in list(self._todo.items()):
-            replies.append(Reply(request_id, Chunk({"i": state[0], "running": running}), False))
+            replies.add(request_id, {"i": state[0], "running": running}, last=False)
             state[0] += 1
             if state[0] == state[1]:
                 del self._todo[request_id]
-                replies.append(Reply(request_id, Output({"count": np.array([state[1]])})))
+                replies.add(request_id, Output({"count": np.array([state[1]])}), last=True)
         return replies

@@ -305,7 +305,7 @@ class SteppingRunner(Runner):
     def running(self) -> int:
         raise NotImplementedError
 
-    def step(self) -> list[Reply]:
+    def step(self) -> Replies:
         """Advance every running request once; the replies to send (``last`` ends one)."""
         raise NotImplementedError
 
@@ -326,7 +326,9 @@ class SteppingRunner(Runner):
                 return False
             if isinstance(msg, Cancel):
                 self.cancel(msg.id)
-                send_msg(conn, Replies([Reply(msg.id, Failed("cancelled", "input"))], self.stats()))
+                answer = Replies(stats=self.stats())
+                answer.add(msg.id, Failed("cancelled", "input"), last=True)
+                send_msg(conn, answer)
             elif isinstance(msg, Request):
                 try:
                     self.admit(msg.id, msg.body)
@@ -345,8 +347,6 @@ class SteppingRunner(Runner):
             if self.running():
                 gate.pause()
                 replies = self.step()
-                stats = self.stats()
-                if len(replies) == 1 and stats is None:
-                    send_msg(conn, replies[0])
-                elif replies or stats:  # one message per step, however many it answered
-                    send_msg(conn, Replies(replies, stats))
+                replies.stats = self.stats()
+                if replies.ids or replies.stats:  # one message per step, however many answers
+                    send_msg(conn, replies)

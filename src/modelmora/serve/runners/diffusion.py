@@ -22,7 +22,7 @@ from modelmora.diffusion import (
     prompt_embeddings,
     to_uint8,
 )
-from modelmora.serve.ipc import Chunk, GenerateImages, ModelInfo, Output, Reply, WorkerSpec
+from modelmora.serve.ipc import GenerateImages, ModelInfo, Output, Replies, WorkerSpec
 from modelmora.serve.runners.base import SteppingRunner, rss_bytes
 
 __all__ = ["DiffusionRunner"]
@@ -79,20 +79,20 @@ class DiffusionRunner(SteppingRunner):
     def running(self) -> int:
         return len(self.waiting) + (self.current is not None)
 
-    def step(self) -> list[Reply]:
+    def step(self) -> Replies:
         if self.current is None:
             request_id, body = self.waiting.popitem(last=False)
             self.current = (request_id, self._start(body))
         request_id, run = self.current
         run.step(self.session)
-        progress = Chunk({"done": run.done, "steps": run.steps})
-        if not run.finished:
-            return [Reply(request_id, progress, last=False)]
-        self.current = None
-        images = np.empty(run.latents.shape[0], dtype=np.object_)
-        images[:] = [_png(image) for image in to_uint8(run.decode(self.vae_decoder))]
-        done = Output(arrays={"images": images}, rss_bytes=rss_bytes())
-        return [Reply(request_id, progress, last=False), Reply(request_id, done)]
+        out = Replies()
+        out.add(request_id, {"done": run.done, "steps": run.steps}, last=False)
+        if run.finished:
+            self.current = None
+            images = np.empty(run.latents.shape[0], dtype=np.object_)
+            images[:] = [_png(image) for image in to_uint8(run.decode(self.vae_decoder))]
+            out.add(request_id, Output(arrays={"images": images}, rss_bytes=rss_bytes()), True)
+        return out
 
 
 def _png(pixels: np.ndarray) -> bytes:

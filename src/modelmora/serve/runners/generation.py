@@ -27,7 +27,7 @@ from modelmora.serve.ipc import (
     Chunk,
     Generate,
     ModelInfo,
-    Reply,
+    Replies,
     StepStats,
     TensorSpec,
     WorkerSpec,
@@ -218,17 +218,17 @@ class GenerationRunner(SteppingRunner):
     def running(self) -> int:
         return len(self.waiting) + len(self.rows)
 
-    def step(self) -> list[Reply]:
-        replies: list[Reply] = []
+    def step(self) -> Replies:
+        out = Replies()
         if self.rows:
-            replies += self._decode()
+            self._decode(out)
         fresh = self._fresh_prompts()
         if fresh:
-            replies += self._prefill_together(fresh)
+            self._prefill_together(fresh, out)
         elif self.waiting:
             seq = self.waiting[0]
-            replies += self._prefill(seq, min(self.chunk, len(seq.body.prompt_ids) - seq.prefilled))
-        return replies
+            self._prefill(seq, min(self.chunk, len(seq.body.prompt_ids) - seq.prefilled), out)
+        return out
 
     def stats(self) -> StepStats:
         stats = StepStats(tuple(self._batches), self._tokens, self._kv_bytes())
@@ -278,8 +278,8 @@ class GenerationRunner(SteppingRunner):
             for i, seq in enumerate(seqs)
         ]
 
-    def _emit(self, seq: _Sequence, token: int, logprob: float | None) -> Reply:
-        """Account for a sampled token; the chunk for it (the last one if it ends the sequence)."""
+    def _emit(self, out: Replies, seq: _Sequence, token: int, logprob: float | None) -> bool:
+        """Account for a sampled token and add its chunk to ``out``; True if it ends ``seq``."""
         seq.completion += 1
         self._tokens += 1
         finish = None
@@ -291,18 +291,18 @@ class GenerationRunner(SteppingRunner):
                 finish = "stop"
             elif seq.completion >= seq.body.max_tokens:
                 finish, text = "length", text + seq.stream.finish()
-        data: dict[str, Any] = {"text": text}
+        data: Chunk = {"text": text}
         if logprob is not None:
             data["logprob"] = logprob
             data["token"] = self.tokenizer.id_to_token(token) or ""
-        if finish is None:
-            return Reply(seq.id, Chunk(data), last=False)
-        data |= {
-            "finish_reason": finish,
-            "prompt_tokens": len(seq.body.prompt_ids),
-            "completion_tokens": seq.completion,
-        }
-        return Reply(seq.id, Chunk(data), last=True)
+        if finish is not None:
+            data |= {
+                "finish_reason": finish,
+                "prompt_tokens": len(seq.body.prompt_ids),
+                "completion_tokens": seq.completion,
+            }
+        out.add(seq.id, data, finish is not None)
+        return finish is not None
 
     def _fresh_prompts(self) -> list[_Sequence]:
         """Whole new prompts that fit in one step's budget together (padded to the longest)."""
@@ -316,7 +316,7 @@ class GenerationRunner(SteppingRunner):
             width = max(width, n)
         return batch
 
-    def _prefill_together(self, batch: list[_Sequence]) -> list[Reply]:
+    def _prefill_together(self, batch: list[_Sequence], out: Replies) -> None:
         """Several whole prompts in one call (left-padded, masked), then into the batch."""
         width = max(len(s.body.prompt_ids) for s in batch)
         ids = np.zeros((len(batch), width), dtype=np.int64)
@@ -326,9 +326,9 @@ class GenerationRunner(SteppingRunner):
             ids[i, width - n :], mask[i, width - n :] = seq.body.prompt_ids, 1
             self.waiting.remove(seq)
         logits, past = self.decoder.forward(ids, mask, self.decoder.empty_past(len(batch)))
-        return self._first_tokens(batch, logits[:, -1], past, mask)
+        self._first_tokens(batch, logits[:, -1], past, mask, out)
 
-    def _prefill(self, seq: _Sequence, take: int) -> list[Reply]:
+    def _prefill(self, seq: _Sequence, take: int, out: Replies) -> None:
         """The next ``take`` tokens of a prompt too long to go in one step."""
         ids = seq.body.prompt_ids
         chunk = np.asarray([ids[seq.prefilled : seq.prefilled + take]], dtype=np.int64)
@@ -338,27 +338,29 @@ class GenerationRunner(SteppingRunner):
         logits, seq.past = self.decoder.forward(chunk, mask, past)
         seq.prefilled = end
         if end < len(ids):
-            return []
+            return
         self.waiting.remove(seq)
         past, seq.past = seq.past, None
-        return self._first_tokens([seq], logits[:, -1], past, mask)
+        self._first_tokens([seq], logits[:, -1], past, mask, out)
 
     def _first_tokens(
-        self, seqs: list[_Sequence], logits: np.ndarray, past: list[np.ndarray], mask: np.ndarray
-    ) -> list[Reply]:
+        self,
+        seqs: list[_Sequence],
+        logits: np.ndarray,
+        past: list[np.ndarray],
+        mask: np.ndarray,
+        out: Replies,
+    ) -> None:
         """Sample each prompt's first token; the unfinished ones join the decode batch."""
         self._batches.append(len(seqs))
-        replies, joining, tokens = [], [], []
+        joining, tokens = [], []
         for i, (token, logprob) in enumerate(self._sample_rows(seqs, logits)):
-            reply = self._emit(seqs[i], token, logprob)
-            replies.append(reply)
-            if not reply.last:
+            if not self._emit(out, seqs[i], token, logprob):
                 joining.append(i)
                 tokens.append(token)
         if joining:
             index = np.asarray(joining)
             self._join([seqs[i] for i in joining], tokens, [p[index] for p in past], mask[index])
-        return replies
 
     def _join(
         self, seqs: list[_Sequence], tokens: list[int], past: list[np.ndarray], mask: np.ndarray
@@ -397,19 +399,16 @@ class GenerationRunner(SteppingRunner):
         self.past = [np.ascontiguousarray(p[index, :, first:]) for p in self.past]
         self.next_tokens = self.next_tokens[index]
 
-    def _decode(self) -> list[Reply]:
+    def _decode(self, out: Replies) -> None:
         batch = len(self.rows)
         self.mask = np.concatenate([self.mask, np.ones((batch, 1), np.int64)], axis=1)
         logits, self.past = self.decoder.forward(self.next_tokens[:, None], self.mask, self.past)
         self._batches.append(batch)
-        replies, keep = [], []
+        keep = []
         sampled = self._sample_rows(self.rows, logits[:, -1])
         self.next_tokens[:] = [token for token, _ in sampled]
         for i, (seq, (token, logprob)) in enumerate(zip(self.rows, sampled, strict=True)):
-            reply = self._emit(seq, token, logprob)
-            replies.append(reply)
-            if not reply.last:
+            if not self._emit(out, seq, token, logprob):
                 keep.append(i)
         if len(keep) != batch:
             self._keep(keep)
-        return replies

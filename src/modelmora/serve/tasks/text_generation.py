@@ -28,7 +28,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelmora.serve.errors import BadRequest, DeadlineExceeded, ServeError
-from modelmora.serve.ipc import Chunk, Generate
+from modelmora.serve.ipc import Generate
 from modelmora.serve.params import next_before, parse_priority, parse_timeout_ms
 from modelmora.serve.sse import DONE, EventStream, event
 from modelmora.serve.tasks.base import JsonRoute, ServeTask, V2Call
@@ -302,7 +302,7 @@ async def _events(state: ServeState, job: _Job) -> AsyncGenerator[dict[str, Any]
                         "completion_tokens": produced,
                     }
                     return
-                if not isinstance(reply, Chunk):
+                if not isinstance(reply, dict):
                     raise ServeError(f"model {model!r} answered {type(reply).__name__}")
                 now = time.perf_counter()
                 if produced == 0:
@@ -311,8 +311,8 @@ async def _events(state: ServeState, job: _Job) -> AsyncGenerator[dict[str, Any]
                     inter_token.observe(now - last)
                 last = now
                 produced += 1
-                yield reply.data
-                if "finish_reason" in reply.data:
+                yield reply
+                if "finish_reason" in reply:
                     return
         finally:
             await stream.aclose()

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelmora.diffusion import DiffusionConfig, DiffusionError, PromptTokenizer
 from modelmora.serve.errors import BadRequest, DeadlineExceeded, ServeError
-from modelmora.serve.ipc import Chunk, GenerateImages, Output
+from modelmora.serve.ipc import GenerateImages, Output
 from modelmora.serve.params import next_before, parse_priority, parse_timeout_ms
 from modelmora.serve.tasks.base import JsonRoute, ServeTask, V2Call
 from modelmora.serve.wire import dumps
@@ -148,8 +148,8 @@ async def _generate(
                         f"the {(timeout_s or 0) * 1000:g} ms deadline passed after "
                         f"{done} of {job.steps} denoising steps"
                     ) from None
-                if isinstance(reply, Chunk):
-                    done = int(reply.data["done"])
+                if isinstance(reply, dict):  # a progress chunk
+                    done = int(reply["done"])
                     progress.set(done / job.steps)
                     steps.inc()
                     continue
