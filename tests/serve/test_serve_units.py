@@ -169,6 +169,28 @@ def test_pipe_messages_keep_small_arrays_in_band_and_large_ones_raw() -> None:
             assert np.array_equal(got.arrays[name], arr) and got.arrays[name].dtype == arr.dtype
 
 
+def test_a_steps_replies_cross_the_pipe_as_columns_of_plain_data() -> None:
+    """One message per step whatever the number of streams, and no object per reply in it
+    (pickle handles lists and dicts at C speed, a dataclass per reply cost ~3 µs each)."""
+    import pickle
+    from multiprocessing import Pipe
+
+    from modelmora.serve.ipc import Output, Replies, StepStats, recv_msg, send_msg
+
+    step = Replies(stats=StepStats((32,), 32, 4096))
+    for i in range(32):
+        step.add(i, {"text": f"piece {i}"}, last=i == 7)
+    step.add(40, Output({"count": np.array([1])}), last=True)
+    assert b"Reply" not in pickle.dumps(step, protocol=5)
+    a, b = Pipe()
+    send_msg(a, step)
+    got = recv_msg(b)
+    assert isinstance(got, Replies) and got.stats == step.stats
+    assert got.ids == [*range(32), 40] and got.last == [i == 7 for i in range(32)] + [True]
+    assert got.bodies[:32] == [{"text": f"piece {i}"} for i in range(32)]
+    assert isinstance(got.bodies[32], Output) and got.bodies[32].arrays["count"].tolist() == [1]
+
+
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
