@@ -208,7 +208,8 @@ class ServeApp(FastAPI):
         headers = dict(scope["headers"])
         schema, reply = hot.schema, hot.reply
         request: BaseModel | None = None
-        if headers.get(b"content-type", b"").split(b";")[0].strip() == b"application/json":
+        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if media_type == b"application/json":  # media types are case-insensitive
             with contextlib.suppress(ValidationError):
                 request = schema.model_validate_json(body)
         if request is None:
