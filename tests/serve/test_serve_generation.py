@@ -132,13 +132,18 @@ def test_completions_stream_and_not(client: openai.OpenAI) -> None:
     assert whole.usage is not None and whole.usage.completion_tokens <= 10
 
 
-def test_stop_strings_end_the_text_and_never_leak(client: openai.OpenAI) -> None:
-    full = client.completions.create(model="lm", prompt="Hello", max_tokens=30, temperature=0)
-    text = full.choices[0].text
+def _stop_within(text: str) -> str:
+    """Two printable characters from the middle of ``text``, to stop on."""
     printable = [i for i in range(3, len(text) - 3) if text[i : i + 2].isprintable()]
     if not printable:
         pytest.fail(f"the tiny model produced no printable pair to stop on: {text!r}")
-    stop = text[printable[0] : printable[0] + 2]
+    return text[printable[0] : printable[0] + 2]
+
+
+def test_stop_strings_end_the_text_and_never_leak(client: openai.OpenAI) -> None:
+    full = client.completions.create(model="lm", prompt="Hello", max_tokens=30, temperature=0)
+    text = full.choices[0].text
+    stop = _stop_within(text)
     expected = text[: text.index(stop)]
     cut = client.completions.create(
         model="lm", prompt="Hello", max_tokens=30, temperature=0, stop=[stop]
@@ -150,6 +155,50 @@ def test_stop_strings_end_the_text_and_never_leak(client: openai.OpenAI) -> None
         )
     )
     assert streamed == expected and finish == "stop"
+
+
+def test_a_stop_string_ends_one_sequence_of_a_batch_and_leaves_the_others_whole(
+    client: openai.OpenAI, server: Server
+) -> None:
+    """A row that its stop string ends leaves the batch at once: the rows batched with it
+    keep their own text (as each alone), and nothing is generated beyond the answers."""
+    prompts = ["Hello", "Stream 1", "Stream 2"]
+    alone = [
+        client.completions.create(model="lm", prompt=p, max_tokens=30, temperature=0).choices[0]
+        for p in prompts
+    ]
+    stop = _stop_within(alone[0].text)
+    answers: dict[int, Any] = {}
+
+    def one(i: int) -> None:
+        answers[i] = client.completions.create(
+            model="lm",
+            prompt=prompts[i],
+            max_tokens=30,
+            temperature=0,
+            stop=[stop] if i == 0 else None,
+        )
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+    tokens = server.metric("modelmora_generated_tokens_total", model="lm")
+    server.hold("lm")  # all three reach the worker before it steps: one batch
+    try:
+        for t in threads:
+            t.start()
+        wait_until(lambda: server.metric("modelmora_running_sequences", model="lm") == 3, "all in")
+    finally:
+        server.release("lm")
+    for t in threads:
+        t.join()
+    cut = answers[0].choices[0]
+    assert (cut.text, cut.finish_reason) == (alone[0].text[: alone[0].text.index(stop)], "stop")
+    for i in (1, 2):
+        whole = answers[i].choices[0]
+        assert (whole.text, whole.finish_reason) == (alone[i].text, alone[i].finish_reason)
+    wait_until(lambda: server.metric("modelmora_kv_cache_bytes", model="lm") == 0, "cache freed")
+    # Nothing was generated beyond the answers: the stopped row left the batch.
+    produced = server.metric("modelmora_generated_tokens_total", model="lm") - tokens
+    assert produced == sum(a.usage.completion_tokens for a in answers.values())
 
 
 def test_continuous_batching_puts_concurrent_streams_in_one_step(
