@@ -198,20 +198,21 @@ class WorkerHandle:
         if isinstance(msg, Replies):
             if msg.stats is not None and self._on_step is not None:
                 self._on_step(msg.stats)
-            open_ = self._open
             for request_id, body, last in zip(msg.ids, msg.bodies, msg.last, strict=True):
-                sink = open_.pop(request_id, None) if last else open_.get(request_id)
-                if sink is not None:
-                    sink(body, last)
+                self._deliver(request_id, body, last)
             return
         if isinstance(msg, Reply):
-            sink = self._open.pop(msg.id, None) if msg.last else self._open.get(msg.id)
-            if sink is not None:
-                sink(msg.body, msg.last)
+            self._deliver(msg.id, msg.body, msg.last)
             return
         loading, self._loading = self._loading, None
         if loading is not None and not loading.done():
             loading.set_result(msg)
+
+    def _deliver(self, request_id: int, body: Output | Chunk | Failed, last: bool) -> None:
+        """Hand one reply to its request's sink; the end marker closes the request."""
+        sink = self._open.pop(request_id, None) if last else self._open.get(request_id)
+        if sink is not None:
+            sink(body, last)
 
     def _fail_open(self, error: ServeError) -> None:
         """Every request still in the worker learns why it will get no answer."""
