@@ -495,3 +495,51 @@ def test_text_stream_deltas_add_up_to_the_full_decode(lm: tuple[Path, Path]) -> 
                 break
         text = "".join(parts) + cut.finish()
         assert text == full[: full.index(stop)] and stop not in text
+
+
+def test_rows_joining_and_leaving_the_batch_keep_their_solo_texts(lm: tuple[Path, Path]) -> None:
+    """The worker's batch bookkeeping, in process: sequences with different prompt lengths
+    join at different steps (the batch's cache padded on the left, then the newcomer's),
+    a long prompt is processed in chunks while others decode, and rows leave from the
+    middle, the end and the front (a copy, a slice, a slice with trimmed columns). Each
+    greedy text equals the same sequence's text run alone."""
+    from modelmora.serve.ipc import Generate, WorkerSpec
+    from modelmora.serve.runners.generation import GenerationRunner
+
+    runner = GenerationRunner(
+        WorkerSpec(
+            name="lm",
+            artifact_dir=str(lm[1]),
+            onnx_file="model.onnx",
+            task="text-generation",
+            provider="CPUExecutionProvider",
+            prefill_chunk=8,
+        )
+    )
+    # (step it arrives at, prompt length, tokens) of each sequence.
+    plan = {1: (0, 5, 12), 2: (0, 3, 4), 3: (2, 3, 10), 4: (3, 20, 6), 5: (5, 3, 2)}
+
+    def run(ids: list[int]) -> dict[int, str]:
+        texts = dict.fromkeys(ids, "")
+        done: set[int] = set()
+        step = 0
+        while len(done) < len(ids):
+            for i in ids:
+                arrives, length, tokens = plan[i]
+                if (arrives if len(ids) > 1 else 0) == step:
+                    prompt = [(7 * i + 3 * k) % 500 + 1 for k in range(length)]
+                    runner.admit(i, Generate(prompt, tokens, temperature=0, ignore_eos=True))
+            replies = runner.step()
+            for rid, body, last in zip(replies.ids, replies.bodies, replies.last, strict=True):
+                assert isinstance(body, dict)
+                texts[rid] += body["text"]
+                if last:
+                    done.add(rid)
+            step += 1
+            assert step < 100
+        assert runner.running() == 0 and runner.stats().kv_bytes == 0
+        return texts
+
+    together = run(list(plan))
+    for i in plan:
+        assert together[i] == run([i])[i], f"row {i}"

@@ -63,9 +63,9 @@ class WorkerSpec:
     spin: bool | None = None
     """None = the runner's ``default_spin()``."""
     prefill_chunk: int = 512
+    """Text generation: prompt tokens processed per step while other sequences decode."""
     max_batch_tokens: int = 16384
     """Text encoders: rows × padded length per ONNX Runtime call (bounds the worker's memory)."""
-    """Text generation: prompt tokens processed per step while other sequences decode."""
     runner: str = "modelmora.serve.runners.base:TensorRunner"
     """``module:Class`` of the task's worker-side runner (from the serve task table)."""
     files: tuple[FileDigest, ...] = ()

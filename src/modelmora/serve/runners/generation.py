@@ -358,30 +358,23 @@ class GenerationRunner(SteppingRunner):
             if not self._emit(out, seqs[i], token, logprob):
                 joining.append(i)
                 tokens.append(token)
+        if len(joining) < len(seqs):  # some ended at their first token
+            index = np.asarray(joining, dtype=np.intp)
+            past, mask = [p[index] for p in past], mask[index]
         if joining:
-            index = np.asarray(joining)
-            self._join([seqs[i] for i in joining], tokens, [p[index] for p in past], mask[index])
+            self._join([seqs[i] for i in joining], tokens, past, mask)
 
     def _join(
         self, seqs: list[_Sequence], tokens: list[int], past: list[np.ndarray], mask: np.ndarray
     ) -> None:
-        """Merge prefilled rows into the decode batch (left-padding the narrower side), once."""
+        """Merge prefilled rows into the decode batch, left-padding the narrower side. Each
+        cache is written once into its merged array: with a 32-row batch the cache is several
+        MB a layer, and padding then concatenating copied it twice per join."""
         if not self.rows:
-            self.past, self.mask = [np.ascontiguousarray(p) for p in past], mask
+            self.past, self.mask = past, mask
         else:
-            width = max(self.mask.shape[1], mask.shape[1])
-
-            def left_pad(arrays: list[np.ndarray], m: np.ndarray) -> tuple[list[np.ndarray], Any]:
-                grow = width - m.shape[1]
-                if not grow:
-                    return arrays, m
-                padded = [np.pad(a, ((0, 0), (0, 0), (grow, 0), (0, 0))) for a in arrays]
-                return padded, np.pad(m, ((0, 0), (grow, 0)))
-
-            old_past, old_mask = left_pad(self.past, self.mask)
-            new_past, new_mask = left_pad(past, mask)
-            self.past = [np.concatenate([a, b]) for a, b in zip(old_past, new_past, strict=True)]
-            self.mask = np.concatenate([old_mask, new_mask])
+            self.past = [_stack_right(a, b) for a, b in zip(self.past, past, strict=True)]
+            self.mask = _stack_right(self.mask, mask)
         self.next_tokens = np.concatenate([self.next_tokens, np.asarray(tokens, dtype=np.int64)])
         self.rows.extend(seqs)
 
@@ -392,12 +385,19 @@ class GenerationRunner(SteppingRunner):
             self.past, self.mask = [], np.zeros((0, 0), dtype=np.int64)
             self.next_tokens = np.zeros(0, dtype=np.int64)
             return
-        index = np.asarray(keep)
-        mask = self.mask[index]
+        # Rows leave in the order they joined, so the rows kept are often one run of them: a
+        # slice, which costs no copy while no leading column is trimmed (ONNX Runtime reads a
+        # contiguous view as it is); otherwise one copy.
+        rows: slice | np.ndarray = (
+            slice(keep[0], keep[-1] + 1)
+            if keep[-1] - keep[0] + 1 == len(keep)
+            else np.asarray(keep, dtype=np.intp)
+        )
+        mask = self.mask[rows]
         first = int(np.argmax(mask.any(axis=0)))
         self.mask = mask[:, first:]
-        self.past = [np.ascontiguousarray(p[index, :, first:]) for p in self.past]
-        self.next_tokens = self.next_tokens[index]
+        self.past = [np.ascontiguousarray(p[rows, :, first:]) for p in self.past]
+        self.next_tokens = self.next_tokens[rows]
 
     def _decode(self, out: Replies) -> None:
         batch = len(self.rows)
@@ -412,3 +412,20 @@ class GenerationRunner(SteppingRunner):
                 keep.append(i)
         if len(keep) != batch:
             self._keep(keep)
+
+
+def _stack_right(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
+    """``top`` rows over ``bottom`` rows, both aligned right on axis 2 for a cache
+    ``(rows, heads, positions, dim)`` or axis 1 for a mask ``(rows, positions)``, zeros left
+    of the narrower: one copy of each."""
+    axis = 2 if top.ndim == 4 else 1
+    width = max(top.shape[axis], bottom.shape[axis])
+    shape = list(top.shape)
+    shape[0], shape[axis] = top.shape[0] + bottom.shape[0], width
+    out = np.empty(shape, dtype=top.dtype)
+    for part, rows in ((top, slice(0, top.shape[0])), (bottom, slice(top.shape[0], None))):
+        pad = width - part.shape[axis]
+        before = (rows,) + (slice(None),) * (axis - 1)
+        out[(*before, slice(0, pad))] = 0
+        out[(*before, slice(pad, None))] = part
+    return out
