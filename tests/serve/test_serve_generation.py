@@ -469,27 +469,62 @@ def test_the_decoder_reads_its_vocabulary_from_the_graph(lm: tuple[Path, Path]) 
 
 
 def test_text_stream_deltas_add_up_to_the_full_decode(lm: tuple[Path, Path]) -> None:
-    """Incremental detokenization: for random ids (many invalid UTF-8 byte runs), with and
-    without a stop string, the streamed deltas equal the full decode (cut at the stop)."""
-    import random
-
+    """Incremental detokenization with the model's byte-level BPE: for random ids (many
+    invalid UTF-8 byte runs), with and without a stop string, the streamed deltas equal the
+    full decode (cut at the stop)."""
     from tokenizers import Tokenizer
+
+    _assert_deltas_add_up(Tokenizer.from_file(str(lm[1] / "tokenizer.json")), 512)
+
+
+def test_text_stream_deltas_add_up_for_a_sentencepiece_style_tokenizer() -> None:
+    """The same for Llama 2's kind of tokenizer: ``▁`` for spaces, byte fallback tokens
+    (``<0xE2>``) for characters outside the vocabulary, the leading space stripped from the
+    whole text only: a piece decoded alone would differ from its place in the text."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence(
+        [
+            decoders.Replace("▁", " "),
+            decoders.ByteFallback(),
+            decoders.Fuse(),
+            decoders.Strip(" ", 1, 0),
+        ]
+    )
+    specials = ["<unk>", "<s>", "</s>", *(f"<0x{i:02X}>" for i in range(256))]
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials)
+    tok.train_from_iterator(
+        ["héllo wörld — the quick brown fox ✓ jumps über the lazy dog"] * 50, trainer
+    )
+    for text in ("héllo wörld — the quick", "日本語 ✓ fox", " a leading space"):
+        _assert_deltas_add_up(tok, 0, tok.encode(text).ids)
+    _assert_deltas_add_up(tok, tok.get_vocab_size())
+
+
+def _assert_deltas_add_up(tok: Any, vocab: int, ids: list[int] | None = None) -> None:
+    """``ids``, else 200 random sequences of ids below ``vocab``."""
+    import random
 
     from modelmora.serve.runners.generation import TextStream
 
-    tok = Tokenizer.from_file(str(lm[1] / "tokenizer.json"))
     rng = random.Random(0)
-    for _ in range(200):
-        ids = [rng.randrange(0, 512) for _ in range(rng.randrange(1, 120))]
-        full = tok.decode(ids, skip_special_tokens=True)
+    runs = (
+        [ids]
+        if ids is not None
+        else [[rng.randrange(0, vocab) for _ in range(rng.randrange(1, 120))] for _ in range(200)]
+    )
+    for run in runs:
+        full = tok.decode(run, skip_special_tokens=True)
         plain = TextStream(tok, ())
-        assert "".join(plain.push(t) for t in ids) + plain.finish() == full
+        assert "".join(plain.push(t) for t in run) + plain.finish() == full
         if len(full) < 4:
             continue
         stop = full[len(full) // 2 : len(full) // 2 + 2]
         cut = TextStream(tok, (stop,))
         parts = []
-        for t in ids:
+        for t in run:
             parts.append(cut.push(t))
             if cut.stopped:
                 break
