@@ -12,6 +12,12 @@
     what ``--serve-set threads=… spin=…`` gives it), which splits the gap between (a) and
     (c) into what serving costs and what the worker's settings cost.
 
+For (a) the bench also prints where its worker's time went in its fastest pass, from the
+server's own metrics (``modelmora_worker_step_seconds_total``, ``modelmora_decode_batch_
+sequences``): the share of the wall time inside model calls, between them (sampling,
+detokenizing, joining and dropping rows) and neither (waiting for requests, sending), and
+the sequences per model call, which (c) keeps at N throughout.
+
 Every request generates exactly ``new_tokens`` tokens (``ignore_eos``), so all three do the
 same work. Aggregate tokens/s = all generated tokens / wall time of the level (first request
 sent → last answer read). The load generator (asyncio + aiohttp) shares the 2 cores.
@@ -113,19 +119,56 @@ async def _one(session: Any, url: str, i: int, new: int, stream: bool) -> tuple[
     return (ttft if ttft is not None else time.perf_counter() - started), tokens
 
 
+class Worker(NamedTuple):
+    """Where (a)'s worker spent a level, from the server's own metrics."""
+
+    in_calls: float
+    """Share of the level's wall time inside model calls."""
+    between_calls: float
+    """Share in the worker's own work between them (sampling, detokenizing, rows)."""
+    rows_per_call: float
+    """Sequences per model call, on average."""
+
+
 class Pass(NamedTuple):
     tok_s: float
     ttfts: list[float]
     """Seconds, one per request (or, in process, per prompt run)."""
+    worker: Worker | None = None
 
 
-async def _level(url: str, streams: int, rounds: int, new: int, stream: bool) -> Pass:
+_WORKER_METRICS = (
+    ("modelmora_worker_step_seconds_total", "model_calls"),
+    ("modelmora_worker_step_seconds_total", "between_calls"),
+    ("modelmora_decode_batch_sequences_sum", None),
+    ("modelmora_decode_batch_sequences_count", None),
+)
+
+
+async def _worker_metrics(session: Any, url: str) -> list[float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with session.get(f"{url}/metrics") as r:
+        text = await r.text()
+    samples = {
+        (s.name, s.labels.get("part")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    return [samples.get(key, 0.0) for key in _WORKER_METRICS]
+
+
+async def _level(
+    url: str, streams: int, rounds: int, new: int, stream: bool, ours: bool = False
+) -> Pass:
+    """``ours``: also read where the worker's time went from the server's metrics."""
     import aiohttp
 
     connector = aiohttp.TCPConnector(limit=streams + 4)
     timeout = aiohttp.ClientTimeout(total=600)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await _one(session, url, 0, 4, stream)  # warm-up: the worker loads
+        before = await _worker_metrics(session, url) if ours else []
         ttfts: list[float] = []
         started = time.perf_counter()
 
@@ -139,7 +182,12 @@ async def _level(url: str, streams: int, rounds: int, new: int, stream: bool) ->
 
         tokens = sum(await asyncio.gather(*(user(u) for u in range(streams))))
         wall = time.perf_counter() - started
-    return Pass(tokens / wall, ttfts)
+        if not ours:
+            return Pass(tokens / wall, ttfts)
+        in_calls, between, rows, calls = (
+            b - a for a, b in zip(before, await _worker_metrics(session, url), strict=True)
+        )
+    return Pass(tokens / wall, ttfts, Worker(in_calls / wall, between / wall, rows / max(calls, 1)))
 
 
 def in_process(
@@ -226,7 +274,7 @@ def run(snapshot: Path, artifact: Path, args: Any) -> None:
                 limit_worker[n].append(
                     in_process(artifact, n, new, worker_threads, tok_len, worker_spin)
                 )
-                ours[n].append(asyncio.run(_level(url, n, rounds(n), new, True)))
+                ours[n].append(asyncio.run(_level(url, n, rounds(n), new, True, ours=True)))
     finally:
         stop(mm)
 
@@ -289,3 +337,11 @@ def run(snapshot: Path, artifact: Path, args: Any) -> None:
                 f"({k}) " + ", ".join(f"{p.tok_s:.0f}" for p in v) for k, v in passes_of.items()
             )
         )
+        fastest = max(ours[n], key=lambda p: p.tok_s).worker
+        if fastest is not None:
+            waiting = max(0.0, 1 - fastest.in_calls - fastest.between_calls)
+            print(
+                f"{'':<8}(a)'s worker in that pass: {fastest.in_calls:.0%} of the wall time in "
+                f"model calls, {fastest.between_calls:.0%} between them, {waiting:.0%} waiting "
+                f"or sending; {fastest.rows_per_call:.1f} sequences per model call ((c): {n})"
+            )

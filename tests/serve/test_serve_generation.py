@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,8 @@ def test_continuous_batching_puts_concurrent_streams_in_one_step(
 ) -> None:
     before = server.metric("modelmora_decode_batch_sequences_bucket", model="lm", le="1.0")
     total_before = server.metric("modelmora_decode_batch_sequences_count", model="lm")
+    parts = ("model_calls", "between_calls")
+    seconds_before = [_step_seconds(server, part) for part in parts]
     results: list[str] = []
 
     def one(i: int) -> None:
@@ -215,14 +218,24 @@ def test_continuous_batching_puts_concurrent_streams_in_one_step(
         results.append(r.choices[0].text)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    started = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    elapsed = time.monotonic() - started
     assert len(results) == 4
+    # The worker's time in its steps, split into model calls and its own work between them,
+    # fits in the time the requests took (reported once per step, so none is counted twice).
+    spent = [_step_seconds(server, part) - b for part, b in zip(parts, seconds_before, strict=True)]
+    assert all(s > 0 for s in spent) and sum(spent) < elapsed
     alone = server.metric("modelmora_decode_batch_sequences_bucket", model="lm", le="1.0") - before
     total = server.metric("modelmora_decode_batch_sequences_count", model="lm") - total_before
     assert total >= 4 * 2 and alone < total  # some tokens came from steps carrying >1 sequence
+
+
+def _step_seconds(server: Server, part: str) -> float:
+    return server.metric("modelmora_worker_step_seconds_total", model="lm", part=part)
 
 
 def _held_steps(server: Server) -> int:

@@ -217,6 +217,11 @@ class StepStats:
     """Tokens the step produced."""
     kv_bytes: int
     """KV cache the worker holds once the step is done."""
+    model_seconds: float = 0.0
+    """Spent inside model calls (ONNX Runtime) since the last report."""
+    step_seconds: float = 0.0
+    """Spent in steps since the last report: the model calls and the worker's own work
+    between them (sampling, detokenizing, joining and dropping rows)."""
 
 
 @dataclass

@@ -125,6 +125,14 @@ class ServeMetrics:
             buckets=_BATCH_BUCKETS,
             registry=r,
         )
+        self.worker_step_seconds = Counter(
+            "modelmora_worker_step_seconds",
+            "Time a generating worker spent in its steps: inside model calls (part=model_calls)"
+            " and in its own work between them (part=between_calls: sampling, detokenizing,"
+            " joining and dropping rows). Against wall time it shows where serving's time goes.",
+            ["model", "part"],
+            registry=r,
+        )
 
     def _image_generation(self, r: CollectorRegistry) -> None:
         self.denoising_steps = Counter(

@@ -442,6 +442,8 @@ class WorkerPool:
         tokens = self.metrics.generated_tokens.labels(name)
         batch = self.metrics.decode_batch.labels(name)
         kv_bytes = self.metrics.kv_cache_bytes.labels(name)
+        in_calls = self.metrics.worker_step_seconds.labels(name, "model_calls")
+        between_calls = self.metrics.worker_step_seconds.labels(name, "between_calls")
 
         def observe(stats: StepStats) -> None:
             if stats.tokens:
@@ -449,6 +451,9 @@ class WorkerPool:
             for sequences in stats.batches:
                 batch.observe(sequences)
             kv_bytes.set(stats.kv_bytes)
+            if stats.step_seconds:
+                in_calls.inc(stats.model_seconds)
+                between_calls.inc(max(0.0, stats.step_seconds - stats.model_seconds))
 
         return observe
 

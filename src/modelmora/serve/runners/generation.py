@@ -16,6 +16,7 @@ stop string is held back until it is known not to be one, so stop strings never 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,8 +144,11 @@ class GenerationRunner(SteppingRunner):
         self.past: list[np.ndarray] = []
         self.mask = np.zeros((0, 0), dtype=np.int64)
         self.next_tokens = np.zeros(0, dtype=np.int64)
-        self._batches: list[int] = []  # sequences in each model call since the last stats()
+        # Since the last stats(): sequences in each model call, tokens, time in calls, in steps.
+        self._batches: list[int] = []
         self._tokens = 0
+        self._model_seconds = 0.0
+        self._step_seconds = 0.0
 
     # -- the runner interface --------------------------------------------------------------
 
@@ -197,6 +201,7 @@ class GenerationRunner(SteppingRunner):
         return len(self.waiting) + len(self.rows)
 
     def step(self) -> Replies:
+        started = time.perf_counter()
         out = Replies()
         if self.rows:
             self._decode(out)
@@ -206,14 +211,31 @@ class GenerationRunner(SteppingRunner):
         elif self.waiting:
             seq = self.waiting[0]
             self._prefill(seq, min(self.chunk, len(seq.body.prompt_ids) - seq.prefilled), out)
+        self._step_seconds += time.perf_counter() - started
         return out
 
     def stats(self) -> StepStats:
-        stats = StepStats(tuple(self._batches), self._tokens, self._kv_bytes())
-        self._batches, self._tokens = [], 0
+        stats = StepStats(
+            tuple(self._batches),
+            self._tokens,
+            self._kv_bytes(),
+            self._model_seconds,
+            self._step_seconds,
+        )
+        self._batches, self._tokens, self._model_seconds, self._step_seconds = [], 0, 0.0, 0.0
         return stats
 
     # -- internals -------------------------------------------------------------------------
+
+    def _forward(
+        self, ids: np.ndarray, mask: np.ndarray, past: list[np.ndarray]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One model call over ``ids.shape[0]`` sequences, counted and timed for stats()."""
+        started = time.perf_counter()
+        result = self.decoder.forward(ids, mask, past)
+        self._model_seconds += time.perf_counter() - started
+        self._batches.append(ids.shape[0])
+        return result
 
     def _kv_bytes(self) -> int:
         return sum(p.nbytes for p in self.past) + sum(
@@ -303,7 +325,7 @@ class GenerationRunner(SteppingRunner):
             n = len(seq.body.prompt_ids)
             ids[i, width - n :], mask[i, width - n :] = seq.body.prompt_ids, 1
             self.waiting.remove(seq)
-        logits, past = self.decoder.forward(ids, mask, self.decoder.empty_past(len(batch)))
+        logits, past = self._forward(ids, mask, self.decoder.empty_past(len(batch)))
         self._first_tokens(batch, logits[:, -1], past, mask, out)
 
     def _prefill(self, seq: _Sequence, take: int, out: Replies) -> None:
@@ -313,7 +335,7 @@ class GenerationRunner(SteppingRunner):
         end = seq.prefilled + chunk.shape[1]
         past = seq.past if seq.past is not None else self.decoder.empty_past(1)
         mask = np.ones((1, end), dtype=np.int64)
-        logits, seq.past = self.decoder.forward(chunk, mask, past)
+        logits, seq.past = self._forward(chunk, mask, past)
         seq.prefilled = end
         if end < len(ids):
             return
@@ -330,7 +352,6 @@ class GenerationRunner(SteppingRunner):
         out: Replies,
     ) -> None:
         """Sample each prompt's first token; the unfinished ones join the decode batch."""
-        self._batches.append(len(seqs))
         joining, tokens = [], []
         for i, (token, logprob) in enumerate(self._sample_rows(seqs, logits)):
             if not self._emit(out, seqs[i], token, logprob):
@@ -380,8 +401,7 @@ class GenerationRunner(SteppingRunner):
     def _decode(self, out: Replies) -> None:
         batch = len(self.rows)
         self.mask = np.concatenate([self.mask, np.ones((batch, 1), np.int64)], axis=1)
-        logits, self.past = self.decoder.forward(self.next_tokens[:, None], self.mask, self.past)
-        self._batches.append(batch)
+        logits, self.past = self._forward(self.next_tokens[:, None], self.mask, self.past)
         keep = []
         sampled = self._sample_rows(self.rows, logits[:, -1])
         self.next_tokens[:] = [token for token, _ in sampled]
