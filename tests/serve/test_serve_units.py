@@ -1,4 +1,5 @@
-"""Pure functions of the serve package: pooling, v2 tensor codec, task detection."""
+"""Pure functions of the serve package: pooling, v2 tensor codec, task detection (and the
+app's choice of lane, in process)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -345,3 +347,35 @@ def test_priority_ages_so_a_low_priority_waits_a_bounded_time() -> None:
     assert item(1, enqueued=0.5, seq=1).key() < old_low.key()  # priority still overtakes …
     assert old_low.key() < item(1, enqueued=1.5, seq=2).key()  # … but not forever
     assert old_low.key() < item(5, enqueued=5.5, seq=3).key()
+
+
+def test_the_hot_lane_takes_json_whatever_the_case_of_its_media_type(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Media types are case-insensitive (RFC 9110): ``Application/JSON`` is answered by the
+    hot lane, not handed to FastAPI. Both lanes give the same answer, so the test counts the
+    requests that reach FastAPI (a spy on its ``__call__``, the real one still runs); a
+    ``text/plain`` body is the control that must reach it."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from modelmora.serve.app import create_app
+    from modelmora.serve.config import ServerSettings
+
+    reached: list[str] = []
+    real = FastAPI.__call__
+
+    async def spy(self: FastAPI, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            reached.append(scope["path"])
+        await real(self, scope, receive, send)
+
+    monkeypatch.setattr(FastAPI, "__call__", spy)
+    body = json.dumps({"model": "absent", "input": "hi"})
+    with TestClient(create_app(ServerSettings(port=0), {})) as client:
+        for media_type in ("Application/JSON; charset=UTF-8", "application/json"):
+            r = client.post("/v1/embeddings", content=body, headers={"content-type": media_type})
+            assert r.status_code == 404 and "absent" in r.text, r.text
+        assert reached == []
+        r = client.post("/v1/embeddings", content=body, headers={"content-type": "text/plain"})
+        assert reached == ["/v1/embeddings"], r.text
