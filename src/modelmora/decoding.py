@@ -144,12 +144,17 @@ class Decoder:
         return [np.zeros(shape, dtype=self.kv_dtype) for _ in self.past_names]
 
     def forward(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray, past: list[np.ndarray]
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        past: list[np.ndarray],
+        run_options: Any = None,
     ) -> tuple[np.ndarray, list[np.ndarray]]:
         """One call: ``(batch, new)`` ids over ``past`` → logits ``(batch, new, vocab)``, present.
 
         ``attention_mask`` covers past and new positions; positions of the new tokens follow
         from it (left padding counts as no position), as transformers computes them.
+        ``run_options``: ONNX Runtime ``RunOptions`` for this call.
         """
         feed: dict[str, np.ndarray] = {
             "input_ids": input_ids.astype(np.int64, copy=False),
@@ -159,7 +164,7 @@ class Decoder:
             positions = np.cumsum(attention_mask, axis=1) - 1
             feed["position_ids"] = np.maximum(positions[:, -input_ids.shape[1] :], 0)
         feed.update(zip(self.past_names, past, strict=True))
-        logits, *present = self.session.run(self.output_names, feed)
+        logits, *present = self.session.run(self.output_names, feed, run_options)
         return np.asarray(logits), present
 
     def greedy(

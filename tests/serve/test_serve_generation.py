@@ -49,9 +49,10 @@ def server(lm: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> I
     (bare / "chat_template.jinja").unlink()  # a model without a chat template
     gate = tmp_path_factory.mktemp("gate")
     with run_server(
-        {"lm": lm[1], "bare": bare, "one": lm[1]},
+        {"lm": lm[1], "bare": bare, "one": lm[1], "big": lm[1]},
         *("--set", "lm.max_sequences=4", "--set", "lm.max_queue_size=1"),
         *("--set", "one.max_sequences=1"),
+        *("--set", "big.max_sequences=16", "--set", "big.prefill_chunk=4096"),
         gate=gate,
     ) as srv:
         yield srv
@@ -591,3 +592,78 @@ def test_rows_joining_and_leaving_the_batch_keep_their_solo_texts(lm: tuple[Path
     together = run(list(plan))
     for i in plan:
         assert together[i] == run([i])[i], f"row {i}"
+
+
+def test_the_runner_gives_back_what_a_big_batch_grew(lm: tuple[Path, Path]) -> None:
+    """ONNX Runtime's arena keeps the peak of the biggest call for the session's life: after
+    32 prompts of 240 tokens in one call the worker's memory stays grown until the runner,
+    idle, releases it (the worker loop calls ``release_memory`` after a second idle)."""
+    from modelmora.serve.ipc import Generate, WorkerSpec
+    from modelmora.serve.runners.base import rss_bytes
+    from modelmora.serve.runners.generation import GenerationRunner
+
+    runner = GenerationRunner(
+        WorkerSpec(
+            name="lm",
+            artifact_dir=str(lm[1]),
+            onnx_file="model.onnx",
+            task="text-generation",
+            provider="CPUExecutionProvider",
+            prefill_chunk=32 * 240,
+        )
+    )
+    runner.warm_up()
+    warm = rss_bytes()
+    assert not runner.grown
+    for i in range(32):
+        prompt = [(7 * i + 3 * k) % 500 + 1 for k in range(240)]
+        runner.admit(i, Generate(prompt, 4, temperature=0, ignore_eos=True))
+    while runner.running():
+        runner.step()
+    grown = rss_bytes()
+    assert runner.grown and grown - warm > 50 * 2**20, (warm, grown)
+    runner.release_memory()
+    released = rss_bytes()
+    assert released - warm < (grown - warm) / 4, (warm, grown, released)
+    assert runner.stats().rss_bytes == released  # measured again for the router
+
+
+def test_a_generating_worker_reports_the_memory_it_gives_back(
+    server: Server, lm: tuple[Path, Path]
+) -> None:
+    """The router's figure for a generating worker's memory (what ``--memory-budget`` and
+    its gauge read) follows the worker: after a big batch and a second idle the worker
+    gives back what ORT's arena grew and reports its resident memory with its step stats."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(lm[1] / "tokenizer.json"))
+    prompt = ""
+    while len(tok.encode(prompt).ids) < 220:
+        prompt += "the quick brown fox jumps over the lazy dog near the station "
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    before = set(worker_pids(server.proc.pid))
+    client.completions.create(model="big", prompt="Hello", max_tokens=1)
+    (pid,) = set(worker_pids(server.proc.pid)) - before
+    warm = _rss(pid)
+
+    def one() -> None:
+        r = client.completions.create(model="big", prompt=prompt, max_tokens=8, temperature=0)
+        assert r.usage is not None and r.usage.prompt_tokens >= 220
+
+    threads = [threading.Thread(target=one) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    def reported_and_given_back() -> bool:
+        gauge = server.metric("modelmora_worker_rss_bytes", model="big")
+        now = _rss(pid)
+        return abs(gauge - now) < 2**20 and now - warm < 30 * 2**20
+
+    wait_until(reported_and_given_back, "the worker's memory given back and reported")
+
+
+def _rss(pid: int) -> int:
+    """Resident memory of ``pid``, as the worker measures its own (``/proc/PID/statm``)."""
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")

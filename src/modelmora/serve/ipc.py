@@ -222,6 +222,8 @@ class StepStats:
     step_seconds: float = 0.0
     """Spent in steps since the last report: the model calls and the worker's own work
     between them (sampling, detokenizing, joining and dropping rows)."""
+    rss_bytes: int = 0
+    """The worker's resident memory, when measured with this report (0: not this time)."""
 
 
 @dataclass

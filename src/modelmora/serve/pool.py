@@ -196,8 +196,10 @@ class WorkerHandle:
                 self._loop.create_task(self._report_death())
             return
         if isinstance(msg, Replies):
-            if msg.stats is not None and self._on_step is not None:
-                self._on_step(msg.stats)
+            if msg.stats is not None:
+                self.rss_bytes = msg.stats.rss_bytes or self.rss_bytes
+                if self._on_step is not None:
+                    self._on_step(msg.stats)
             for request_id, body, last in zip(msg.ids, msg.bodies, msg.last, strict=True):
                 self._deliver(request_id, body, last)
             return
@@ -437,13 +439,14 @@ class WorkerPool:
                 self.metrics.kv_cache_bytes.labels(name).set(0)
 
     def _step_metrics(self, name: str) -> Callable[[StepStats], None]:
-        """Observes a stepping worker's steps (tokens, batch sizes, KV cache): once per step,
-        with the label lookups done once per worker."""
+        """Observes a stepping worker's steps (tokens, batch sizes, KV cache, time, memory):
+        once per step, with the label lookups done once per worker."""
         tokens = self.metrics.generated_tokens.labels(name)
         batch = self.metrics.decode_batch.labels(name)
         kv_bytes = self.metrics.kv_cache_bytes.labels(name)
         in_calls = self.metrics.worker_step_seconds.labels(name, "model_calls")
         between_calls = self.metrics.worker_step_seconds.labels(name, "between_calls")
+        rss = self.metrics.worker_rss.labels(name)
 
         def observe(stats: StepStats) -> None:
             if stats.tokens:
@@ -454,6 +457,8 @@ class WorkerPool:
             if stats.step_seconds:
                 in_calls.inc(stats.model_seconds)
                 between_calls.inc(max(0.0, stats.step_seconds - stats.model_seconds))
+            if stats.rss_bytes:
+                rss.set(stats.rss_bytes)
 
         return observe
 

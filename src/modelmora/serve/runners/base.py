@@ -125,6 +125,20 @@ class Gate:
 IDLE_RELEASE_S = 1.0
 """Idle time after a big batch before a worker gives its grown memory back."""
 
+GROWN_TOKENS = 2048
+"""A call of at least this many rows × padded tokens grows ORT's arena enough to be worth
+giving back once the worker is idle."""
+
+
+def arena_shrink_options() -> Any:
+    """ONNX Runtime run options that hand what the CPU arena grew back to the system at the
+    end of the call (the arena otherwise keeps its peak for the life of the session)."""
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
+
 
 def trim_malloc() -> None:
     """glibc's ``malloc_trim(0)``: return freed heap pages to the system (no-op elsewhere)."""
@@ -340,6 +354,12 @@ class SteppingRunner(Runner):
     def serve(self, conn: Connection, gate: Gate) -> None:
         while True:
             try:
+                if not self.running() and self.grown and not conn.poll(IDLE_RELEASE_S):
+                    self.release_memory()
+                    self.grown = False
+                    stats = self.stats()
+                    if stats is not None:  # the router sees the memory fall
+                        send_msg(conn, Replies(stats=stats))
                 if not self._read(conn):
                     return
             except (EOFError, OSError):

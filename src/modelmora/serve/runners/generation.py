@@ -32,10 +32,20 @@ from modelmora.serve.ipc import (
     TensorSpec,
     WorkerSpec,
 )
-from modelmora.serve.runners.base import SteppingRunner, read_json, rss_bytes
+from modelmora.serve.runners.base import (
+    GROWN_TOKENS,
+    SteppingRunner,
+    arena_shrink_options,
+    read_json,
+    rss_bytes,
+    trim_malloc,
+)
 
 __all__ = ["LOGITS_BUDGET_BYTES", "GenerationRunner", "TextStream", "prefill_budget"]
 
+
+RSS_REPORT_S = 0.5
+"""How often at most a step's stats carry the worker's resident memory."""
 
 LOGITS_BUDGET_BYTES = 64 * 2**20
 """What one prompt call's logits may take. The exported graph computes the whole vocabulary's
@@ -149,6 +159,7 @@ class GenerationRunner(SteppingRunner):
         self._tokens = 0
         self._model_seconds = 0.0
         self._step_seconds = 0.0
+        self._rss_due = 0.0  # time.monotonic() from which stats() measures the RSS again
 
     # -- the runner interface --------------------------------------------------------------
 
@@ -173,6 +184,16 @@ class GenerationRunner(SteppingRunner):
 
     def warm_up(self) -> None:
         self.decoder.greedy([1, 2, 3], 2)
+
+    def release_memory(self) -> None:
+        """One one-token call that hands ORT's grown arena back, then glibc's heap: the
+        arena keeps the peak of the biggest call (measured on the bench model: 105 MB warm,
+        328 MB after 32 sequences of 512 tokens, 103 MB after this). The next stats()
+        measures the RSS, so the router's view of the worker falls with it."""
+        one = np.ones((1, 1), dtype=np.int64)
+        self.decoder.forward(one, one, self.decoder.empty_past(1), arena_shrink_options())
+        trim_malloc()
+        self._rss_due = 0.0
 
     def admit(self, request_id: int, body: Any) -> None:
         if not isinstance(body, Generate):
@@ -215,12 +236,18 @@ class GenerationRunner(SteppingRunner):
         return out
 
     def stats(self) -> StepStats:
+        # The RSS at most twice a second (reading it costs more than the rest of the stats),
+        # and whenever the worker falls idle: the figure it will hold while idle.
+        now, rss = time.monotonic(), 0
+        if now >= self._rss_due or not self.running():
+            rss, self._rss_due = rss_bytes(), now + RSS_REPORT_S
         stats = StepStats(
             tuple(self._batches),
             self._tokens,
             self._kv_bytes(),
             self._model_seconds,
             self._step_seconds,
+            rss,
         )
         self._batches, self._tokens, self._model_seconds, self._step_seconds = [], 0, 0.0, 0.0
         return stats
@@ -235,6 +262,8 @@ class GenerationRunner(SteppingRunner):
         result = self.decoder.forward(ids, mask, past)
         self._model_seconds += time.perf_counter() - started
         self._batches.append(ids.shape[0])
+        if mask.size >= GROWN_TOKENS:  # rows × the positions they attend to
+            self.grown = True
         return result
 
     def _kv_bytes(self) -> int:

@@ -14,8 +14,10 @@ from modelmora.onnx_types import numpy_dtype
 from modelmora.serve.ipc import ModelInfo, Output, RunText, TensorSpec, WorkerSpec
 from modelmora.serve.pooling import PoolingConfig, pool, read_pooling_config
 from modelmora.serve.runners.base import (
+    GROWN_TOKENS,
     Classes,
     Runner,
+    arena_shrink_options,
     rss_bytes,
     trim_malloc,
 )
@@ -29,10 +31,6 @@ __all__ = [
     "max_seq_length",
     "run_within_budget",
 ]
-
-GROWN_TOKENS = 2048
-"""A call of at least this many rows × padded tokens grows ORT's arena enough to be worth
-giving back once the worker is idle."""
 
 
 def max_seq_length(artifact_dir: Path) -> int:
@@ -178,13 +176,7 @@ class TextRunner(Runner):
     def _run(self, names: list[str], feed: dict[str, np.ndarray], shrink: bool) -> list[Any]:
         if feed["input_ids"].size >= GROWN_TOKENS:
             self.grown = True
-        options = None
-        if shrink:
-            import onnxruntime as ort
-
-            options = ort.RunOptions()
-            options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-        return list(self.session.run(names, feed, options))
+        return list(self.session.run(names, feed, arena_shrink_options() if shrink else None))
 
 
 class EmbeddingRunner(TextRunner):

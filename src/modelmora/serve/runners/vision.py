@@ -17,8 +17,8 @@ import numpy as np
 from modelmora.imaging import ImagePreprocessor, decode_image, test_images
 from modelmora.names import TEXT_TOWER
 from modelmora.serve.ipc import ModelInfo, Output, RunItems, TensorSpec, WorkerSpec
-from modelmora.serve.runners.base import Classes, Runner, rss_bytes, trim_malloc
-from modelmora.serve.runners.text import GROWN_TOKENS, TextTokenizer, run_within_budget
+from modelmora.serve.runners.base import GROWN_TOKENS, Classes, Runner, rss_bytes, trim_malloc
+from modelmora.serve.runners.text import TextTokenizer, run_within_budget
 
 __all__ = ["IMAGES_PER_CALL", "DualEncoderRunner", "ImageClassifierRunner", "ImageRunner"]
 
