@@ -597,7 +597,7 @@ def test_rows_joining_and_leaving_the_batch_keep_their_solo_texts(lm: tuple[Path
 def test_the_runner_gives_back_what_a_big_batch_grew(lm: tuple[Path, Path]) -> None:
     """ONNX Runtime's arena keeps the peak of the biggest call for the session's life: after
     32 prompts of 240 tokens in one call the worker's memory stays grown until the runner,
-    idle, releases it (the worker loop calls ``release_memory`` after a second idle)."""
+    idle, releases it (the worker loop calls ``release_memory`` after ``idle_release_s``)."""
     from modelmora.serve.ipc import Generate, WorkerSpec
     from modelmora.serve.runners.base import rss_bytes
     from modelmora.serve.runners.generation import GenerationRunner
@@ -632,7 +632,7 @@ def test_a_generating_worker_reports_the_memory_it_gives_back(
     server: Server, lm: tuple[Path, Path]
 ) -> None:
     """The router's figure for a generating worker's memory (what ``--memory-budget`` and
-    its gauge read) follows the worker: after a big batch and a second idle the worker
+    its gauge read) follows the worker: after a big batch and ``idle_release_s`` idle the worker
     gives back what ORT's arena grew and reports its resident memory with its step stats."""
     from tokenizers import Tokenizer
 

@@ -247,16 +247,18 @@ class Runner:
 
     grown = False
     """Set by a runner after a call big enough to grow ORT's arena (see release_memory)."""
+    idle_release_s = IDLE_RELEASE_S
+    """Idle time after such a call before :meth:`release_memory` runs."""
 
     def release_memory(self) -> None:
         """Give back memory a big batch grew; called once the worker has been idle for
-        :data:`IDLE_RELEASE_S` after one (never under steady load)."""
+        :attr:`idle_release_s` after one (never under steady load)."""
 
     def serve(self, conn: Connection, gate: Gate) -> None:
         """Answer requests one at a time until ``Stop`` or until the router goes away."""
         while True:
             try:
-                if self.grown and not conn.poll(IDLE_RELEASE_S):
+                if self.grown and not conn.poll(self.idle_release_s):
                     self.release_memory()
                     self.grown = False
                 msg = recv_msg(conn)
@@ -354,7 +356,7 @@ class SteppingRunner(Runner):
     def serve(self, conn: Connection, gate: Gate) -> None:
         while True:
             try:
-                if not self.running() and self.grown and not conn.poll(IDLE_RELEASE_S):
+                if not self.running() and self.grown and not conn.poll(self.idle_release_s):
                     self.release_memory()
                     self.grown = False
                     stats = self.stats()
