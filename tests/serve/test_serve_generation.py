@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import openai
@@ -23,6 +23,9 @@ import pytest
 from serve_support import Server, run_server, wait_until, worker_pids
 
 from modelmora.testing.tiny_models import make_tiny_causal_lm
+
+if TYPE_CHECKING:
+    from modelmora.serve.runners.generation import GenerationRunner
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
@@ -552,19 +555,9 @@ def test_rows_joining_and_leaving_the_batch_keep_their_solo_texts(lm: tuple[Path
     a long prompt is processed in chunks while others decode, and rows leave from the
     middle, the end and the front (a copy, a slice, a slice with trimmed columns). Each
     greedy text equals the same sequence's text run alone."""
-    from modelmora.serve.ipc import Generate, WorkerSpec
-    from modelmora.serve.runners.generation import GenerationRunner
+    from modelmora.serve.ipc import Generate
 
-    runner = GenerationRunner(
-        WorkerSpec(
-            name="lm",
-            artifact_dir=str(lm[1]),
-            onnx_file="model.onnx",
-            task="text-generation",
-            provider="CPUExecutionProvider",
-            prefill_chunk=8,
-        )
-    )
+    runner = _runner(lm[1], prefill_chunk=8)
     # (step it arrives at, prompt length, tokens) of each sequence.
     plan = {1: (0, 5, 12), 2: (0, 3, 4), 3: (2, 3, 10), 4: (3, 20, 6), 5: (5, 3, 2)}
 
@@ -598,20 +591,10 @@ def test_the_runner_gives_back_what_a_big_batch_grew(lm: tuple[Path, Path]) -> N
     """ONNX Runtime's arena keeps the peak of the biggest call for the session's life: after
     32 prompts of 240 tokens in one call the worker's memory stays grown until the runner,
     idle, releases it (the worker loop calls ``release_memory`` after ``idle_release_s``)."""
-    from modelmora.serve.ipc import Generate, WorkerSpec
+    from modelmora.serve.ipc import Generate
     from modelmora.serve.runners.base import rss_bytes
-    from modelmora.serve.runners.generation import GenerationRunner
 
-    runner = GenerationRunner(
-        WorkerSpec(
-            name="lm",
-            artifact_dir=str(lm[1]),
-            onnx_file="model.onnx",
-            task="text-generation",
-            provider="CPUExecutionProvider",
-            prefill_chunk=32 * 240,
-        )
-    )
+    runner = _runner(lm[1], prefill_chunk=32 * 240)
     runner.warm_up()
     warm = rss_bytes()
     assert not runner.grown
@@ -662,6 +645,22 @@ def test_a_generating_worker_reports_the_memory_it_gives_back(
         return abs(gauge - now) < 2**20 and now - warm < 30 * 2**20
 
     wait_until(reported_and_given_back, "the worker's memory given back and reported")
+
+
+def _runner(artifact: Path, prefill_chunk: int) -> GenerationRunner:
+    """The worker's generation runner on ``artifact``, in this process (CPU)."""
+    from modelmora.serve.ipc import WorkerSpec
+    from modelmora.serve.runners.generation import GenerationRunner
+
+    spec = WorkerSpec(
+        name="lm",
+        artifact_dir=str(artifact),
+        onnx_file="model.onnx",
+        task="text-generation",
+        provider="CPUExecutionProvider",
+        prefill_chunk=prefill_chunk,
+    )
+    return GenerationRunner(spec)
 
 
 def _rss(pid: int) -> int:
