@@ -254,13 +254,20 @@ class Runner:
         """Give back memory a big batch grew; called once the worker has been idle for
         :attr:`idle_release_s` after one (never under steady load)."""
 
+    def _release_when_idle(self, conn: Connection) -> bool:
+        """After a call that grew the arena, wait up to :attr:`idle_release_s` for the next
+        message; if none comes, give the memory back. True if it did."""
+        if not self.grown or conn.poll(self.idle_release_s):
+            return False
+        self.release_memory()
+        self.grown = False
+        return True
+
     def serve(self, conn: Connection, gate: Gate) -> None:
         """Answer requests one at a time until ``Stop`` or until the router goes away."""
         while True:
             try:
-                if self.grown and not conn.poll(self.idle_release_s):
-                    self.release_memory()
-                    self.grown = False
+                self._release_when_idle(conn)
                 msg = recv_msg(conn)
             except (EOFError, OSError):
                 return
@@ -356,9 +363,7 @@ class SteppingRunner(Runner):
     def serve(self, conn: Connection, gate: Gate) -> None:
         while True:
             try:
-                if not self.running() and self.grown and not conn.poll(self.idle_release_s):
-                    self.release_memory()
-                    self.grown = False
+                if not self.running() and self._release_when_idle(conn):
                     stats = self.stats()
                     if stats is not None:  # the router sees the memory fall
                         send_msg(conn, Replies(stats=stats))
